@@ -1,0 +1,210 @@
+"""Activations: each keeps its function and its derivative side by side, with the formula.
+
+Built-ins receive the cached activation `a` as well as `z`, so derivatives such as sigmoid's
+s(1 - s) reuse the forward result instead of recomputing it. `vjp` is what backprop calls:
+elementwise activations multiply by the derivative, softmax applies its Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+
+class Activation:
+    name: str = ""
+    elementwise: bool = True
+    #: |z| beyond which the derivative is below 1% of its maximum (sigmoid/tanh), else None
+    saturation: float | None = None
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def derivative(self, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def vjp(self, z: np.ndarray, a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
+        """dL/dz given dL/da."""
+        return grad_a * self.derivative(z, a)
+
+    def __repr__(self) -> str:
+        return f"<activation {self.name}>"
+
+
+class Identity(Activation):
+    """a = z;  a' = 1"""
+
+    name = "identity"
+
+    def forward(self, z):
+        return z
+
+    def derivative(self, z, a):
+        return np.ones_like(z)
+
+    def vjp(self, z, a, grad_a):
+        return grad_a
+
+
+class ReLU(Activation):
+    """a = max(z, 0);  a' = 1 if z > 0 else 0 (0 at the kink, as most code has it)"""
+
+    name = "relu"
+
+    def forward(self, z):
+        return np.maximum(z, 0)
+
+    def derivative(self, z, a):
+        return (z > 0).astype(z.dtype)
+
+    def vjp(self, z, a, grad_a):
+        return np.where(z > 0, grad_a, 0)
+
+
+class LeakyReLU(Activation):
+    """a = z if z > 0 else s*z;  a' = 1 if z > 0 else s"""
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        self.slope = float(negative_slope)
+
+    def forward(self, z):
+        return np.where(z > 0, z, z * self.slope)
+
+    def derivative(self, z, a):
+        return np.where(z > 0, 1.0, self.slope).astype(z.dtype)
+
+    def vjp(self, z, a, grad_a):
+        return np.where(z > 0, grad_a, grad_a * self.slope)
+
+
+class Sigmoid(Activation):
+    """a = 1 / (1 + exp(-z));  a' = a(1 - a).
+
+    Evaluated without overflow, but it still rounds to exactly 1.0 for z > ~36.7 in float64
+    (~16.6 in float32), just as the textbook formula does: that is the event log-zero catches.
+    """
+
+    name = "sigmoid"
+    saturation = 2 * math.acosh(5.0)  # 4*s(1-s) = 1/cosh^2(z/2) < 0.01  <=>  |z| > 5.293
+
+    def forward(self, z):
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+    def derivative(self, z, a):
+        return a * (1 - a)
+
+
+class Tanh(Activation):
+    """a = tanh(z);  a' = 1 - a^2"""
+
+    name = "tanh"
+    saturation = math.acosh(10.0)  # 1/cosh^2(z) < 0.01  <=>  |z| > 2.993
+
+    def forward(self, z):
+        return np.tanh(z)
+
+    def derivative(self, z, a):
+        return 1 - a * a
+
+
+class ELU(Activation):
+    """a = z if z > 0 else exp(z) - 1;  a' = 1 if z > 0 else a + 1   (alpha = 1)"""
+
+    name = "elu"
+
+    def forward(self, z):
+        return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+    def derivative(self, z, a):
+        return np.where(z > 0, 1, a + 1).astype(z.dtype)
+
+
+_GELU_C = math.sqrt(2 / math.pi)
+
+
+class GELU(Activation):
+    """a = z/2 (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2/pi)  (the tanh approximation);
+    a' = (1 + t)/2 + z/2 (1 - t^2) c (1 + 3*0.044715 z^2)."""
+
+    name = "gelu"
+
+    def forward(self, z):
+        return 0.5 * z * (1 + np.tanh(_GELU_C * (z + 0.044715 * z**3)))
+
+    def derivative(self, z, a):
+        t = np.tanh(_GELU_C * (z + 0.044715 * z**3))
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * z * z)
+
+
+class Softplus(Activation):
+    """a = log(1 + exp(z));  a' = sigmoid(z)"""
+
+    name = "softplus"
+
+    def forward(self, z):
+        return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)
+
+    def derivative(self, z, a):
+        return Sigmoid().forward(z)
+
+
+class Softmax(Activation):
+    """a_i = exp(z_i - max z) / sum_j exp(z_j - max z) over the units of each example;
+    dL/dz = a * (g - sum(g * a)) for g = dL/da (the Jacobian-vector product)."""
+
+    name = "softmax"
+    elementwise = False
+
+    def forward(self, z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def derivative(self, z, a):
+        raise TypeError("softmax has no elementwise derivative; use vjp")
+
+    def vjp(self, z, a, grad_a):
+        return a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
+
+
+HIDDEN: dict[str, Callable[..., Activation]] = {
+    "identity": Identity,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "elu": ELU,
+    "gelu": GELU,
+    "softplus": Softplus,
+}
+
+OUTPUT: dict[str, Callable[..., Activation]] = {
+    "identity": Identity,
+    "sigmoid": Sigmoid,
+    "softmax": Softmax,
+    "relu": ReLU,
+    "tanh": Tanh,
+}
+
+#: activations whose units can die (output 0 and pass no gradient for every example)
+RELU_FAMILY = frozenset({"relu", "leaky_relu"})
+
+
+def hidden_activation(name: str, negative_slope: float = 0.01) -> Activation:
+    if name == "leaky_relu":
+        return LeakyReLU(negative_slope)
+    try:
+        return HIDDEN[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(HIDDEN)}") from None
+
+
+def output_activation(name: str) -> Activation:
+    try:
+        return OUTPUT[name]()
+    except KeyError:
+        raise ValueError(f"unknown output activation {name!r}; valid: {', '.join(OUTPUT)}") from None

@@ -1,0 +1,76 @@
+"""`diagnose`: rebuild a run's result from its directory alone, with the detectors that ran live."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+from nnprobe.config import Config, load_config
+from nnprobe.detectors import DetectorSuite
+from nnprobe.digest import Digest
+from nnprobe.errors import ConfigError, RunDirError
+from nnprobe.expectations import evaluate_expectations
+from nnprobe.result import RunResult
+from nnprobe.runlog import LogContents, iter_records
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise RunDirError(
+            f"{run_dir}: not a run directory (no config.yaml). Pass a directory made by `nnprobe train`, "
+            "such as one under runs/."
+        )
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise RunDirError(f"{run_dir}: the run's resolved config is unreadable: {exc}") from None
+
+
+def load_run(run_dir: Path | str) -> RunResult:
+    """Stream the step log through the detectors and the digest; memory does not grow with its length."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirError(f"{run_dir}: no such run directory. `ls runs/` lists the runs made here.")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: is a file, not a run directory.")
+    config = load_run_config(run_dir)
+    contents = LogContents()
+    suite: Optional[DetectorSuite] = None
+    digest: Optional[Digest] = None
+    max_grad_norm: Optional[float] = None
+    for record in iter_records(run_dir / "steps.jsonl", contents):
+        if suite is None:
+            suite, digest = DetectorSuite(config, contents.start), Digest(contents.start)
+        g = record.get("grad_norm")
+        if isinstance(g, float) and math.isfinite(g) and (max_grad_norm is None or g > max_grad_norm):
+            max_grad_norm = g
+        digest.observe(record)
+        suite.observe(record)
+    if contents.start is None:
+        raise RunDirError(
+            f"{run_dir / 'steps.jsonl'}: no readable start record (the first line), so the layers and data "
+            "the log describes are unknown. " + ("; ".join(contents.problems[:3]) or "The log is empty.")
+        )
+    if suite is None:
+        suite, digest = DetectorSuite(config, contents.start), Digest(contents.start)
+    end = contents.end
+    problems = list(contents.problems)
+    if end is None:
+        status = "interrupted"
+        problems.append("no end record: the run was killed before it finished; analysed up to the last whole line")
+    else:
+        status = end.get("status", "interrupted")
+    last = contents.last_step
+    final_loss = last.get("loss") if last else None
+    if not isinstance(final_loss, (int, float)) or isinstance(final_loss, bool):
+        final_loss = None
+    digest.finish(end)
+    result = RunResult(
+        run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
+        findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
+        stopped_by=(end or {}).get("stopped_by"), max_grad_norm=max_grad_norm,
+    )
+    result.checks = evaluate_expectations(config, result)
+    return result

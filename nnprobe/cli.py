@@ -1,0 +1,261 @@
+"""The command line: the only module that knows about click, exit codes and the terminal.
+
+Exit status: 0 nothing at or above --fail-on and every expectation met; 1 otherwise;
+2 bad usage, bad config, unreadable input or an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+import nnprobe
+from nnprobe.errors import NnprobeError
+
+FORMATS_RUN = ("text", "json")
+FAIL_ON = ("error", "warning", "info", "never")
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix: one paragraph on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"nnprobe: error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NnprobeError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted (Ctrl-C) before anything was recorded.") from None
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False,
+                   width=None if (sys.stderr if stderr else sys.stdout).isatty() else 100)
+
+
+def fail_on_option(f):
+    return click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+                        help="Exit 1 when a finding at or above this severity is found ('never': always 0).")(f)
+
+
+def set_option(f):
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config key by its dotted path, e.g. --set optimizer.lr=0.01 (repeatable).")(f)
+
+
+def _exit_status(result, fail_on: str) -> int:
+    from nnprobe.findings import at_or_above
+
+    if fail_on == "never":
+        return 0
+    if at_or_above(result.findings, fail_on) or any(not c.ok for c in result.checks):
+        return 1
+    return 0
+
+
+def _emit(result, fmt: str) -> None:
+    """Print the result in the chosen format on stdout (json: exactly one document)."""
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
+    elif fmt == "markdown":
+        from nnprobe.report import render_markdown
+
+        click.echo(render_markdown(result), nl=False)
+    elif fmt == "junit":
+        from nnprobe.junit import render_junit
+
+        click.echo(render_junit(result), nl=False)
+    else:
+        from nnprobe.report import render_text
+
+        _console().print(render_text(result))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(nnprobe.__version__, "--version", prog_name="nnprobe")
+def cli() -> None:
+    """Train a NumPy MLP from a YAML file, probe every layer at every step, and explain what went wrong.
+
+    \b
+    nnprobe train configs/relu-regression.yaml      # reproduce a diverging run, see why
+    nnprobe diagnose runs/relu-regression-*/        # re-check a saved run
+    nnprobe explain nonfinite                       # what a finding means and how to fix it
+    """
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory to create (must not hold a run). Default: a fresh one under runs/.")
+@set_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@fail_on_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--no-gradcheck", is_flag=True, help="Train with a user activation even if its derivative is wrong.")
+@click.pass_context
+def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_on: str, quiet: bool,
+          no_gradcheck: bool) -> None:
+    """Train CONFIG, recording every step, and report the findings.
+
+    \b
+    nnprobe train configs/nan-cost.yaml
+    nnprobe train configs/quickstart.yaml --set optimizer.lr=0.1 --format json
+    """
+    from nnprobe.config import load_config
+    from nnprobe.runner import train as run_training
+
+    cfg = load_config(config, overrides)
+    hidden, user_code = _user_activation(cfg, config, check=not no_gradcheck)
+    show_progress = not quiet and fmt != "json" and sys.stderr.isatty()
+    with _progress(show_progress, cfg.name) as progress:
+        result = run_training(cfg, out_dir, progress=progress, config_path=config,
+                              hidden_activation=hidden, user_code=user_code)
+    _emit(result, fmt)
+    if result.status == "interrupted":
+        raise UserError(
+            f"training was interrupted at step {result.steps}; the {result.steps} step records written are kept in "
+            f"{result.run_dir}/steps.jsonl. Run `nnprobe diagnose {result.run_dir}` to analyse them again."
+        )
+    ctx.exit(_exit_status(result, fail_on))
+
+
+def _user_activation(cfg, config_path: Path, check: bool):
+    """Load a 'module:name' activation (explicitly configured, never by a YAML tag)."""
+    if ":" not in cfg.model.activation:
+        return None, []
+    from nnprobe.user_code import prepare_user_activation
+
+    return prepare_user_activation(cfg, config_path.parent, check=check)
+
+
+class _progress:
+    """A rich progress bar with the live loss on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, name: str) -> None:
+        self.enabled, self.name, self._bar, self._task = enabled, name, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                             console=_console(stderr=True), transient=True)
+        self._bar.__enter__()
+        self._task = self._bar.add_task(self.name, total=None, loss="-")
+        return self.update
+
+    def update(self, step: int, total: int, loss: float) -> None:
+        if step == 1 or step % 10 == 0 or step == total:
+            self._bar.update(self._task, completed=step, total=total, loss=f"{loss:.6g}")
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown", "junit")), default="text",
+              show_default=True)
+@fail_on_option
+@click.option("--baseline", type=click.Path(path_type=Path), default=None,
+              help="A reference run of the same config: exit 1 on any regression against it.")
+@click.option("--tolerance", type=float, default=0.10, show_default=True,
+              help="With --baseline: relative final-loss increase allowed.")
+@click.pass_context
+def diagnose(ctx, run_dir: Path, fmt: str, fail_on: str, baseline: Optional[Path], tolerance: float) -> None:
+    """Recompute every finding of a saved run from its log alone.
+
+    \b
+    nnprobe diagnose runs/nan-cost-20261123-101500
+    nnprobe diagnose RUN --baseline BASE_RUN --format junit > report.xml
+    """
+    from nnprobe.analysis import load_run
+
+    result = load_run(run_dir)
+    if baseline is not None:
+        from nnprobe.baseline import compare_to_baseline
+
+        result.checks += compare_to_baseline(result, load_run(baseline), tolerance=tolerance)
+    for problem in result.log_problems:
+        click.echo(f"nnprobe: warning: {run_dir}/steps.jsonl {problem}", err=True)
+    _emit(result, fmt)
+    ctx.exit(_exit_status(result, fail_on))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@set_option
+@click.option("--schema", is_flag=True, help="Print the config's JSON Schema (for editor completion) and exit.")
+@fail_on_option
+@click.pass_context
+def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str) -> None:
+    """Check CONFIG against the schema and run the static checks, without training.
+
+    \b
+    nnprobe validate configs/relu-output-ce.yaml
+    nnprobe validate --schema > nnprobe.schema.json
+    """
+    from nnprobe.config import json_schema, load_config
+
+    if schema:
+        click.echo(json.dumps(json_schema(), indent=2))
+        return
+    if config is None:
+        raise UserError("validate needs a CONFIG file (or --schema).")
+    cfg = load_config(config, overrides)
+    from nnprobe.static import static_findings
+
+    findings = static_findings(cfg)
+    click.echo(f"{config}: valid ({cfg.name}: {cfg.data.source} data, hidden {cfg.model.hidden} "
+               f"{cfg.model.activation}, output {cfg.model.output}, loss {cfg.loss.kind}).")
+    for f in findings:
+        click.echo(f"  {f.severity}: {f.code}: {f.message}")
+        for fix in f.fixes:
+            click.echo(f"      fix: {fix}")
+    from nnprobe.findings import at_or_above
+
+    ctx.exit(1 if at_or_above(findings, fail_on) else 0)
+
+
+@cli.command()
+@click.argument("code", required=False)
+def explain(code: Optional[str]) -> None:
+    """What a finding code means, its thresholds, usual causes and fixes (no CODE: the list).
+
+    \b
+    nnprobe explain
+    nnprobe explain dead-relu
+    """
+    from nnprobe.detectors import REGISTRY, all_codes, explain as lookup
+    from nnprobe.report import render_explain, render_explain_list
+
+    if code is None:
+        all_codes()
+        _console().print(render_explain_list(list(REGISTRY.values())))
+        return
+    try:
+        cls = lookup(code)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _console().print(render_explain(cls))
+
+
+def main() -> None:
+    cli(prog_name="nnprobe")

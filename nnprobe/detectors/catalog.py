@@ -1,0 +1,1 @@
+"""Imports every detector module so that each registers itself (order = report order)."""

@@ -1,0 +1,110 @@
+"""Losses in the two forms people write: the textbook formula on the output activation, and the fused one.
+
+`from_logits: false` evaluates the formula exactly as hand-written code has it, on the output
+activation `a`, with `epsilon` inside each log, and differentiates that expression analytically
+(so 0 * log(0) = NaN and 0/0 = NaN happen here exactly when they happen there).
+`from_logits: true` works on the output layer's pre-activation `z`: log-sigmoid (bce) or
+log-softmax (cross_entropy), which cannot produce log(0); the output activation is then used
+only for predictions.
+
+Per-example loss sums over the output units; `reduction` then takes the mean or the sum
+over the batch. The L2 term, l2/2 * sum of squared weights (biases excluded), is added by the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from nnprobe.activations import Activation, Sigmoid, Softmax
+
+
+@dataclass
+class LossOutput:
+    value: float
+    grad_z: np.ndarray  # dL/dz of the output layer
+    loss_in: Optional[dict]  # probabilities fed into a log (textbook cross-entropy family), else None
+
+
+def one_hot(labels: np.ndarray, n: int, dtype) -> np.ndarray:
+    out = np.zeros((labels.shape[0], n), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def probability_stats(p: np.ndarray, epsilon: float, two_sided: bool) -> dict:
+    """What the loss is about to take the log of, counted before epsilon is added."""
+    n_below = 0
+    if epsilon > 0:
+        n_below = int(np.count_nonzero(p < epsilon))
+        if two_sided:
+            n_below += int(np.count_nonzero(p > 1 - epsilon))
+    return {
+        "n": int(p.size),
+        "min": float(p.min()),
+        "max": float(p.max()),
+        "n_zero": int(np.count_nonzero(p == 0)),
+        "n_one": int(np.count_nonzero(p == 1)),
+        "n_outside": int(np.count_nonzero((p < 0) | (p > 1))),
+        "n_below_eps": n_below,
+    }
+
+
+class Loss:
+    """Computes the loss and dL/dz of the output layer from (z, a, targets)."""
+
+    def __init__(self, kind: str, *, reduction: str = "mean", from_logits: bool = False,
+                 epsilon: float = 0.0, output: Activation) -> None:
+        self.kind = kind
+        self.reduction = reduction
+        self.from_logits = from_logits
+        self.epsilon = float(epsilon)
+        self.output = output
+
+    def targets(self, y: np.ndarray, units: int, dtype) -> np.ndarray:
+        """Targets in the layout the formulas use: labels become one-hot (or a 0/1 column)."""
+        if self.kind == "mse":
+            return y.astype(dtype, copy=False)
+        if units == 1:
+            return y.reshape(-1, 1).astype(dtype)
+        return one_hot(y, units, dtype)
+
+    def __call__(self, z: np.ndarray, a: np.ndarray, t: np.ndarray, *, probe: bool = True) -> LossOutput:
+        scale = 1.0 / z.shape[0] if self.reduction == "mean" else 1.0
+        if self.kind == "mse":
+            diff = a - t
+            flat = diff.ravel().astype(np.float64, copy=False)
+            value = float(np.dot(flat, flat)) * scale
+            return LossOutput(value, self.output.vjp(z, a, (2 * scale) * diff), None)
+        if self.from_logits:
+            return self._from_logits(z, t, scale)
+        return self._textbook(z, a, t, scale, probe)
+
+    def _from_logits(self, z, t, scale) -> LossOutput:
+        if self.kind == "bce":
+            # log(1 + e^z) - t z, computed as softplus(z) - t z; dL/dz = sigmoid(z) - t
+            per = np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0) - t * z
+            grad = Sigmoid().forward(z) - t
+        else:
+            # logsumexp(z) - sum(t z); dL/dz = softmax(z) - t
+            m = z.max(axis=1, keepdims=True)
+            lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+            per = lse * t.sum(axis=1, keepdims=True) - t * z
+            grad = Softmax().forward(z) * t.sum(axis=1, keepdims=True) - t
+        return LossOutput(float(per.sum(dtype=np.float64)) * scale, grad * scale, None)
+
+    def _textbook(self, z, a, t, scale, probe) -> LossOutput:
+        eps = self.epsilon
+        stats = probability_stats(a, eps, self.kind == "bce") if probe else None
+        if self.kind == "bce":
+            # -(t log(a + eps) + (1 - t) log(1 - a + eps))
+            per = -(t * np.log(a + eps) + (1 - t) * np.log(1 - a + eps))
+            grad_a = -(t / (a + eps) - (1 - t) / (1 - a + eps))
+        else:
+            # -sum(t log(a + eps))
+            per = -(t * np.log(a + eps))
+            grad_a = -(t / (a + eps))
+        value = float(per.sum(dtype=np.float64)) * scale
+        return LossOutput(value, self.output.vjp(z, a, grad_a * scale), stats)

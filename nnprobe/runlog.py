@@ -1,0 +1,141 @@
+"""The step log: JSON Lines, one record per line, flushed as it goes (docs/log-schema.md).
+
+JSON has no NaN or infinity, so non-finite floats are written as the strings "NaN",
+"Infinity" and "-Infinity" and turned back into floats on reading. Only lines that contain
+one of those strings are walked, so a healthy log is read at the speed of `json.loads`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from nnprobe.errors import RunDirError
+
+SCHEMA_VERSION = 1
+_NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE_TEXT.get(value, value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def dumps(record: dict) -> str:
+    """One line of strict JSON; the walk that encodes non-finite floats runs only when needed."""
+    try:
+        return json.dumps(record, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(_encode(record), allow_nan=False, separators=(",", ":"))
+
+
+def loads(line: str) -> dict:
+    record = json.loads(line)
+    if '"NaN"' in line or 'Infinity"' in line:
+        record = _decode(record)
+    return record
+
+
+class LogWriter:
+    """Appends records to steps.jsonl, flushing each so a killed run leaves whole lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fh = open(self.path, "x", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._fh.write(dumps(record) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "LogWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class LogContents:
+    """What a streaming read found besides the step records themselves."""
+
+    start: Optional[dict] = None
+    end: Optional[dict] = None
+    problems: list[str] = field(default_factory=list)
+    n_steps: int = 0
+    last_step: Optional[dict] = None
+
+
+def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
+    """Yield step records in order; the start/end records and any unreadable lines go to `contents`.
+
+    Memory stays flat: one line at a time. A line that is not a JSON object with a known
+    `type`, or a last line cut off mid-write, is skipped and described in `contents.problems`.
+    """
+    try:
+        fh = open(path, "r", encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: no step log here; is this a run directory made by `nnprobe train`?") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: the step log cannot be read ({exc}).") from None
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = loads(line)
+            except ValueError as exc:
+                if not line.endswith("\n"):
+                    contents.problems.append(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
+                else:
+                    contents.problems.append(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); skipped")
+                continue
+            kind = record.get("type") if isinstance(record, dict) else None
+            if kind == "step":
+                if not isinstance(record.get("step"), int):
+                    contents.problems.append(f"line {lineno}: step record without an integer 'step'; skipped")
+                    continue
+                if contents.start is None:
+                    contents.problems.append(f"line {lineno}: step record before the start record; skipped")
+                    continue
+                contents.n_steps += 1
+                contents.last_step = record
+                yield record
+            elif kind == "start":
+                if contents.start is not None:
+                    contents.problems.append(f"line {lineno}: a second start record; skipped")
+                    continue
+                schema = record.get("schema")
+                if isinstance(schema, int) and schema > SCHEMA_VERSION:
+                    raise RunDirError(
+                        f"{path}: log schema {schema} is newer than this nnprobe reads ({SCHEMA_VERSION}); "
+                        "upgrade nnprobe to read it."
+                    )
+                contents.start = record
+            elif kind == "end":
+                contents.end = record
+            else:
+                contents.problems.append(f"line {lineno}: not a start, step or end record; skipped")

@@ -1,0 +1,399 @@
+"""Training with probes: one record per step into the run directory, detectors fed live.
+
+The loop runs under np.errstate(all="ignore"): NumPy's floating-point warnings would only
+repeat, less precisely, what the probes record (where the first NaN or inf was born).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+import nnprobe
+from nnprobe import probes
+from nnprobe.activations import Sigmoid
+from nnprobe.config import Config, dump_config
+from nnprobe.data import Dataset, load_dataset
+from nnprobe.detectors import DetectorSuite
+from nnprobe.digest import Digest
+from nnprobe.errors import RunDirError
+from nnprobe.expectations import evaluate_expectations
+from nnprobe.losses import Loss
+from nnprobe.model import MLP, build_mlp, output_units
+from nnprobe.optim import clip_by_global_norm, make_optimizer
+from nnprobe.result import RunResult
+from nnprobe.runlog import SCHEMA_VERSION, LogWriter
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+# ---------------------------------------------------------------- run directory
+
+
+def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
+    """A fresh directory for this run; never one that already holds a run."""
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            if not out_dir.is_dir():
+                raise RunDirError(f"--out {out_dir}: exists and is not a directory; choose a new directory name.")
+            if any(out_dir.iterdir()):
+                raise RunDirError(
+                    f"--out {out_dir}: the directory is not empty; nnprobe never overwrites a run. "
+                    "Choose a new directory, or leave --out off to get a fresh one under runs/."
+                )
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"--out {out_dir}: cannot create the directory ({exc.strerror}).") from None
+        return out_dir
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{runs_root}: cannot create the runs directory ({exc.strerror}); use --out DIR.") from None
+    for i in range(1, 1000):
+        candidate = runs_root / (f"{config.name}-{stamp}" + (f"-{i}" if i > 1 else ""))
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunDirError(f"{runs_root}: could not find a free run directory name for {config.name!r}.")
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- signals
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes the step it is in, writes it, and stops."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+
+@contextmanager
+def _catch_signals(flag: _StopFlag) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Holds the model, data and optimizer of one run and produces its step records."""
+
+    def __init__(self, config: Config, data: Dataset, hidden_activation=None) -> None:
+        self.config = config
+        self.data = data
+        seq = np.random.SeedSequence(config.seed)
+        _, init_seq, shuffle_seq = seq.spawn(3)
+        self.dtype = np.dtype(config.model.dtype)
+        n_targets = data.y_train.shape[1] if data.task == "regression" else 1
+        self.units = output_units(data.task, config.loss.kind, config.model.output, n_targets, data.n_classes)
+        self.model: MLP = build_mlp(config.model, data.n_features, self.units, np.random.default_rng(init_seq),
+                                    hidden=hidden_activation)
+        out_act = self.model.output.activation
+        self.loss = Loss(config.loss.kind, reduction=config.loss.reduction, from_logits=config.loss.from_logits,
+                         epsilon=config.loss.epsilon, output=out_act)
+        self.optimizer = make_optimizer(self.model.params(), config.optimizer)
+        self.shuffle_rng = np.random.default_rng(shuffle_seq)
+        self.x = data.x_train.astype(self.dtype)
+        self.t = self.loss.targets(data.y_train, self.units, self.dtype)
+        self.labels = data.y_train if data.task == "classification" else None
+        self.x_val = data.x_val.astype(self.dtype)
+        self.t_val = self.loss.targets(data.y_val, self.units, self.dtype) if len(data.y_val) else None
+        self.input_finite = probes.is_finite(self.x)
+        n = self.x.shape[0]
+        self.batch_size = min(config.training.batch_size or n, n)
+        self.batches_per_epoch = math.ceil(n / self.batch_size)
+        if config.training.epochs is not None:
+            self.total_steps = config.training.epochs * self.batches_per_epoch
+        else:
+            self.total_steps = config.training.steps or 1000
+        self.probing = config.probes.enabled
+        self.every = config.probes.every
+
+    # -- batches
+
+    def batches(self) -> Iterator[np.ndarray | None]:
+        """Index arrays per step (None = the whole training set, no copy)."""
+        n = self.x.shape[0]
+        if self.batch_size >= n:
+            while True:
+                yield None
+        while True:
+            order = self.shuffle_rng.permutation(n) if self.config.training.shuffle else np.arange(n)
+            for start in range(0, n, self.batch_size):
+                yield order[start:start + self.batch_size]
+
+    # -- records
+
+    def start_record(self) -> dict:
+        cfg, d = self.config, self.data
+        x = d.x_train.astype(np.float64)
+        layers = [
+            {"name": l.name, "fan_in": l.fan_in, "units": l.units, "activation": l.activation_name,
+             "is_output": i == len(self.model.layers) - 1}
+            for i, l in enumerate(self.model.layers)
+        ]
+        data = {
+            "n_train": int(x.shape[0]), "n_val": int(d.x_val.shape[0]), "n_features": int(x.shape[1]),
+            "n_classes": d.n_classes,
+            "input_mean": x.mean(axis=0).tolist(), "input_std": x.std(axis=0).tolist(),
+            "input_min": x.min(axis=0).tolist(), "input_max": x.max(axis=0).tolist(),
+            "target_mean": None, "target_std": None, "target_min": None, "target_max": None,
+        }
+        if d.task == "regression":
+            y = d.y_train.astype(np.float64)
+            data.update(target_mean=float(y.mean()), target_std=float(y.std()),
+                        target_min=float(y.min()), target_max=float(y.max()))
+        return {
+            "type": "start", "schema": SCHEMA_VERSION, "nnprobe": nnprobe.__version__, "name": cfg.name,
+            "seed": cfg.seed, "task": d.task, "dtype": cfg.model.dtype, "probes_every": self.every,
+            "total_steps": self.total_steps, "layers": layers,
+            "loss": {"kind": cfg.loss.kind, "reduction": cfg.loss.reduction, "from_logits": cfg.loss.from_logits,
+                     "epsilon": cfg.loss.epsilon, "l2": cfg.loss.l2},
+            "optimizer": {"kind": cfg.optimizer.kind, "lr": cfg.optimizer.lr,
+                          "clip_grad_norm": cfg.optimizer.clip_grad_norm},
+            "data": data,
+        }
+
+    def _forward_origin(self, xb: np.ndarray) -> Optional[dict]:
+        if not self.input_finite and not probes.is_finite(xb):
+            return {"pass": "forward", "tensor": "input", "layer": None}
+        for layer in self.model.layers:
+            if not probes.is_finite(layer.z):
+                return {"pass": "forward", "tensor": "pre-activation", "layer": layer.name}
+            if not probes.is_finite(layer.a):
+                return {"pass": "forward", "tensor": "activation", "layer": layer.name}
+        return None
+
+    def _backward_origin(self, grads, sqs: list[float]) -> Optional[dict]:
+        for i in range(len(self.model.layers) - 1, -1, -1):
+            name = self.model.layers[i].name
+            for j, tensor in ((2 * i, "weight-gradient"), (2 * i + 1, "bias-gradient")):
+                if not math.isfinite(sqs[j]) and not probes.is_finite(grads[j]):
+                    return {"pass": "backward", "tensor": tensor, "layer": name}
+        return None
+
+    def _update_origin(self) -> Optional[dict]:
+        for layer in self.model.layers:
+            if not probes.is_finite(layer.W):
+                return {"pass": "update", "tensor": "weight", "layer": layer.name}
+            if not probes.is_finite(layer.b):
+                return {"pass": "update", "tensor": "bias", "layer": layer.name}
+        return None
+
+    def _layer_stats(self, flat_grads: list[np.ndarray]) -> list[dict]:
+        out = []
+        for i, layer in enumerate(self.model.layers):
+            z_stats, dead = probes.preactivation_stats(layer.z, layer.activation.saturation)
+            out.append({
+                "name": layer.name,
+                "z": z_stats,
+                "a": probes.activation_stats(layer.a, dead),
+                "gW": probes.gradient_stats(flat_grads[2 * i], with_zero_frac=True),
+                "gb": probes.gradient_stats(flat_grads[2 * i + 1], with_zero_frac=False),
+                "W": probes.weight_stats(layer.W),
+                "b": probes.bias_stats(layer.b),
+                "update_ratio": None,
+            })
+        return out
+
+    def _accuracy(self, z: np.ndarray, a: np.ndarray, labels: np.ndarray) -> float:
+        scores = z if self.config.loss.from_logits else a
+        if self.units == 1:
+            threshold = 0.0 if self.config.loss.from_logits else 0.5
+            pred = (scores[:, 0] >= threshold).astype(labels.dtype)
+        else:
+            pred = scores.argmax(axis=1)
+        return float(np.count_nonzero(pred == labels)) / labels.shape[0]
+
+    def step(self, step: int, idx: Optional[np.ndarray]) -> dict:
+        """Forward, loss, backward, probes, update: the record of one optimizer step."""
+        cfg = self.config
+        xb = self.x if idx is None else self.x[idx]
+        tb = self.t if idx is None else self.t[idx]
+        model = self.model
+        model.forward(xb)
+        out = model.output
+        lo = self.loss(out.z, out.a, tb, probe=self.probing)
+        loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
+        grads = model.backward(lo.grad_z, cfg.loss.l2)
+        flat = grads.flat()
+        sqs = [probes.sq_norm(g) for g in flat]
+        grad_norm = math.sqrt(sum(sqs))
+
+        if not self.probing:
+            self.optimizer.step(self._clipped(flat, grad_norm), want_norms=False)
+            origin = None if math.isfinite(loss_value) else {"pass": "forward", "tensor": "loss", "layer": None}
+            return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
+                    "nonfinite": origin, "loss_in": None}
+
+        origin = self._forward_origin(xb)
+        if origin is None and not math.isfinite(loss_value):
+            origin = {"pass": "forward", "tensor": "loss", "layer": None}
+        if origin is None:
+            origin = self._backward_origin(flat, sqs)
+        full = step % self.every == 0 or step == self.total_steps - 1 or origin is not None
+        record: dict = {"type": "step", "step": step, "full": full, "loss": loss_value,
+                        "grad_norm": grad_norm, "nonfinite": origin, "loss_in": lo.loss_in}
+        layer_stats = None
+        if full:
+            layer_stats = self._layer_stats(flat)
+            if self.labels is not None:
+                labels = self.labels if idx is None else self.labels[idx]
+                record["accuracy"] = self._accuracy(out.z, out.a, labels)
+            if self.t_val is not None:
+                zv, av = model.predict(self.x_val)
+                record["val_loss"] = self.loss(zv, av, self.t_val, probe=False).value + model.l2_penalty(cfg.loss.l2)
+                if self.data.task == "classification":
+                    record["val_accuracy"] = self._accuracy(zv, av, self.data.y_val)
+        norms = self.optimizer.step(self._clipped(flat, grad_norm), want_norms=full)
+        if origin is None:
+            record["nonfinite"] = self._update_origin()
+        if layer_stats is not None:
+            for i, st in enumerate(layer_stats):
+                w_norm = st["W"]["norm"]
+                st["update_ratio"] = norms[2 * i] / w_norm if w_norm else None
+            record["layers"] = layer_stats
+        return record
+
+    def _clipped(self, flat: list[np.ndarray], grad_norm: float) -> list[np.ndarray]:
+        clip = self.config.optimizer.clip_grad_norm
+        if clip is not None:
+            clip_by_global_norm(flat, clip, grad_norm)
+        return flat
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _max_finite(current: Optional[float], value: Optional[float]) -> Optional[float]:
+    if value is None or not math.isfinite(value):
+        return current
+    return value if current is None or value > current else current
+
+
+def _metadata(config: Config, config_path: Optional[Path], user_code: list[dict]) -> dict:
+    return {
+        "nnprobe": nnprobe.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "name": config.name,
+        "seed": config.seed,
+        "config_file": str(config_path) if config_path else None,
+        "status": "running",
+        "started": _now(),
+        "ended": None,
+        "duration_s": None,
+        "steps": 0,
+        "user_code": user_code,
+    }
+
+
+def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[ProgressFn] = None,
+          config_path: Optional[Path] = None, runs_root: Path = Path("runs"),
+          hidden_activation=None, user_code: Optional[list[dict]] = None) -> RunResult:
+    """Train one config into a fresh run directory and return the analysed result."""
+    seq = np.random.SeedSequence(config.seed)
+    data_seq = seq.spawn(1)[0]
+    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    trainer = Trainer(config, data, hidden_activation)
+    run_dir = new_run_dir(config, out_dir, runs_root)
+    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    meta = _metadata(config, config_path, user_code or [])
+    _write_json(run_dir / "meta.json", meta)
+
+    start = trainer.start_record()
+    suite = DetectorSuite(config, start)
+    digest = Digest(start)
+    stop_codes = set(config.stop_on)
+    flag = _StopFlag()
+    status, stopped_by, steps_done, last_loss = "completed", None, 0, None
+    t0 = time.perf_counter()
+    writer = LogWriter(run_dir / "steps.jsonl")
+    max_grad_norm = None
+    try:
+        with _catch_signals(flag), np.errstate(all="ignore"):
+            writer.write(start)
+            fired_static = stop_codes & {f.code for f in suite.static_findings()}
+            if fired_static:
+                status, stopped_by = "diverged", sorted(fired_static)[0]
+            batches = trainer.batches()
+            for step in range(trainer.total_steps if status == "completed" else 0):
+                record = trainer.step(step, next(batches))
+                writer.write(record)
+                steps_done, last_loss = step + 1, record["loss"]
+                max_grad_norm = _max_finite(max_grad_norm, record["grad_norm"])
+                digest.observe(record)
+                newly = suite.observe(record)
+                if progress is not None:
+                    progress(step + 1, trainer.total_steps, last_loss)
+                hit = [c for c in newly if c in stop_codes]
+                if hit:
+                    status, stopped_by = "diverged", hit[0]
+                    break
+                if flag.signal is not None:
+                    status = "interrupted"
+                    break
+            end = {"type": "end", "status": status, "steps": steps_done,
+                   "final_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
+                   "stopped_by": stopped_by}
+            writer.write(end)
+    except BaseException:
+        # a bug or an interrupt outside a step: keep every record written so far and say how it ended
+        status = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "failed"
+        meta.update(status=status, ended=_now(), duration_s=round(time.perf_counter() - t0, 3), steps=steps_done)
+        _write_json(run_dir / "meta.json", meta)
+        writer.write({"type": "end", "status": status, "steps": steps_done, "final_loss": None, "stopped_by": None})
+        raise
+    finally:
+        writer.close()
+    duration = time.perf_counter() - t0
+    digest.finish(end)
+    findings = suite.finish(end)
+    result = RunResult(
+        run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
+        start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=max_grad_norm,
+    )
+    result.checks = evaluate_expectations(config, result)
+    meta.update(status=status, ended=_now(), duration_s=round(duration, 3), steps=steps_done,
+                step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
+    _write_json(run_dir / "meta.json", meta)
+    _write_json(run_dir / "findings.json", result.to_json())
+    return result
