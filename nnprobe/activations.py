@@ -89,7 +89,7 @@ class Sigmoid(Activation):
     """
 
     name = "sigmoid"
-    saturation = 2 * math.acosh(5.0)  # 4*s(1-s) = 1/cosh^2(z/2) < 0.01  <=>  |z| > 5.293
+    saturation = 2 * math.acosh(10.0)  # s(1-s) = 1/(4 cosh^2(z/2)) < 1% of 1/4  <=>  |z| > 5.986
 
     def forward(self, z):
         e = np.exp(-np.abs(z))

@@ -85,7 +85,7 @@ def _emit(result, fmt: str) -> None:
         _console().print(render_text(result))
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(name="nnprobe", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(nnprobe.__version__, "--version", prog_name="nnprobe")
 def cli() -> None:
     """Train a NumPy MLP from a YAML file, probe every layer at every step, and explain what went wrong.
@@ -255,6 +255,29 @@ def explain(code: Optional[str]) -> None:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     _console().print(render_explain(cls))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write. Default: RUN_DIR/report.html.")
+def report(run_dir: Path, output: Optional[Path]) -> None:
+    """Write a self-contained HTML report with plots (needs the 'plot' extra: matplotlib).
+
+    \b
+    nnprobe report runs/nan-cost-20261123-101500 -o nan-cost.html
+    """
+    from nnprobe.analysis import load_run
+    from nnprobe.html_report import render_html
+
+    result = load_run(run_dir)
+    html = render_html(result)
+    target = output or Path(run_dir) / "report.html"
+    try:
+        target.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write the report ({exc.strerror}); choose another path with -o.") from None
+    click.echo(f"wrote {target}", err=True)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ class DataConfig(_Strict):
     factor: float = Field(0.5, gt=0, lt=1, description="circles: inner radius / outer radius")
     # csv / npz
     path: Optional[str] = None
-    target: Optional[str] = Field(None, description="csv: column name or index (default: last); npz: array name (default: y)")
+    target: Optional[Union[int, str]] = Field(None, description="csv: column name or index (default: last); npz: array name (default: y)")
     inputs: Optional[str] = Field(None, description="npz: array name of the inputs (default: x)")
     # preprocessing
     normalize: Literal["none", "standardize", "minmax"] = "none"
@@ -216,7 +216,9 @@ def _model_for_path(loc: tuple) -> Optional[type[BaseModel]]:
 
 
 def _describe_error(err: dict, lines: dict[tuple, int], source: str) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("literal[", "float", "int"))))
+    # drop the union-member tags pydantic appends ("literal[...]", "float"), not keys such as data.integer
+    loc = tuple(p for p in err["loc"]
+                if not (isinstance(p, str) and (p.startswith("literal[") or p in ("float", "int", "str", "bool"))))
     path = ".".join(str(p) for p in loc) or "(top level)"
     where = source
     line = lines.get(loc)
@@ -319,10 +321,13 @@ def validate_config(raw: dict, *, source: str, text: str = "", base_dir: Path = 
     except ValidationError as exc:
         lines = _line_index(text) if text else {}
         problems = [_describe_error(e, lines, source) for e in exc.errors(include_url=False)]
-        more = f" ({len(problems) - 1} more problem(s) below.)" if len(problems) > 1 else ""
-        head = problems[0] + more
-        tail = " ".join(problems[1:4])
-        raise ConfigError((head + (" " + tail if tail else "")).strip() + " Run `nnprobe validate --schema` for every key and its type.") from None
+        text_out = problems[0]
+        if len(problems) > 1:
+            shown = problems[1:4]
+            text_out += f" Also ({len(problems) - 1} more): " + " ".join(shown)
+            if len(problems) > 4:
+                text_out += f" ... and {len(problems) - 4} more."
+        raise ConfigError(text_out + " Run `nnprobe validate --schema` for every key and its type.") from None
     if config.name is None:
         config.name = default_name
     if config.data.path is not None:

@@ -170,7 +170,9 @@ GENERATORS: dict[str, Generator] = {
 }
 
 
-def _generate(cfg: DataConfig, task: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Optional[int], Optional[np.ndarray]]:
+def _generate(
+    cfg: DataConfig, task: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, Optional[int], Optional[np.ndarray]]:
     gen = GENERATORS[cfg.source]
     k = gen.n_classes(cfg)
     if gen.planar and cfg.n_features != 2:
@@ -249,7 +251,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _describe_bad_csv(path: Path, lines: list[str], start: int, delimiter: Optional[str], header: Optional[list[str]]) -> str:
+def _describe_bad_csv(
+    path: Path, lines: list[str], start: int, delimiter: Optional[str], header: Optional[list[str]]
+) -> str:
     """Find the first row np.loadtxt refused and say exactly what is wrong there (only runs on the error path)."""
     width = len(header) if header is not None else None
     for number, line in enumerate(lines[start:], start=start + 1):
@@ -282,7 +286,9 @@ def _resolve_column(target: Union[str, int, None], header: Optional[list[str]], 
     text = str(target).strip()
     if header is not None and text in header:
         if header.count(text) > 1:
-            raise DataError(f"{path}: data.target: the header names more than one column {text!r}; rename one or use a 0-based index.")
+            raise DataError(
+                f"{path}: data.target: the header names more than one column {text!r}; rename one or use a 0-based index."
+            )
         return header.index(text)
     try:
         index = int(text)
@@ -319,7 +325,9 @@ def _read_csv(cfg: DataConfig) -> _Table:
     lines = text.splitlines()
     first = next((i for i, line in enumerate(lines) if _content(line)), None)
     if first is None:
-        raise DataError(f"{path}: holds no data rows (data.path). Expected a numeric CSV file, optionally with a header row.")
+        raise DataError(
+            f"{path}: holds no data rows (data.path). Expected a numeric CSV file, optionally with a header row."
+        )
     delimiter = next((d for d in _DELIMITERS if d in _content(lines[first])), None)
     head = _fields(_content(lines[first]), delimiter)
     header = None if all(_is_number(f) for f in head) else head
@@ -331,7 +339,9 @@ def _read_csv(cfg: DataConfig) -> _Table:
     except ValueError:
         raise DataError(_describe_bad_csv(path, lines, start, delimiter, header)) from None
     if table.shape[0] == 0:
-        raise DataError(f"{path}: has a header row but no data rows (data.path). Add the data, or point data.path at the right file.")
+        raise DataError(
+            f"{path}: has a header row but no data rows (data.path). Add the data, or point data.path at the right file."
+        )
     n_columns = table.shape[1]
     if header is not None and len(header) != n_columns:
         raise DataError(
@@ -376,8 +386,11 @@ def _npz_array(archive, name: str, key: str, path: Path) -> np.ndarray:
             "numeric array, e.g. np.savez(path, x=np.asarray(x, dtype=float), y=...)."
         ) from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"{path}: array {name!r} ({key}) cannot be read ({exc}); the file looks damaged, save it again.") from None
-    if not (array.dtype == np.bool_ or (np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating))):
+        raise DataError(
+            f"{path}: array {name!r} ({key}) cannot be read ({exc}); the file looks damaged, save it again."
+        ) from None
+    real = np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
+    if not (real or array.dtype == np.bool_):
         raise DataError(
             f"{path}: array {name!r} ({key}) has dtype {array.dtype}, not real numbers. Convert it to numbers "
             "(encode categories as integers) before saving."
@@ -520,7 +533,9 @@ def load_dataset(cfg: DataConfig, task: str, rng: np.random.Generator) -> Datase
 
     train, val = _split(len(x), cfg.validation_fraction, rng)
     if len(train) == 0:
-        raise DataError("data: no training rows are left after the validation split; add data or lower data.validation_fraction.")
+        raise DataError(
+            "data: no training rows are left after the validation split; add data or lower data.validation_fraction."
+        )
     x_train, x_val, y_train, y_val = x[train], x[val], y[train], y[val]
 
     if cfg.normalize != "none":

@@ -50,7 +50,7 @@ class Envelope:
     """
 
     __slots__ = (
-        "cap", "width", "lo", "hi", "sum", "n", "bad", "seen", "step_lo", "step_hi",
+        "cap", "width", "lo", "hi", "sum", "n", "bad",
         "first_step", "first_value", "last_step", "last_value",
         "min_value", "min_step", "max_value", "max_step",
         "n_nan", "n_posinf", "n_neginf", "n_none", "first_bad_step", "first_bad_value",
@@ -66,9 +66,6 @@ class Envelope:
         self.sum = [0.0] * cap
         self.n = [0] * cap
         self.bad = [0] * cap
-        self.seen = [False] * cap  # any value (finite or not) landed here
-        self.step_lo = [0] * cap  # first and last step actually seen in the bucket
-        self.step_hi = [0] * cap
         self.first_step: Optional[int] = None
         self.first_value: Optional[float] = None
         self.last_step: Optional[int] = None
@@ -88,11 +85,6 @@ class Envelope:
         k = step // self.width
         if k >= self.cap:
             k = self._make_room(step)
-        if self.seen[k]:
-            self.step_hi[k] = step
-        else:
-            self.seen[k] = True
-            self.step_lo[k] = self.step_hi[k] = step
         if self.first_step is None:
             self.first_step = step
             self.first_value = value
@@ -103,16 +95,16 @@ class Envelope:
             return
         if value < self.lo[k]:
             self.lo[k] = value
+            if value < self.min_value:
+                self.min_value = value
+                self.min_step = step
         if value > self.hi[k]:
             self.hi[k] = value
+            if value > self.max_value:
+                self.max_value = value
+                self.max_step = step
         self.sum[k] += value
         self.n[k] += 1
-        if value > self.max_value:
-            self.max_value = value
-            self.max_step = step
-        if value < self.min_value:
-            self.min_value = value
-            self.min_step = step
 
     def _add_bad(self, k: int, step: int, value: Optional[float]) -> None:
         self.bad[k] += 1
@@ -133,7 +125,6 @@ class Envelope:
         while step // self.width >= self.cap:
             half = self.cap // 2
             lo, hi, sm, n, bad = self.lo, self.hi, self.sum, self.n, self.bad
-            seen, slo, shi = self.seen, self.step_lo, self.step_hi
             for i in range(half):
                 a, b = 2 * i, 2 * i + 1
                 lo[i] = lo[a] if lo[a] < lo[b] else lo[b]
@@ -141,14 +132,8 @@ class Envelope:
                 sm[i] = sm[a] + sm[b]
                 n[i] = n[a] + n[b]
                 bad[i] = bad[a] + bad[b]
-                if seen[a]:
-                    slo[i] = slo[a]
-                    shi[i] = shi[b] if seen[b] else shi[a]
-                elif seen[b]:
-                    slo[i], shi[i] = slo[b], shi[b]
-                seen[i] = seen[a] or seen[b]
             for i in range(half, self.cap):
-                lo[i], hi[i], sm[i], n[i], bad[i], seen[i] = INF, -INF, 0.0, 0, 0, False
+                lo[i], hi[i], sm[i], n[i], bad[i] = INF, -INF, 0.0, 0, 0
             self.width *= 2
         return step // self.width
 
@@ -157,7 +142,7 @@ class Envelope:
     @property
     def count(self) -> int:
         """Values recorded, finite or not."""
-        return sum(self.n[k] + self.bad[k] for k in range(self.cap) if self.seen[k])
+        return sum(self.n) + sum(self.bad)
 
     @property
     def n_bad(self) -> int:
@@ -172,20 +157,24 @@ class Envelope:
         return self.max_step is not None
 
     def buckets(self) -> list[Bucket]:
-        """The non-empty buckets in step order (at most `cap`)."""
+        """The non-empty buckets in step order (at most `cap`), their step ranges clipped to the series'."""
         out = []
+        if self.first_step is None:
+            return out
+        w, s0, s1 = self.width, self.first_step, self.last_step
         for k in range(self.cap):
-            if not self.seen[k]:
+            n, bad = self.n[k], self.bad[k]
+            if not n and not bad:
                 continue
-            n = self.n[k]
+            first, last = max(k * w, s0), min(k * w + w - 1, s1)
             if n:
                 lo, hi = self.lo[k], self.hi[k]
                 mean = self.sum[k] / n
                 if not lo <= mean <= hi:  # the sum overflowed or lost precision; keep the line inside the band
                     mean = lo / 2 + hi / 2
-                out.append(Bucket(self.step_lo[k], self.step_hi[k], lo, hi, mean, n, self.bad[k]))
+                out.append(Bucket(first, last, lo, hi, mean, n, bad))
             else:
-                out.append(Bucket(self.step_lo[k], self.step_hi[k], None, None, None, 0, self.bad[k]))
+                out.append(Bucket(first, last, None, None, None, 0, bad))
         return out
 
     def worst_high(self) -> tuple[Optional[float], Optional[int]]:

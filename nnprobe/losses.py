@@ -91,7 +91,7 @@ class Loss:
             # logsumexp(z) - sum(t z); dL/dz = softmax(z) - t
             m = z.max(axis=1, keepdims=True)
             lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
-            per = lse * t.sum(axis=1, keepdims=True) - t * z
+            per = lse * t.sum(axis=1, keepdims=True) - (t * z).sum(axis=1, keepdims=True)
             grad = Softmax().forward(z) * t.sum(axis=1, keepdims=True) - t
         return LossOutput(float(per.sum(dtype=np.float64)) * scale, grad * scale, None)
 

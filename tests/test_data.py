@@ -235,7 +235,9 @@ def ids_npz(tmp_path, n):
     return write_npz(tmp_path, x=x, y=np.arange(n, dtype=float))
 
 
-@pytest.mark.parametrize("n,fraction,n_val", [(100, 0.29, 29), (10, 0.25, 2), (10, 0.01, 1), (2, 0.5, 1), (1, 0.5, 0), (10, 0.0, 0)])
+@pytest.mark.parametrize(
+    "n,fraction,n_val", [(100, 0.29, 29), (10, 0.25, 2), (10, 0.01, 1), (2, 0.5, 1), (1, 0.5, 0), (10, 0.0, 0)]
+)
 def test_split_sizes_and_partition(tmp_path, n, fraction, n_val):
     d = load("regression", source="npz", path=ids_npz(tmp_path, n), validation_fraction=fraction)
     assert d.x_val.shape == (n_val, 2) and d.y_val.shape == (n_val, 1)
@@ -247,7 +249,8 @@ def test_split_sizes_and_partition(tmp_path, n, fraction, n_val):
 
 def test_split_depends_on_the_rng(tmp_path):
     path = ids_npz(tmp_path, 50)
-    vals = {tuple(load("regression", seed=s, source="npz", path=path, validation_fraction=0.2).y_val[:, 0]) for s in range(5)}
+    splits = [load("regression", seed=s, source="npz", path=path, validation_fraction=0.2) for s in range(5)]
+    vals = {tuple(d.y_val[:, 0]) for d in splits}
     assert len(vals) > 1
 
 
@@ -545,7 +548,10 @@ def test_npz_bad_shapes(tmp_path, arrays, key, expect):
     assert expect in raises(key, source="npz", path=path)
 
 
-@pytest.mark.parametrize("key,arrays", [("data.inputs", {"x": [[1.0], [np.nan]], "y": [0, 1]}), ("data.target", {"x": [[1.0], [2.0]], "y": [0, np.inf]})])
+@pytest.mark.parametrize(
+    "key,arrays",
+    [("data.inputs", {"x": [[1.0], [np.nan]], "y": [0, 1]}), ("data.target", {"x": [[1.0], [2.0]], "y": [0, np.inf]})],
+)
 def test_npz_nonfinite(tmp_path, key, arrays):
     path = write_npz(tmp_path, **{k: np.array(v) for k, v in arrays.items()})
     assert "first at row 1" in raises(key, task="regression", source="npz", path=path)
