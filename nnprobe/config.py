@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,6 +23,16 @@ BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info) -> Any:
+        """YAML's yes/true would otherwise pass as 1 for a number (pydantic's lax mode)."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in get_args(annotation):
+                raise ValueError(f"expected a number or a name, not the boolean {value!r}")
+        return value
 
 
 class DataConfig(_Strict):
@@ -121,6 +131,8 @@ class TrainingConfig(_Strict):
     def _steps_or_epochs(self) -> "TrainingConfig":
         if self.steps is not None and self.epochs is not None:
             raise ValueError("set training.steps or training.epochs, not both")
+        if self.steps is None and self.epochs is None:
+            self.steps = 1000  # SPEC default, made explicit so the resolved config.yaml states it
         return self
 
 
@@ -135,6 +147,14 @@ class ExpectConfig(_Strict):
     max_grad_norm_below: Optional[float] = Field(None, gt=0)
     steps_completed: Optional[bool] = Field(None, description="true: the run must finish all its steps")
     findings_absent: list[str] = Field(default_factory=list)
+
+    @field_validator("findings_absent")
+    @classmethod
+    def _check_codes(cls, v: list[str]) -> list[str]:
+        from nnprobe.detectors import validate_codes
+
+        validate_codes(v, "expect.findings_absent")
+        return v
 
 
 class Config(_Strict):
@@ -153,15 +173,22 @@ class Config(_Strict):
     stop_on: list[str] = Field(default_factory=lambda: ["nonfinite"])
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
 
-    @model_validator(mode="after")
-    def _check_codes(self) -> "Config":
-        from nnprobe.detectors import validate_detector_settings, validate_codes
+    # field (not model) validators, so an unknown code is reported at its key path and line
+    @field_validator("ignore", "stop_on")
+    @classmethod
+    def _check_codes(cls, v: list[str], info) -> list[str]:
+        from nnprobe.detectors import validate_codes
 
-        for key in ("ignore", "stop_on"):
-            validate_codes(getattr(self, key), key)
-        validate_codes(self.expect.findings_absent, "expect.findings_absent")
-        validate_detector_settings(self.detectors)
-        return self
+        validate_codes(v, info.field_name)
+        return v
+
+    @field_validator("detectors")
+    @classmethod
+    def _check_detectors(cls, v: dict) -> dict:
+        from nnprobe.detectors import validate_detector_settings
+
+        validate_detector_settings(v)
+        return v
 
     @property
     def task(self) -> str:
@@ -246,6 +273,9 @@ def _describe_error(err: dict, lines: dict[tuple, int], source: str) -> str:
         return f"{where}: {path}: got {given!r}{did}; expected one of {expected}."
     if kind.endswith(("_type", "_parsing")) or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{where}: {path}: {msg.lower().rstrip('.')}, got {given!r}."
+    msg = msg if msg.endswith(".") else msg + "."
+    if loc and msg.startswith(path):  # the validator already named the key (e.g. "detectors.dead-relu.fraction: ...")
+        return f"{where}: {msg}"
     return f"{where}: {path}: {msg}"
 
 

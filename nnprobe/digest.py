@@ -13,6 +13,7 @@ The Digest is fed the same records as the detectors, live in `train` and offline
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -226,6 +227,7 @@ class LayerSeries:
         self.act_nonfinite_step: Optional[int] = None
 
     def summary(self) -> LayerSummary:
+        """Start / worst / end values; a null in the log (no finite entry) is reported as NaN."""
         grad_worst, grad_worst_step = self.grad_norm.worst_high()
         dead_worst, dead_worst_step = self.dead.worst_high()
         return LayerSummary(
@@ -234,11 +236,20 @@ class LayerSeries:
             act_max=self.a_max.max_value if self.a_max.has_finite else None,
             act_nonfinite_step=self.act_nonfinite_step,
             dead_applies=has_dead_units(self.activation),
-            dead_start=self.dead.first_value, dead_worst=dead_worst, dead_worst_step=dead_worst_step,
-            dead_end=self.dead.last_value,
-            grad_start=self.grad_norm.first_value, grad_worst=grad_worst, grad_worst_step=grad_worst_step,
-            grad_end=self.grad_norm.last_value,
+            dead_start=_seen(self.dead, self.dead.first_value),
+            dead_worst=_seen(self.dead, dead_worst), dead_worst_step=dead_worst_step,
+            dead_end=_seen(self.dead, self.dead.last_value),
+            grad_start=_seen(self.grad_norm, self.grad_norm.first_value),
+            grad_worst=_seen(self.grad_norm, grad_worst), grad_worst_step=grad_worst_step,
+            grad_end=_seen(self.grad_norm, self.grad_norm.last_value),
         )
+
+
+def _seen(envelope: Envelope, value: Optional[float]) -> Optional[float]:
+    """None stays None only when the series never got a value; a recorded null becomes NaN."""
+    if value is None and not envelope.empty:
+        return math.nan
+    return value
 
 
 class Digest:

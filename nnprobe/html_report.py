@@ -206,7 +206,8 @@ def _figures(mpl: Any, result: RunResult) -> list[tuple[str, str, str]]:
 def _svg(fig: Any, prefix: str) -> str:
     """The figure as an inline <svg> element: no XML prologue, ids unique across the page, scalable."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    # no metadata block: no date (determinism) and no URLs in a page meant to be self-contained
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', svg)
@@ -242,7 +243,7 @@ def _band(ax: Any, envelope: Any, colour: str, label: str, *, line: str = "mean"
     if bad_x:
         ax.plot(bad_x, [0.97] * len(bad_x), linestyle="none", marker="x", color=colour, markersize=6,
                 markeredgewidth=1.5, transform=ax.get_xaxis_transform(), clip_on=False,
-                label=None if xs else label)
+                label=None if xs else f"{label} (NaN/inf only)")
     return bool(xs or bad_x)
 
 
@@ -290,13 +291,17 @@ def _symlog(ax: Any, big: float) -> None:
 
 
 def _empty_note(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#666")
+    ax.text(0.5, 0.35, text, transform=ax.transAxes, ha="center", va="center", color="#666",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1.0})
 
 
 def _step_axis(ax: Any, digest: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if digest.first_step is not None:
         lo, hi = digest.first_step, digest.last_step
-        pad = max(0.5, (hi - lo) * 0.01)
+        pad = 1.0 if hi - lo < 2 else max(0.5, (hi - lo) * 0.01)  # a 1-step run still gets integer ticks
         ax.set_xlim(lo - pad, hi + pad)
     ax.set_xlabel("step")
 
@@ -320,7 +325,7 @@ def _plot_loss(fig: Any, result: RunResult) -> str:
     ax.set_title("Loss")
     _step_axis(ax, digest)
     _mark_findings(ax, result.findings)
-    if digest.loss.n_bad:
+    if digest.loss.n_bad and digest.loss.has_finite:
         ax.plot([], [], linestyle="none", marker="x", color="#1f77b4", label="NaN/inf loss")
     _legend(ax)
     if has_acc:
@@ -339,17 +344,33 @@ def _plot_loss(fig: Any, result: RunResult) -> str:
 
 
 def _mark_findings(ax: Any, findings: Sequence[Finding]) -> None:
+    """A dashed line at each finding's first step; findings too close to label apart share one label."""
     by_step: dict[int, list[Finding]] = {}
     for f in sort_findings(list(findings)):
         if f.step is not None:
             by_step.setdefault(f.step, []).append(f)
+    if not by_step:
+        return
+    lo, hi = ax.get_xlim()
+    near = (hi - lo) * 0.03
+    clusters: list[list[int]] = []
     for step in sorted(by_step):
-        group = by_step[step]
-        colour = _SEVERITY_COLOUR.get(group[0].severity, "#444")
-        ax.axvline(step, color=colour, linestyle="--", linewidth=1.0, alpha=0.85)
-        codes = ", ".join(dict.fromkeys(f.code for f in group))
-        ax.text(step, 0.9, f"{codes} @{step}", transform=ax.get_xaxis_transform(), rotation=90,
-                ha="right", va="top", fontsize=8, color=colour)
+        if clusters and step - clusters[-1][0] <= near:
+            clusters[-1].append(step)
+        else:
+            clusters.append([step])
+    for cluster in clusters:
+        group = [f for step in cluster for f in by_step[step]]
+        worst = sort_findings(group)[0]
+        for step in cluster:
+            ax.axvline(step, color=_SEVERITY_COLOUR.get(sort_findings(by_step[step])[0].severity, "#444"),
+                       linestyle="--", linewidth=1.0, alpha=0.85)
+        label = ", ".join(", ".join(dict.fromkeys(f.code for f in by_step[step])) + f" @{step}" for step in cluster)
+        at_left_edge = cluster[0] - lo < near  # keep a label at the left edge inside the axes
+        ax.text(cluster[0], 0.9, label, transform=ax.get_xaxis_transform(), rotation=90,
+                ha="left" if at_left_edge else "right", va="top", fontsize=8,
+                color=_SEVERITY_COLOUR.get(worst.severity, "#444"),
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1.0})
 
 
 def _plot_gradients(fig: Any, result: RunResult) -> str:
@@ -394,9 +415,10 @@ def _plot_activations(fig: Any, result: RunResult) -> str:
         lo_by, hi_by = dict(zip(lo_xs, lo)), dict(zip(hi_xs, hi))
         if common:
             band_lo, band_hi = [lo_by[x] for x in common], [hi_by[x] for x in common]
+            dot = "o" if len(common) == 1 else None  # a one-step run has no line to draw
             rng_ax.fill_between(common, band_lo, band_hi, color=colour, alpha=0.2, linewidth=0)
-            rng_ax.plot(common, band_hi, color=colour, linewidth=1.0, label=ls.name)
-            rng_ax.plot(common, band_lo, color=colour, linewidth=1.0, linestyle=":")
+            rng_ax.plot(common, band_hi, color=colour, linewidth=1.0, label=ls.name, marker=dot, markersize=3)
+            rng_ax.plot(common, band_lo, color=colour, linewidth=1.0, linestyle=":", marker=dot, markersize=3)
             big = max(big, max(abs(v) for v in band_lo + band_hi))
         bad = sorted(set(bad_lo) | set(bad_hi))
         if bad:

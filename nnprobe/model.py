@@ -110,7 +110,8 @@ def output_units(task: str, loss_kind: str, output: str, n_targets: int, n_class
     """One unit per class, except sigmoid-style BCE on two classes, which needs one."""
     if task == "regression":
         return n_targets
-    assert n_classes is not None
+    if n_classes is None:
+        raise ValueError("a classification task needs n_classes")
     if loss_kind == "bce" and n_classes == 2 and output != "softmax":
         return 1
     return n_classes

@@ -234,8 +234,6 @@ def _status_text(result: RunResult) -> Text:
     t.append("\nstatus: ")
     t.append(status_words(result), style=_STATUS_STYLE.get(result.status, ""))
     t.append(f" · steps: {result.steps} · final loss: {fmt_num(result.final_loss)}")
-    counts = _severity_counts(result.findings)
-    t.append(f" · findings: {counts}" if counts else " · findings: none")
     return t
 
 
@@ -249,7 +247,7 @@ def _severity_counts(findings: Sequence[Finding]) -> str:
 
 
 def _findings_table(findings: Sequence[Finding]) -> Table:
-    table = Table(title="Findings", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+    table = Table(title=f"Findings ({_severity_counts(findings)})", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
                   show_lines=True, pad_edge=False, collapse_padding=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("code", no_wrap=True)
@@ -343,12 +341,11 @@ def render_markdown(result: RunResult) -> str:
     """The report as GitHub-flavoured markdown, for an issue or a CI job summary."""
     out = [f"### nnprobe: `{result.run_dir}`", ""]
     stopped = f" (stopped by `{result.stopped_by}`)" if result.stopped_by else ""
-    counts = _severity_counts(result.findings) or "none"
     out += [f"**status:** {result.status}{stopped} · **steps:** {result.steps} · "
-            f"**final loss:** {fmt_num(result.final_loss)} · **findings:** {counts}", ""]
+            f"**final loss:** {fmt_num(result.final_loss)}", ""]
     findings = sort_findings(result.findings)
     if findings:
-        out += ["#### Findings", ""]
+        out += [f"#### Findings ({_severity_counts(findings)})", ""]
         rows = [(f.severity, f"`{f.code}`", "static" if f.step is None else f.step, f.layer or "—",
                  f.message, fix_line(f).removeprefix("fix: ")) for f in findings]
         out += _md_table(("severity", "code", "step", "layer", "what happened", "first fix"), rows) + [""]

@@ -78,15 +78,29 @@ class LogWriter:
         self.close()
 
 
+MAX_PROBLEMS = 50
+
+
 @dataclass
 class LogContents:
-    """What a streaming read found besides the step records themselves."""
+    """What a streaming read found besides the step records themselves (bounded in size)."""
 
     start: Optional[dict] = None
     end: Optional[dict] = None
-    problems: list[str] = field(default_factory=list)
+    problem_list: list[str] = field(default_factory=list)
+    n_problems: int = 0
     n_steps: int = 0
     last_step: Optional[dict] = None
+
+    def add_problem(self, text: str) -> None:
+        self.n_problems += 1
+        if len(self.problem_list) < MAX_PROBLEMS:
+            self.problem_list.append(text)
+
+    @property
+    def problems(self) -> list[str]:
+        hidden = self.n_problems - len(self.problem_list)
+        return self.problem_list + ([f"... and {hidden} more unreadable lines skipped"] if hidden else [])
 
 
 def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
@@ -109,24 +123,24 @@ def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
                 record = loads(line)
             except ValueError as exc:
                 if not line.endswith("\n"):
-                    contents.problems.append(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
+                    contents.add_problem(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
                 else:
-                    contents.problems.append(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); skipped")
+                    contents.add_problem(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); skipped")
                 continue
             kind = record.get("type") if isinstance(record, dict) else None
             if kind == "step":
                 if not isinstance(record.get("step"), int):
-                    contents.problems.append(f"line {lineno}: step record without an integer 'step'; skipped")
+                    contents.add_problem(f"line {lineno}: step record without an integer 'step'; skipped")
                     continue
                 if contents.start is None:
-                    contents.problems.append(f"line {lineno}: step record before the start record; skipped")
+                    contents.add_problem(f"line {lineno}: step record before the start record; skipped")
                     continue
                 contents.n_steps += 1
                 contents.last_step = record
                 yield record
             elif kind == "start":
                 if contents.start is not None:
-                    contents.problems.append(f"line {lineno}: a second start record; skipped")
+                    contents.add_problem(f"line {lineno}: a second start record; skipped")
                     continue
                 schema = record.get("schema")
                 if isinstance(schema, int) and schema > SCHEMA_VERSION:
@@ -138,4 +152,4 @@ def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
             elif kind == "end":
                 contents.end = record
             else:
-                contents.problems.append(f"line {lineno}: not a start, step or end record; skipped")
+                contents.add_problem(f"line {lineno}: not a start, step or end record; skipped")

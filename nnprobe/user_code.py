@@ -303,23 +303,22 @@ def prepare_user_activation(cfg, config_dir: Path | str, check: bool = True) -> 
     derivative must also match finite differences of `forward` and neither method may modify its
     argument in place; otherwise UserCodeError (exit 2) with the measured error.
     """
-    from nnprobe.gradcheck import ACT_RTOL, check_activation
+    from nnprobe.gradcheck import check_activation, tolerance_for
 
     act = load_user_activation(cfg.model.activation, config_dir)
-    report = check_activation(act, role="hidden")
+    report = check_activation(act, role="hidden", seed=cfg.seed, tolerance=tolerance_for(cfg))
     info = user_code_info(act)
     info["gradcheck"] = {
         "checked": bool(check),
         "max_rel_error": report.max_rel_error,
-        "tolerance": ACT_RTOL,
+        "tolerance": report.tolerance,
         "in_place": list(report.in_place),
         "ok": report.ok,
     }
     if check and not report.ok:
         raise UserCodeError(
-            f"{report.describe()} nnprobe refuses to train with it: every gradient below the hidden layers would be "
-            "wrong. Fix the activation (`nnprobe gradcheck CONFIG` shows the per-layer errors), or train anyway with "
-            "--no-gradcheck to reproduce the bug."
+            f"{report.describe()} nnprobe refuses to train with it. Fix the activation (`nnprobe gradcheck CONFIG` "
+            "shows the per-layer errors), or train anyway with --no-gradcheck to reproduce the bug."
         )
     return act, [info]
 

@@ -223,3 +223,13 @@ def test_shipped_configs_validate():
         result = run("validate", str(path))
         assert result.exit_code in (0, 1), result.output
         assert "valid" in result.stdout
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_train_and_diagnose_agree_on_every_shipped_config(tmp_path, config):
+    """Live detectors and the offline re-read of the log must give the very same document."""
+    out = tmp_path / "run"
+    trained = run("train", str(CONFIGS / config), "--out", str(out), "--format", "json")
+    diagnosed = run("diagnose", str(out), "--format", "json")
+    assert json.loads(trained.stdout) == json.loads(diagnosed.stdout)
+    assert trained.exit_code == diagnosed.exit_code

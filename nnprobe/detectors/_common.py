@@ -102,14 +102,14 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def duration(first: int, last: Optional[int], records: int, to_end: bool) -> str:
-    """'from step 12 to the end (988 steps, 988 full records)' or 'from step 3 to step 9 (...)'."""
+def duration(first: int, last: Optional[int], held: int, seen: int, to_end: bool) -> str:
+    """How long a persistent condition held: 'from step 12 to the end (988 steps, all 988 full records)'."""
     last = first if last is None else last
-    steps = last - first + 1
-    where = "to the end" if to_end else f"to step {last}"
     if first == last:
         return f"at step {first}"
-    return f"from step {first} {where} ({steps} steps, {records} full records)"
+    where = "to the end" if to_end else f"to step {last}"
+    share = f"all {seen}" if held >= seen else f"{held} of {seen}"
+    return f"from step {first} {where} ({last - first + 1} steps, {share} full records)"
 
 
 # ---------------------------------------------------------------- persistence
@@ -118,8 +118,9 @@ def duration(first: int, last: Optional[int], records: int, to_end: bool) -> str
 class Persistence:
     """Consecutive full records where a condition held; confirmed once a run reaches `patience`.
 
-    `first` is the first step of the run that got confirmed, `held` the records where the
-    condition held from then on, `last` the last such step, `active` whether it still holds.
+    `first` is the first step of the run that got confirmed; from there on `held` counts the
+    full records where the condition held and `seen` all full records up to `last`, the last
+    step where it held; `active` says whether it holds at the latest record.
     """
 
     def __init__(self, patience: float) -> None:
@@ -127,33 +128,44 @@ class Persistence:
         self.run_start: Optional[int] = None
         self.run_len = 0
         self.first: Optional[int] = None
-        self.confirmed_at: Optional[int] = None
         self.held = 0
+        self.seen = 0
+        self._pending = 0
         self.last: Optional[int] = None
         self.active = False
 
     def update(self, step: int, holds: bool) -> bool:
         """Feed one full record; True exactly at the record that confirms the condition."""
         self.active = holds
+        if self.first is not None:
+            self._pending += 1
+            if holds:
+                self.held += 1
+                self.seen += self._pending
+                self._pending = 0
+                self.last = step
+            return False
         if not holds:
             self.run_start, self.run_len = None, 0
             return False
         if self.run_len == 0:
             self.run_start = step
         self.run_len += 1
-        if self.first is not None:
-            self.held += 1
-            self.last = step
-            return False
         if self.run_len >= self.patience:
-            self.first, self.confirmed_at = self.run_start, step
-            self.held, self.last = self.run_len, step
+            self.first, self.last = self.run_start, step
+            self.held = self.seen = self.run_len
             return True
         return False
 
     @property
     def confirmed(self) -> bool:
         return self.first is not None
+
+    def describe(self, last_full: Optional[int]) -> str:
+        return duration(self.first, self.last, self.held, self.seen, self.active and self.last == last_full)
+
+    def reaches_end(self, last_full: Optional[int]) -> bool:
+        return self.active and self.last == last_full
 
 
 # ---------------------------------------------------------------- facts about the run

@@ -26,7 +26,7 @@ class _LayerWatch:
         self.peak: Optional[dict[str, Any]] = None
 
     def note(self, values: dict[str, Any], key: str) -> None:
-        if self.persist.run_len == 1 and not self.persist.confirmed:
+        if values["step"] == self.persist.run_start:
             self.at_first = values
         if self.peak is None or values[key] > self.peak[key]:
             self.peak = values
@@ -76,8 +76,7 @@ class _LayerDetector(Detector):
             p = watch.persist
             if not p.confirmed:
                 continue
-            to_end = p.active and p.last == self.last_full
-            out.append(self.report(watch, facts, duration(p.first, p.last, p.held, to_end), to_end))
+            out.append(self.report(watch, facts, p.describe(self.last_full), p.reaches_end(self.last_full)))
         return out
 
     def report(self, watch: _LayerWatch, facts: RunFacts, span: str, to_end: bool) -> Finding:
@@ -149,8 +148,9 @@ class DeadRelu(_LayerDetector):
                  if watch.activation == "leaky_relu" else " (they pass no gradient, so nothing revives them)")
         message = (
             f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {batch} {span}{leaky}; "
-            f"at most {peak.get('dead')} dead at step {peak.get('step')}. "
-            f"{watch.name} weight gradient is {pct(peak.get('grad_zero_frac'))} zeros."
+            f"at most {peak.get('dead')} dead at step {peak.get('step')}"
+            + (f"; {pct(peak.get('grad_zero_frac'))} of its weight gradient is exactly 0"
+               if watch.activation == "relu" and peak.get("grad_zero_frac") is not None else "") + "."
         )
         fix_list = [f"optimizer.lr: {yaml_number(facts.lr / 10)}  — large steps push units to z <= 0 "
                     f"for every example (lr {fmt(facts.lr)})"]
@@ -166,7 +166,7 @@ class DeadRelu(_LayerDetector):
         evidence = {"units": watch.units, "dead_at_first": first.get("dead"), "peak_dead": peak.get("dead"),
                     "peak_step": peak.get("step"), "fraction_threshold": self.t["fraction"],
                     "first": watch.persist.first, "last": watch.persist.last, "records": watch.persist.held,
-                    "to_end": to_end, "zero_frac": peak.get("zero_frac"), "grad_zero_frac": peak.get("grad_zero_frac"),
+                    "records_seen": watch.persist.seen, "to_end": to_end, "zero_frac": peak.get("zero_frac"), "grad_zero_frac": peak.get("grad_zero_frac"),
                     "batch": facts.batch or None}
         return self.finding(step=watch.persist.first, layer=watch.name, message=message, evidence=clean(evidence),
                             fixes=fix_list)
@@ -266,6 +266,7 @@ class SaturatedActivations(_LayerDetector):
         evidence = {"fraction_first": first.get("fraction"), "fraction_peak": peak.get("fraction"),
                     "peak_step": peak.get("step"), "z_min": z_min, "z_max": z_max, "band": [lo, hi],
                     "flat_beyond": flat, "first": watch.persist.first, "last": watch.persist.last,
-                    "records": watch.persist.held, "to_end": to_end, "fraction_threshold": self.t["fraction"]}
+                    "records": watch.persist.held, "records_seen": watch.persist.seen, "to_end": to_end,
+                    "fraction_threshold": self.t["fraction"]}
         return self.finding(step=watch.persist.first, layer=watch.name, message=message, evidence=clean(evidence),
                             fixes=fix_list)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
 from nnprobe.detectors import register
-from nnprobe.detectors._common import clean, fmt
 from nnprobe.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
 
 
 @register
@@ -44,19 +40,3 @@ class GradientMismatch(Detector):
             "Goodfellow, Bengio & Courville 2016, Deep Learning §11.5 (numerical gradient checking)",
         ],
     )
-
-    def report(self, *, layer: Optional[str], tensor: str, rel_error: float, analytic: float, numeric: float,
-               index: Any = None, n_bad: int = 1, n_checked: int = 1) -> Finding:
-        """The finding gradcheck emits for one layer: its worst entry and how many entries disagreed."""
-        at = f" at index {index}" if index is not None else ""
-        message = (
-            f"{tensor} of {layer or 'the network'}: backprop gives {fmt(analytic)} but finite differences give "
-            f"{fmt(numeric)}{at}, a relative error of {fmt(rel_error)} (> {fmt(self.t['max_rel_error'])}); "
-            f"{n_bad} of {n_checked} checked entries disagree."
-        )
-        evidence = {"tensor": tensor, "rel_error": rel_error, "analytic": analytic, "numeric": numeric,
-                    "index": index, "n_bad": n_bad, "n_checked": n_checked,
-                    "max_rel_error": self.t["max_rel_error"]}
-        return self.finding(step=None, layer=layer, message=message, evidence=clean(evidence),
-                            fixes=["the activation's derivative: make it the derivative of its forward function, "
-                                   "evaluated at the pre-activation"])

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, duration, finite, fixes, fmt, number, record_layers, stat, step_of,
+    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -176,12 +176,12 @@ class ExplodingGradients(Detector):
             evidence["growth"] = {k: g[k] for k in ("first", "confirmed", "from", "to", "steps")}
         if self.ratio.confirmed and self.ratio_peak is not None:
             r_step, r_value, first_name, last_name = self.ratio_peak
-            to_end = self.ratio.active and self.ratio.last == self.last_full
             parts.append(
                 f"the {first_name}/{last_name} gradient-norm ratio stayed above {fmt(self.t['max_ratio'])} "
-                f"{duration(self.ratio.first, self.ratio.last, self.ratio.held, to_end)}, up to {fmt(r_value)} at "
+                f"{self.ratio.describe(self.last_full)}, up to {fmt(r_value)} at "
                 f"step {r_step}")
             evidence["ratio"] = {"first": self.ratio.first, "last": self.ratio.last, "records": self.ratio.held,
+                                 "records_seen": self.ratio.seen,
                                  "peak": r_value, "peak_step": r_step, "max_ratio": self.t["max_ratio"]}
         facts = RunFacts.of(self.context)
         message = "Exploding gradients: " + "; ".join(parts) + "."
@@ -202,7 +202,7 @@ class _LayerVanishing:
         self.first_values: Optional[dict[str, Any]] = None
 
     def note(self, values: dict[str, Any]) -> None:
-        if self.persist.run_len == 1 and not self.persist.confirmed:
+        if values["step"] == self.persist.run_start:
             self.first_values = values
         key = values.get("rms") if values.get("rms") is not None else math.inf
         if self.worst is None or key < (self.worst.get("rms") if self.worst.get("rms") is not None else math.inf):
@@ -310,7 +310,7 @@ class VanishingGradients(Detector):
             if not p.confirmed:
                 continue
             w = state.worst or {}
-            to_end = p.active and p.last == self.last_full
+            to_end = p.reaches_end(self.last_full)
             rules = []
             if w.get("by_ratio") or (state.first_values or {}).get("by_ratio"):
                 rules.append(f"its gradient norm is {fmt(w.get('ratio'))} of the output layer's "
@@ -319,10 +319,10 @@ class VanishingGradients(Detector):
             if w.get("by_rms"):
                 rules.append(f"its RMS weight gradient is {fmt(w.get('rms'))} (< {fmt(self.t['min_rms'])})")
             message = (f"Gradients vanish at {state.name}: " + " and ".join(rules or ["its gradient is tiny"])
-                       + f" {duration(p.first, p.last, p.held, to_end)}, at loss {fmt(w.get('loss'))} "
+                       + f" {p.describe(self.last_full)}, at loss {fmt(w.get('loss'))} "
                        f"(first loss {fmt(self.first_loss)}).")
             fix_list = self._fixes(facts)
-            evidence = {"first": p.first, "last": p.last, "records": p.held, "to_end": to_end,
+            evidence = {"first": p.first, "last": p.last, "records": p.held, "records_seen": p.seen, "to_end": to_end,
                         "worst": w, "first_loss": self.first_loss,
                         "ratio_threshold": self.t["ratio"], "min_rms": self.t["min_rms"]}
             found.append(self.finding(step=p.first, layer=state.name, message=message, evidence=clean(evidence),

@@ -77,6 +77,15 @@ class _Origin:
     kind: str  # "NaN", "+inf", "-inf" or "NaN/inf"
     loss: Optional[float]
     grad_norm: Optional[float]
+    log_events: int = 0
+
+
+def _log_events(record: dict) -> int:
+    """Probabilities at exactly 0 or 1, or outside [0, 1], fed to the loss's log in this record."""
+    li = record.get("loss_in")
+    if not isinstance(li, dict):
+        return 0
+    return sum(int(finite(li.get(k)) or 0) for k in ("n_zero", "n_one", "n_outside"))
 
 
 def _kind_of(record: dict, tensor: str, layer: Optional[str]) -> str:
@@ -200,10 +209,11 @@ class NonFinite(Detector):
         if isinstance(nf, dict):
             tensor, layer = str(nf.get("tensor") or "unknown"), nf.get("layer")
             return _Origin(step, str(nf.get("pass") or "unknown"), tensor, layer, _kind_of(record, tensor, layer),
-                           finite(loss), finite(gn))
+                           finite(loss), finite(gn), _log_events(record))
         # Older or partial records without the field: fall back on the loss and the gradient norm.
         if loss is not None and finite(loss) is None:
-            return _Origin(step, "forward", "loss", None, _kind_of(record, "loss", None), None, finite(gn))
+            return _Origin(step, "forward", "loss", None, _kind_of(record, "loss", None), None, finite(gn),
+                           _log_events(record))
         if gn is not None and finite(gn) is None:
             return _Origin(step, "backward", "gradient", None, "NaN/inf", finite(loss), None)
         return None
@@ -225,6 +235,9 @@ class NonFinite(Detector):
             story.append(f"gradient norm {fmt(gn_before)} at step {self.grad_norm_before[0]}")
         if self.before is not None:
             story.append(self.before.describe())
+        if o.log_events:
+            story.append(f"the loss took the log of {o.log_events} probabilities at exactly 0 or 1 or outside "
+                         "[0, 1] in that step (see log-zero)")
         if o.pass_ != "forward" and o.loss is not None:
             story.append(f"the loss of step {o.step} itself was still finite ({fmt(o.loss)})")
         f16 = facts.dtype == "float16"
@@ -249,7 +262,7 @@ class NonFinite(Detector):
             "grad_norm_before": gn_before,
             "before": self.before.evidence() if self.before else None,
             "steps_nonfinite": self.bad_steps, "last_step": self.last_bad,
-            "exploded_before": exploded,
+            "exploded_before": exploded, "log_events": o.log_events,
         }
         return [self.finding(step=o.step, layer=o.layer, message=message, evidence=clean(evidence), fixes=fix_list)]
 
@@ -386,7 +399,8 @@ class LogZero(Detector):
             "; ".join(parts) + of_n + f" at step {first['step']} where loss.kind {self.kind} {term}"
             + (f" of a {output} output, which is not a probability" if not_prob else "")
             + f"; {eps_text}. {span[0].upper() + span[1:]}{nan_text}. "
-            "A lower optimizer.lr only postpones it: the output still saturates, later."
+            + ("No learning rate helps: the output is not a probability." if not_prob else
+               "A lower optimizer.lr only postpones it: the output still saturates, later.")
         )
         fix_list = fixes(facts, "from_logits", "probability_output")
         if not fix_list:

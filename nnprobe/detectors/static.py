@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    RELU_FAMILY, RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
+    RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -107,7 +107,6 @@ INIT_RULES: dict[str, InitRule] = {
     "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE,
     "sigmoid": _XAVIER, "tanh": _XAVIER, "softplus": _XAVIER, "identity": _XAVIER, "softmax": _XAVIER,
 }
-_INIT_FIX = {"He sqrt(2/fan_in)": "he_normal", "Xavier sqrt(2/(fan_in+fan_out))": "xavier_normal"}
 
 
 @register
@@ -222,9 +221,9 @@ class PoorInit(Detector):
         for row in self.result:
             message = (f"{row['layer']} at initialisation (step {self.checked_step}): " + "; ".join(row["problems"])
                        + (f". Biases start at mean {fmt(row['b_mean'])}" if row["b_mean"] else "") + ".")
-            init = _INIT_FIX.get(row["rule"] or "", facts.init_for(row["activation"]))
-            fix_list = [f"model.init: {init}  — zero-mean weights with std {row['rule'] or 'scaled to fan-in'}"
-                        + (f" = {fmt(row['expected'])}" if row["expected"] else "") + f" for {row['activation']}"]
+            init = facts.init_for(facts.activation)
+            fix_list = [f"model.init: {init}  — zero-mean weights scaled to fan-in (for {row['layer']}: std "
+                        f"{row['rule'] or 'by its fan-in'}" + (f" = {fmt(row['expected'])})" if row["expected"] else ")")]
             scale = getattr(getattr(self.context.config, "model", None), "init_scale", 1.0)
             if scale not in (1, 1.0, None):
                 fix_list.append(f"model.init_scale: 1.0  — now {fmt(float(scale))}")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, duration, finite, fixes, fmt, number, record_layers, step_of, yaml_number,
+    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, step_of, yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -57,7 +57,11 @@ class LargeUpdateRatio(Detector):
             "Debugger's WeightUpdateRatio uses 1e-8",
         ),
         "target": Threshold(1e-3, "the ratio a suggested learning rate aims at (CS231n: ~1e-3)"),
-        "patience": Threshold(5, "consecutive full records the ratio must stay out of range"),
+        "patience": Threshold(
+            10,
+            "consecutive full records the ratio must stay out of range: the first few steps from a random init "
+            "often move the weights by 10-50% while the loss falls fast, which is not a learning-rate problem",
+        ),
         "converged": Threshold(
             1e-3,
             "a low ratio is not reported while the loss is below this fraction of the first finite loss: tiny "
@@ -126,15 +130,15 @@ class LargeUpdateRatio(Detector):
         for name, direction in self.direction.items():
             side = self.sides[name][direction]
             p = side.persist
-            to_end = p.active and p.last == self.last_full
+            to_end = p.reaches_end(self.last_full)
             typical = side.typical
             suggested = facts.lr * self.t["target"] / typical if typical else None
             limit = self.t[direction]
             word = "above" if direction == "high" else "below"
             extreme_step, extreme = side.extreme if side.extreme else (None, None)
             message = (
-                f"{name} update ratio ||dW||/||W|| stayed {word} {fmt(limit)} "
-                f"{duration(p.first, p.last, p.held, to_end)}: geometric mean {fmt(typical)}, "
+                f"{name} update ratio ||dW||/||W|| was {word} {fmt(limit)} "
+                f"{p.describe(self.last_full)}: geometric mean {fmt(typical)}, "
                 f"{'max' if direction == 'high' else 'min'} {fmt(extreme)} at step {fmt(extreme_step)}, against "
                 f"~{fmt(self.t['target'])} for healthy training: optimizer.lr {fmt(facts.lr)} is "
                 + ("too high." if direction == "high" else "too low.")
@@ -150,6 +154,7 @@ class LargeUpdateRatio(Detector):
             evidence = {"direction": direction, "threshold": limit, "geometric_mean": typical,
                         "extreme": extreme, "extreme_step": extreme_step, "lr": facts.lr,
                         "suggested_lr": suggested, "first": p.first, "last": p.last, "records": p.held,
+                        "records_seen": p.seen,
                         "to_end": to_end}
             out.append(self.finding(step=p.first, layer=name, message=message, evidence=clean(evidence),
                                     fixes=fix_list))
@@ -361,8 +366,10 @@ class LossPlateau(Detector):
         facts = RunFacts.of(self.context)
         reached_end = self.last_window_end is not None and self.last_step is not None and \
             self.last_step - self.last_window_end < self.window
+        change = (f"improved by only {100 * h['improvement']:.2g}%" if h["improvement"] > 0
+                  else "did not improve at all")
         message = (
-            f"The loss improved by only {100 * h['improvement']:.2g}% between step {h['start']} and step {h['end']} "
+            f"The loss {change} between step {h['start']} and step {h['end']} "
             f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), still "
             f"{100 * h['best'] / self.first_loss:.0f}% of its first value {fmt(self.first_loss, 4)}; "
             f"{self.windows} window(s) of {self.window} steps stalled like this, the last ending at step "

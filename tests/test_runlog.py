@@ -1,0 +1,188 @@
+"""nnprobe.runlog: strict JSON lines, exact round-trips of every float64 (non-finite included), and
+reading damaged logs: cut-off last line, garbage, no start record, a newer schema."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+
+from nnprobe.errors import RunDirError
+from nnprobe.runlog import SCHEMA_VERSION, LogContents, LogWriter, dumps, iter_records, loads
+
+
+def strict(line: str):
+    """Parse as RFC 8259 JSON: a bare NaN / Infinity token is an error."""
+
+    def refuse(token):
+        raise ValueError(f"bare {token} in the log")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+FLOATS = [0.1 + 0.2, 1e-320, 5e-324, -0.0, 2.0**-1074, 1.7976931348623157e308, -123456.789e-300,
+          1 / 3, 4.35, 1e16, 0.0]
+
+
+@pytest.mark.parametrize("value", FLOATS, ids=[repr(v) for v in FLOATS])
+def test_finite_floats_round_trip_bit_for_bit(value):
+    line = dumps({"type": "step", "loss": value, "nested": [{"x": value}]})
+    back = loads(line)
+    assert bits(back["loss"]) == bits(value)
+    assert bits(back["nested"][0]["x"]) == bits(value)
+    strict(line)
+
+
+def test_non_finite_values_round_trip_and_every_line_is_strict_json():
+    record = {"type": "step", "step": 3, "loss": math.nan, "grad_norm": math.inf,
+              "layers": [{"name": "dense1", "z": {"min": -math.inf, "max": math.inf, "mean": math.nan}}],
+              "pair": (math.nan, 1.5), "nonfinite": None}
+    line = dumps(record)
+    assert "\n" not in line
+    parsed = strict(line)  # no bare NaN / Infinity
+    assert parsed["loss"] == "NaN" and parsed["grad_norm"] == "Infinity"
+    assert parsed["layers"][0]["z"]["min"] == "-Infinity"
+    back = loads(line)
+    assert math.isnan(back["loss"])
+    assert back["grad_norm"] == math.inf
+    z = back["layers"][0]["z"]
+    assert z["min"] == -math.inf and z["max"] == math.inf and math.isnan(z["mean"])
+    assert math.isnan(back["pair"][0]) and back["pair"][1] == 1.5
+    assert back["nonfinite"] is None and back["step"] == 3
+
+
+def test_numpy_scalars_encode_like_floats():
+    np = pytest.importorskip("numpy")
+    line = dumps({"a": np.float64("nan"), "b": np.float64(0.1)})
+    strict(line)
+    back = loads(line)
+    assert math.isnan(back["a"]) and back["b"] == 0.1
+
+
+def test_healthy_records_are_compact_and_untouched():
+    record = {"type": "step", "step": 0, "full": False, "loss": 0.5, "name": "Infinity and beyond"}
+    line = dumps(record)
+    assert line == '{"type":"step","step":0,"full":false,"loss":0.5,"name":"Infinity and beyond"}'
+    assert loads(line) == record
+
+
+# ---------------------------------------------------------------- writing
+
+
+def test_writer_flushes_each_record_and_never_overwrites(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    writer = LogWriter(path)
+    writer.write({"type": "start", "schema": SCHEMA_VERSION})
+    # readable before close: the writer flushed the line
+    assert path.read_text(encoding="utf-8") == '{"type":"start","schema":1}\n'
+    writer.write({"type": "step", "step": 0, "loss": math.nan})
+    writer.close()
+    writer.close()  # idempotent
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [strict(line)["type"] for line in lines] == ["start", "step"]
+    with pytest.raises(FileExistsError):
+        LogWriter(path)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def write_log(tmp_path, lines: list[str], tail: str = "") -> object:
+    path = tmp_path / "steps.jsonl"
+    path.write_text("".join(line + "\n" for line in lines) + tail, encoding="utf-8")
+    return path
+
+
+START = dumps({"type": "start", "schema": SCHEMA_VERSION, "name": "t"})
+
+
+def step(i: int, loss: float = 1.0) -> str:
+    return dumps({"type": "step", "step": i, "full": True, "loss": loss})
+
+
+def read(path) -> tuple[list[dict], LogContents]:
+    contents = LogContents()
+    return list(iter_records(path, contents)), contents
+
+
+def test_a_whole_log_reads_cleanly(tmp_path):
+    end = dumps({"type": "end", "status": "completed", "steps": 3, "final_loss": None, "stopped_by": None})
+    records, contents = read(write_log(tmp_path, [START, step(0), step(1, math.inf), step(2, math.nan), end]))
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert records[1]["loss"] == math.inf and math.isnan(records[2]["loss"])
+    assert contents.start["name"] == "t" and contents.end["status"] == "completed"
+    assert contents.problems == [] and contents.n_steps == 3
+    assert contents.last_step["step"] == 2
+
+
+def test_truncated_last_line_is_skipped_and_reported(tmp_path):
+    cut = step(2)[:17]
+    records, contents = read(write_log(tmp_path, [START, step(0), step(1)], tail=cut))
+    assert [r["step"] for r in records] == [0, 1]
+    assert contents.end is None
+    assert len(contents.problems) == 1
+    assert contents.problems[0].startswith("line 4: cut off mid-write")
+
+
+def test_garbage_line_in_the_middle_is_skipped_and_reading_goes_on(tmp_path):
+    records, contents = read(write_log(tmp_path, [START, step(0), "{not json", step(1), "[1, 2]", "", step(2)]))
+    assert [r["step"] for r in records] == [0, 1, 2]
+    assert len(contents.problems) == 2
+    assert contents.problems[0].startswith("line 3: not valid JSON")
+    assert contents.problems[1].startswith("line 5: not a start, step or end record")
+
+
+def test_step_without_integer_step_is_skipped(tmp_path):
+    records, contents = read(write_log(tmp_path, [START, dumps({"type": "step", "step": "x"}), step(1)]))
+    assert [r["step"] for r in records] == [1]
+    assert contents.problems == ["line 2: step record without an integer 'step'; skipped"]
+
+
+def test_missing_start_record(tmp_path):
+    records, contents = read(write_log(tmp_path, [step(0), step(1)]))
+    assert records == []
+    assert contents.start is None
+    assert contents.problems[0] == "line 1: step record before the start record; skipped"
+    assert len(contents.problems) == 2
+
+
+def test_second_start_record_is_reported(tmp_path):
+    records, contents = read(write_log(tmp_path, [START, step(0), START, step(1)]))
+    assert len(records) == 2
+    assert contents.problems == ["line 3: a second start record; skipped"]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    future = dumps({"type": "start", "schema": SCHEMA_VERSION + 1})
+    with pytest.raises(RunDirError, match=rf"schema {SCHEMA_VERSION + 1} is newer .*upgrade nnprobe"):
+        read(write_log(tmp_path, [future, step(0)]))
+
+
+def test_missing_log_is_a_run_dir_error(tmp_path):
+    with pytest.raises(RunDirError, match="no step log here"):
+        read(tmp_path / "steps.jsonl")
+
+
+def test_invalid_utf8_does_not_stop_the_reader(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    path.write_bytes((START + "\n").encode() + b'{"type": "st\xffep"}\n' + (step(0) + "\n").encode())
+    records, contents = read(path)
+    assert [r["step"] for r in records] == [0]
+    assert len(contents.problems) == 1
+
+
+def test_problem_list_stays_bounded_on_a_log_of_garbage(tmp_path):
+    """A long corrupt log used to grow one problem line per bad line, unbounded."""
+    path = tmp_path / "steps.jsonl"
+    path.write_text("garbage\n" * 5000)
+    contents = LogContents()
+    assert list(iter_records(path, contents)) == []
+    assert contents.n_problems == 5000
+    assert len(contents.problems) <= 51
+    assert "4950 more" in contents.problems[-1]
