@@ -67,7 +67,7 @@ def _exit_status(result, fail_on: str) -> int:
     return 0
 
 
-def _emit(result, fmt: str) -> None:
+def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
@@ -78,11 +78,17 @@ def _emit(result, fmt: str) -> None:
     elif fmt == "junit":
         from nnprobe.junit import render_junit
 
-        click.echo(render_junit(result), nl=False)
+        click.echo(render_junit(result, fail_on=fail_on), nl=False)
     else:
         from nnprobe.report import render_text
 
         _console().print(render_text(result))
+    if os.environ.get("GITHUB_ACTIONS"):
+        from nnprobe.junit import github_annotations
+
+        # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
+        for line in github_annotations(result):
+            click.echo(line, err=fmt != "text")
 
 
 @click.group(name="nnprobe", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -124,7 +130,7 @@ def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_
     with _progress(show_progress, cfg.name) as progress:
         result = run_training(cfg, out_dir, progress=progress, config_path=config,
                               hidden_activation=hidden, user_code=user_code)
-    _emit(result, fmt)
+    _emit(result, fmt, fail_on)
     if result.status == "interrupted":
         raise UserError(
             f"training was interrupted at step {result.steps}; the {result.steps} step records written are kept in "
@@ -195,7 +201,7 @@ def diagnose(ctx, run_dir: Path, fmt: str, fail_on: str, baseline: Optional[Path
         result.checks += compare_to_baseline(result, load_run(baseline), tolerance=tolerance)
     for problem in result.log_problems:
         click.echo(f"nnprobe: warning: {run_dir}/steps.jsonl {problem}", err=True)
-    _emit(result, fmt)
+    _emit(result, fmt, fail_on)
     ctx.exit(_exit_status(result, fail_on))
 
 
@@ -220,6 +226,7 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
     if config is None:
         raise UserError("validate needs a CONFIG file (or --schema).")
     cfg = load_config(config, overrides)
+    _user_activation(cfg, config, check=True)
     from nnprobe.static import static_findings
 
     findings = static_findings(cfg)
@@ -278,6 +285,77 @@ def report(run_dir: Path, output: Optional[Path]) -> None:
     except OSError as exc:
         raise UserError(f"{target}: cannot write the report ({exc.strerror}); choose another path with -o.") from None
     click.echo(f"wrote {target}", err=True)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@set_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@click.pass_context
+def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
+    """Compare backprop with finite differences in every layer, and each activation's derivative with its forward.
+
+    Runs in float64 on 8 examples of the config's data; exit 1 on a gradient-mismatch.
+
+    \b
+    nnprobe gradcheck examples/user_activations/sigmoid-bug.yaml
+    nnprobe gradcheck configs/relu-regression.yaml --format json
+    """
+    from nnprobe.config import load_config
+    from nnprobe.gradcheck import gradcheck_config, render_gradcheck
+
+    cfg = load_config(config, overrides)
+    report = gradcheck_config(cfg, config.parent, config_label=str(config))
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
+    else:
+        _console().print(render_gradcheck(report))
+    ctx.exit(0 if report.ok else 1)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="CONFIG_OR_DIR...")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Configs trained at once, each in its own process. Default: the CPU count.")
+@fail_on_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@click.option("--out-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Directory under which each config gets a fresh run directory.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write JUnit XML (one testsuite per config) to this file.")
+@click.pass_context
+def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Path, junit_path: Optional[Path]) -> None:
+    """Train many configs (a directory: its *.yaml) in parallel and print one table; for CI.
+
+    Exit 1 when a config fails its expect: or --fail-on, 2 when one is invalid (the others still run).
+
+    \b
+    nnprobe check configs/ --fail-on warning
+    nnprobe check configs/a.yaml configs/b.yaml --jobs 2 --junit nnprobe.xml
+    """
+    from nnprobe.check import run_check
+
+    def done(outcome) -> None:
+        if fmt != "json":
+            click.echo(f"  {outcome.verdict:7} {outcome.config}", err=True)
+
+    try:
+        report = run_check(paths, jobs=jobs, fail_on=fail_on, out_root=out_root, on_done=done)
+    except KeyboardInterrupt:
+        raise UserError(f"check interrupted (Ctrl-C); the run directories written so far are under {out_root}/.") from None
+    if junit_path is not None:
+        try:
+            junit_path.write_text(report.junit(), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"--junit {junit_path}: cannot write the file ({exc.strerror}).") from None
+    if os.environ.get("GITHUB_ACTIONS"):
+        for line in report.annotations():
+            click.echo(line, err=fmt == "json")  # workflow commands are read from stdout (stderr in json mode)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
+    else:
+        _console().print(report.render())
+    ctx.exit(report.exit_status)
 
 
 def main() -> None:

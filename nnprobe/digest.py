@@ -285,6 +285,8 @@ class Digest:
             self.n_malformed += 1
 
     def _observe(self, record: dict[str, Any]) -> None:
+        # Subscripts, not .get: every field read here is required by the schema, and a record
+        # missing one is counted as malformed by observe().
         step = record["step"]
         if step < 0:
             raise ValueError("negative step")
@@ -292,15 +294,15 @@ class Digest:
         if self.first_step is None:
             self.first_step = step
         self.last_step = step
-        self.loss.add(step, record.get("loss"))
-        self.grad_norm.add(step, record.get("grad_norm"))
-        nf = record.get("nonfinite")
+        self.loss.add(step, record["loss"])
+        self.grad_norm.add(step, record["grad_norm"])
+        nf = record["nonfinite"]
         if nf:
             self.nonfinite_records += 1
             if self.first_nonfinite is None:
                 self.first_nonfinite = {"step": step, "pass": nf.get("pass"), "tensor": nf.get("tensor"),
                                         "layer": nf.get("layer")}
-        if not record.get("full"):
+        if not record["full"]:
             return
         self.n_full += 1
         if "accuracy" in record:
@@ -310,23 +312,21 @@ class Digest:
         if "val_accuracy" in record:
             self.val_accuracy.add(step, record["val_accuracy"])
         by_name = self._by_name
-        for lr in record.get("layers") or ():
-            ls = by_name.get(lr.get("name"))
+        for lr in record["layers"]:
+            ls = by_name.get(lr["name"])
             if ls is None:
                 continue
-            gw = lr.get("gW")
-            ls.grad_norm.add(step, gw.get("norm") if gw else None)
-            a = lr.get("a")
-            if a:
-                dead = a.get("dead")
-                ls.dead.add(step, dead / ls.units if dead is not None and ls.units else None)
-                ls.a_min.add(step, a.get("min"))
-                ls.a_max.add(step, a.get("max"))
-                if a.get("nan") or a.get("posinf") or a.get("neginf"):
-                    ls.act_nonfinite += 1
-                    if ls.act_nonfinite_step is None:
-                        ls.act_nonfinite_step = step
-            ls.update_ratio.add(step, lr.get("update_ratio"))
+            ls.grad_norm.add(step, lr["gW"]["norm"])
+            a = lr["a"]
+            dead = a["dead"]
+            ls.dead.add(step, dead / ls.units if dead is not None and ls.units else None)
+            ls.a_min.add(step, a["min"])
+            ls.a_max.add(step, a["max"])
+            if a["nan"] or a["posinf"] or a["neginf"]:
+                ls.act_nonfinite += 1
+                if ls.act_nonfinite_step is None:
+                    ls.act_nonfinite_step = step
+            ls.update_ratio.add(step, lr["update_ratio"])
 
     def finish(self, end: Optional[dict[str, Any]]) -> None:
         """Keep the end record (None when the log was cut off)."""

@@ -501,16 +501,18 @@ def _findings(report: GradcheckReport, cfg) -> list[Finding]:
         worst = max(bad, key=lambda t: t.max_rel_error or 0.0)
         wi = worst.worst or {}
         index = "[" + ", ".join(str(i) for i in wi.get("index", ())) + "]"
-        if det is not None and hasattr(det, "report"):
-            f = det.report(layer=name, tensor=worst.tensor, rel_error=float(worst.max_rel_error),
-                           analytic=float(wi.get("backprop", math.nan)),
-                           numeric=float(wi.get("finite_difference", math.nan)), index=index,
-                           n_bad=sum(t.n_bad for t in bad), n_checked=sum(t.n_checked for t in (w, b) if t))
-        else:
-            f = Finding(CODE, severity, None, name,
-                        f"{worst.tensor} of {name}: backprop gives {wi.get('backprop', math.nan):.6g} but finite "
-                        f"differences give {wi.get('finite_difference', math.nan):.6g} at index {index}, a relative "
-                        f"error of {_fmt(worst.max_rel_error)} (> {worst.tolerance:g}).", {}, [])
+        n_bad = sum(t.n_bad for t in bad)
+        n_checked = sum(t.n_checked for t in (w, b) if t is not None)
+        bp, fd = float(wi.get("backprop", math.nan)), float(wi.get("finite_difference", math.nan))
+        message = (
+            f"{worst.tensor} of {name}: backprop gives {bp:.6g} but finite differences give {fd:.6g} at index "
+            f"{index}, a relative error of {_fmt(worst.max_rel_error)} (> {worst.tolerance:g}); {n_bad} of "
+            f"{n_checked} checked entries of {name}'s W and b disagree."
+        )
+        evidence = {"tensor": worst.tensor, "rel_error": _num(worst.max_rel_error), "analytic": _num(bp),
+                    "numeric": _num(fd), "index": list(wi.get("index", ())), "n_bad": n_bad,
+                    "n_checked": n_checked, "max_rel_error": worst.tolerance}
+        f = Finding(CODE, severity, None, name, message, evidence, [])
         if hidden_bad is not None and name != out_name:
             f.message += (f" The hidden activation {hidden_bad.name!r} is wrong (see its finding), and backprop goes "
                           "through it for every layer below the output, so these gradients are wrong too.")
@@ -519,7 +521,8 @@ def _findings(report: GradcheckReport, cfg) -> list[Finding]:
             f.message += (" Every activation's derivative matches its forward, so the mismatch comes from backprop "
                           f"itself (loss.kind {cfg.loss.kind}, model.output {cfg.model.output}, loss.from_logits "
                           f"{str(cfg.loss.from_logits).lower()}); please report it with this config.")
-        f.evidence = dict(f.evidence)
+            if not cfg.loss.from_logits and cfg.loss.kind != "mse":
+                f.fixes = ["loss.from_logits: true  — the fused loss, whose gradient is simply output - target"]
         f.evidence.update({t.tensor: t.to_dict() for t in (w, b) if t is not None})
         findings.append(f)
     return findings

@@ -14,14 +14,17 @@ import math
 import re
 from typing import Any, Optional, Sequence
 
+from nnprobe.digest import has_dead_units
 from nnprobe.errors import NnprobeError
 from nnprobe.findings import Finding, sort_findings
 from nnprobe.report import (
-    LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, fix_line, fmt_num, layer_rows, status_words,
+    LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, fix_line, fmt_num, layer_rows,
+    severity_counts, status_words,
 )
 from nnprobe.result import RunResult
 
-UPDATE_RATIO_GUIDE = 1e-3  # the rule of thumb for lr·‖update‖/‖W‖ (CS231n, "Babysitting the learning process")
+# The rule of thumb for ‖ΔW‖/‖W‖ per step (CS231n, "Babysitting the learning process").
+UPDATE_RATIO_GUIDE = 1e-3
 SYMLOG_ABOVE = 1e3  # activation ranges reaching past this are drawn on a symmetric log scale
 
 _SEVERITY_COLOUR = {"error": "#c62828", "warning": "#e65100", "info": "#1565c0"}
@@ -130,14 +133,15 @@ def _summary_html(result: RunResult) -> str:
             f"<b>final loss:</b> {_e(fmt_num(result.final_loss))}"]
     rows = []
     if start.get("layers"):
-        widths = [str(start["layers"][0].get("fan_in", "?"))] + [str(spec.get("units", "?")) for spec in start["layers"]]
+        widths = [str(start["layers"][0].get("fan_in", "?"))]
+        widths += [str(spec.get("units", "?")) for spec in start["layers"]]
         acts = ", ".join(sorted({str(spec.get("activation")) for spec in start["layers"][:-1]})) or "—"
         rows.append(f"<b>network:</b> {_e('-'.join(widths))} (hidden: {_e(acts)}, "
                     f"output: {_e(start['layers'][-1].get('activation'))})")
     loss, opt = start.get("loss") or {}, start.get("optimizer") or {}
     if loss:
         rows.append(f"<b>loss:</b> {_e(loss.get('kind'))}, reduction {_e(loss.get('reduction'))}, "
-                    f"from_logits {_e(loss.get('from_logits'))}")
+                    f"from_logits {'true' if loss.get('from_logits') else 'false'}")
     if opt:
         rows.append(f"<b>optimizer:</b> {_e(opt.get('kind'))}, lr {_e(fmt_num(opt.get('lr')))}")
     digest = result.digest
@@ -154,7 +158,7 @@ def _findings_html(findings: Sequence[Finding]) -> str:
     findings = sort_findings(list(findings))
     if not findings:
         return "<h2>Findings</h2><p>No findings.</p>"
-    out = [f"<h2>Findings ({len(findings)})</h2>", "<table>",
+    out = [f"<h2>Findings ({_e(severity_counts(findings))})</h2>", "<table>",
            "<tr><th>severity</th><th>code</th><th>step</th><th>layer</th><th>what happened / first fix</th></tr>"]
     for f in findings:
         fix = fix_line(f)
@@ -231,12 +235,19 @@ def _series(envelope: Any) -> tuple[list[float], list[float], list[float], list[
     return xs, lo, hi, mean, bad_x
 
 
-def _band(ax: Any, envelope: Any, colour: str, label: str, *, line: str = "mean") -> bool:
-    """Min/max band and a line through it; NaN/inf buckets as crosses on the top edge. False if empty."""
+def _band(ax: Any, envelope: Any, colour: str, label: str, *, line: str = "mean",
+          floor: Optional[float] = None) -> bool:
+    """Min/max band and a line through it; NaN/inf buckets as crosses on the top edge. False if empty.
+
+    On a log axis (`floor` given) zeros are drawn at the floor, the bottom of the plot: left to
+    matplotlib they would be dropped and the band polygon drawn across the gap.
+    """
     xs, lo, hi, mean, bad_x = _series(envelope)
+    if floor is not None:
+        lo, hi, mean = ([v if v > floor else floor for v in vs] for vs in (lo, hi, mean))
     if xs:
         if any(a != b for a, b in zip(lo, hi)):
-            ax.fill_between(xs, lo, hi, color=colour, alpha=0.22, linewidth=0, step=None)
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.22, linewidth=0)
         ys = hi if line == "hi" else mean
         ax.plot(xs, ys, color=colour, linewidth=1.2, label=label, marker="o" if len(xs) == 1 else None,
                 markersize=3)
@@ -247,25 +258,27 @@ def _band(ax: Any, envelope: Any, colour: str, label: str, *, line: str = "mean"
     return bool(xs or bad_x)
 
 
-def _positive_span(envelopes: Sequence[Any]) -> tuple[Optional[float], Optional[float]]:
-    lo = [e.min_value for e in envelopes if e.has_finite]
-    hi = [e.max_value for e in envelopes if e.has_finite]
-    return (min(lo), max(hi)) if lo else (None, None)
-
-
 def _log_if_spans(ax: Any, envelopes: Sequence[Any], ratio: float = LOG_SCALE_RATIO) -> bool:
-    lo, hi = _positive_span(envelopes)
-    if lo is not None and lo > 0 and hi / lo >= ratio:
+    """Log y when every value is positive and they span `ratio` or more (the sparkline's rule)."""
+    finite = [e for e in envelopes if e.has_finite]
+    if not finite:
+        return False
+    lo, hi = min(e.min_value for e in finite), max(e.max_value for e in finite)
+    if lo > 0 and hi / lo >= ratio:
         ax.set_yscale("log")
         return True
     return False
 
 
-def _log_scale(ax: Any, envelopes: Sequence[Any]) -> None:
-    """Log y where the data allows it (zeros are left off by matplotlib's masking of non-positive values)."""
-    positive = [e for e in envelopes if e.has_finite and e.max_value > 0]
-    if positive:
-        ax.set_yscale("log", nonpositive="mask")
+def _log_floor(envelopes: Sequence[Any]) -> Optional[float]:
+    """Half the smallest positive value any bucket holds: where zeros go on a log axis (None: nothing positive)."""
+    smallest = math.inf
+    for env in envelopes:
+        for b in env.buckets():
+            for v in (b.lo, b.mean, b.hi):
+                if v is not None and 0 < v < smallest:
+                    smallest = v
+    return smallest / 2 if math.isfinite(smallest) else None
 
 
 def _legend(ax: Any) -> None:
@@ -291,19 +304,28 @@ def _symlog(ax: Any, big: float) -> None:
 
 
 def _empty_note(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.35, text, transform=ax.transAxes, ha="center", va="center", color="#666",
+    ax.set_yticks([])  # no finite value: the axis would only show matplotlib's default range
+    ax.text(0.5, 0.12, text, transform=ax.transAxes, ha="center", va="center", color="#666",
             bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1.0})
 
 
 def _step_axis(ax: Any, digest: Any) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(_step_label))
     if digest.first_step is not None:
         lo, hi = digest.first_step, digest.last_step
         pad = 1.0 if hi - lo < 2 else max(0.5, (hi - lo) * 0.01)  # a 1-step run still gets integer ticks
         ax.set_xlim(lo - pad, hi + pad)
     ax.set_xlabel("step")
+
+
+def _step_label(x: float, _pos: Any = None) -> str:
+    """20000 -> 20k, so step ticks stay short on narrow panels."""
+    if abs(x) >= 1000:
+        return f"{x / 1000:g}k"
+    return f"{x:g}"
 
 
 def _layer_colour(i: int) -> str:
@@ -365,7 +387,8 @@ def _mark_findings(ax: Any, findings: Sequence[Finding]) -> None:
         for step in cluster:
             ax.axvline(step, color=_SEVERITY_COLOUR.get(sort_findings(by_step[step])[0].severity, "#444"),
                        linestyle="--", linewidth=1.0, alpha=0.85)
-        label = ", ".join(", ".join(dict.fromkeys(f.code for f in by_step[step])) + f" @{step}" for step in cluster)
+        label = ", ".join(", ".join(dict.fromkeys(f.code for f in by_step[step])) + f" @{step}"
+                          for step in cluster)
         at_left_edge = cluster[0] - lo < near  # keep a label at the left edge inside the axes
         ax.text(cluster[0], 0.9, label, transform=ax.get_xaxis_transform(), rotation=90,
                 ha="left" if at_left_edge else "right", va="top", fontsize=8,
@@ -376,26 +399,28 @@ def _mark_findings(ax: Any, findings: Sequence[Finding]) -> None:
 def _plot_gradients(fig: Any, result: RunResult) -> str:
     digest = result.digest
     ax = fig.subplots()
-    envs = []
+    envs = [ls.grad_norm for ls in digest.layers]
+    floor = _log_floor(envs)
     for i, ls in enumerate(digest.layers):
-        _band(ax, ls.grad_norm, _layer_colour(i), ls.name)
-        envs.append(ls.grad_norm)
-    _log_scale(ax, envs)
+        _band(ax, ls.grad_norm, _layer_colour(i), ls.name, floor=floor)
+    if floor is not None:
+        ax.set_yscale("log")
     if not any(e.has_finite for e in envs):
         _empty_note(ax, "no finite gradient norm was recorded")
     ax.set_title("Weight-gradient norm per layer")
-    ax.set_ylabel("‖gW‖ (log scale)")
+    ax.set_ylabel("‖gW‖ (log scale)" if floor is not None else "‖gW‖")
     _step_axis(ax, digest)
     _legend(ax)
-    return ("L2 norm of each layer's weight gradient (log scale): line = bucket mean, band = min to max. "
-            "Norms that climb steadily or differ by orders of magnitude between layers point to exploding or "
-            "vanishing gradients; crosses on the top edge mark NaN or infinite gradients.")
+    return ("L2 norm of each layer's weight gradient (log scale): line = bucket mean, band = min to max; a band "
+            "reaching the bottom edge means the norm was exactly 0 (no gradient at all). Norms that climb "
+            "steadily or differ by orders of magnitude between layers point to exploding or vanishing "
+            "gradients; crosses on the top edge mark NaN or infinite gradients.")
 
 
 def _plot_activations(fig: Any, result: RunResult) -> str:
     digest = result.digest
     dead_ax, rng_ax = fig.subplots(1, 2)
-    dead_layers = [(i, ls) for i, ls in enumerate(digest.layers) if ls.dead.count and _dead_applies(ls)]
+    dead_layers = [(i, ls) for i, ls in enumerate(digest.layers) if ls.dead.count and has_dead_units(ls.activation)]
     for i, ls in dead_layers:
         _band(dead_ax, ls.dead, _layer_colour(i), ls.name, line="hi")
     if not dead_layers:
@@ -439,12 +464,6 @@ def _plot_activations(fig: Any, result: RunResult) -> str:
             "or infinite activations.")
 
 
-def _dead_applies(ls: Any) -> bool:
-    from nnprobe.digest import has_dead_units
-
-    return has_dead_units(ls.activation)
-
-
 def _percent_formatter() -> Any:
     from matplotlib.ticker import PercentFormatter
 
@@ -454,12 +473,14 @@ def _percent_formatter() -> Any:
 def _plot_update_ratio(fig: Any, result: RunResult) -> str:
     digest = result.digest
     ax = fig.subplots()
-    envs = []
+    envs = [ls.update_ratio for ls in digest.layers]
+    floor = _log_floor(envs)
+    if floor is not None:
+        floor = min(floor, UPDATE_RATIO_GUIDE / 2)
     for i, ls in enumerate(digest.layers):
-        _band(ax, ls.update_ratio, _layer_colour(i), ls.name)
-        envs.append(ls.update_ratio)
+        _band(ax, ls.update_ratio, _layer_colour(i), ls.name, floor=floor)
     ax.axhline(UPDATE_RATIO_GUIDE, color="#444", linestyle=":", linewidth=1.2, label="1e-3 guide")
-    ax.set_yscale("log", nonpositive="mask")  # the guide line alone is enough for a log axis
+    ax.set_yscale("log")  # the guide line alone is enough for a log axis
     if not any(e.has_finite for e in envs):
         _empty_note(ax, "no finite update ratio was recorded")
     ax.set_title("Update ratio ‖ΔW‖ / ‖W‖ per layer")
@@ -468,7 +489,7 @@ def _plot_update_ratio(fig: Any, result: RunResult) -> str:
     _legend(ax)
     return ("Size of each step's weight update relative to the weights (log scale), against the usual guide of "
             "about 1e-3: far above it, the learning rate is too high (updates overwrite the weights); far "
-            "below, learning crawls.")
+            "below, learning crawls. Line = bucket mean, band = min to max; the bottom edge stands for 0.")
 
 
 __all__ = ["render_html"]

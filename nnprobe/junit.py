@@ -18,10 +18,10 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from nnprobe.findings import Finding, severity_rank
-from nnprobe.result import Check, RunResult
+from nnprobe.result import RunResult
 
 ANNOTATION_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 

@@ -17,32 +17,67 @@ def _sq(x: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
+# below these, ||delta||^2 cannot overflow in the parameter's dtype, so lr * ||g|| equals what a pass would find
+_SAFE_NORM = {"f": math.sqrt(float(np.finfo(np.float32).max)) / 4, "d": math.sqrt(float(np.finfo(np.float64).max)) / 4}
+
+
 class Optimizer:
     def __init__(self, params: list[np.ndarray], lr: float) -> None:
         self.params = params
         self.lr = lr
         self.t = 0
 
-    def step(self, grads: list[np.ndarray], want_norms: bool = True) -> Optional[list[float]]:
-        """Apply one update; return ||delta|| per parameter when asked."""
+    def step(self, grads: list[np.ndarray], want_norms: bool = True,
+             grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
+        """Apply one update; return ||delta|| per parameter when asked.
+
+        grad_sqs: the squared norms of `grads` when the caller has them (the probes do), which
+        lets SGD report lr * ||g|| instead of another pass over the update.
+        """
         self.t += 1
         norms: list[float] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
             delta = self._delta(i, p, g)
             p += delta
             if want_norms:
-                norms.append(math.sqrt(_sq(delta)))
+                norm = self._known_norm(p, grad_sqs[i]) if grad_sqs is not None else None
+                norms.append(math.sqrt(_sq(delta)) if norm is None else norm)
         return norms if want_norms else None
 
     def _delta(self, i: int, p: np.ndarray, g: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _known_norm(self, p: np.ndarray, grad_sq: float) -> Optional[float]:
+        """||delta|| from ||g||^2 without touching the arrays, or None when the rule cannot say."""
+        return None
+
 
 class SGD(Optimizer):
     """p <- p - lr g"""
 
+    def __init__(self, params, lr):
+        super().__init__(params, lr)
+        self._buf: list[Optional[np.ndarray]] = [None] * len(params)
+
     def _delta(self, i, p, g):
-        return g * -self.lr
+        buf = self._buf[i]
+        if buf is None or buf.shape != g.shape or buf.dtype != np.result_type(g, -self.lr):
+            return g * -self.lr
+        return np.multiply(g, -self.lr, out=buf)
+
+    def _known_norm(self, p, grad_sq):
+        """||lr g|| = lr ||g||, exact up to rounding, while no entry of lr g can overflow (float32/64 only)."""
+        if p.dtype.char not in "fd" or not math.isfinite(grad_sq):
+            return None
+        norm = self.lr * math.sqrt(grad_sq)
+        return norm if norm < _SAFE_NORM[p.dtype.char] else None
+
+    def step(self, grads, want_norms=True, grad_sqs=None):
+        # a scratch array per parameter for lr * g, allocated on first use and reused every step
+        for i, g in enumerate(grads):
+            if self._buf[i] is None:
+                self._buf[i] = np.empty(g.shape, dtype=np.result_type(g, -self.lr))
+        return super().step(grads, want_norms, grad_sqs)
 
 
 class Momentum(Optimizer):

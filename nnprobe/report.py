@@ -1,8 +1,9 @@
 """Terminal and markdown reports of a run, and the `explain` pages.
 
-Functions here return rich renderables (or markdown text); cli.py prints them. Everything
-a colour says is also said in words, so a report read without colour (NO_COLOR, a CI log,
-a file) loses nothing, and every line fits 100 columns.
+Functions here return rich renderables (or markdown text); cli.py prints them. Everything a
+colour says is also said in words, so a report read without colour (NO_COLOR, a CI log, a
+file) loses nothing, and every line fits 100 columns. Text from a run (messages, names,
+paths) enters rich as `Text`, never as markup, so a `[` in a message is printed, not parsed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Optional, Sequence
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -165,7 +167,8 @@ def loss_caption(spark: Spark, envelope: Any) -> list[str]:
         parts.append(f"min {fmt_num(envelope.min_value)} @{envelope.min_step}")
     parts.append(f"last {fmt_num(envelope.last_value)}")
     if envelope.n_bad:
-        parts.append(f"{SPARK_NONFINITE} = NaN/inf ({envelope.n_bad} step{'s' if envelope.n_bad > 1 else ''}, first @{envelope.first_bad_step})")
+        n = envelope.n_bad
+        parts.append(f"{SPARK_NONFINITE} = NaN/inf ({n} step{'s' if n > 1 else ''}, first @{envelope.first_bad_step})")
     return [how, " · ".join(parts)]
 
 
@@ -237,7 +240,7 @@ def _status_text(result: RunResult) -> Text:
     return t
 
 
-def _severity_counts(findings: Sequence[Finding]) -> str:
+def severity_counts(findings: Sequence[Finding]) -> str:
     out = []
     for sev in ("error", "warning", "info"):
         n = sum(1 for f in findings if f.severity == sev)
@@ -247,8 +250,8 @@ def _severity_counts(findings: Sequence[Finding]) -> str:
 
 
 def _findings_table(findings: Sequence[Finding]) -> Table:
-    table = Table(title=f"Findings ({_severity_counts(findings)})", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_lines=True, pad_edge=False, collapse_padding=True)
+    table = Table(title=f"Findings ({severity_counts(findings)})", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD, show_lines=True, pad_edge=False, collapse_padding=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("code", no_wrap=True)
     table.add_column("step", justify="right", no_wrap=True)
@@ -260,8 +263,8 @@ def _findings_table(findings: Sequence[Finding]) -> Table:
         if fix:
             details.append("\n")
             details.append(fix, style="green")
-        table.add_row(Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")), f.code,
-                      "static" if f.step is None else str(f.step), f.layer or "—", details)
+        table.add_row(Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")), Text(f.code),
+                      "static" if f.step is None else str(f.step), Text(f.layer or "—"), details)
     return table
 
 
@@ -273,7 +276,7 @@ def _layers_table(digest: Any) -> Table:
         # the numbers keep their line; the activation range (the one free-form cell) wraps
         table.add_column(header, justify="left" if i < 4 else "right", overflow="fold", no_wrap=i != 2)
     for row in layer_rows(digest):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     return table
 
 
@@ -296,29 +299,22 @@ def _loss_text(digest: Any, findings: Sequence[Finding]) -> Text:
     return t
 
 
-def _checks_text(result: RunResult) -> Text:
-    t = Text()
-    t.append("Checks\n", style="bold")
-    for i, c in enumerate(result.checks):
-        if i:
-            t.append("\n")
-        t.append("  PASS " if c.ok else "  FAIL ", style="green" if c.ok else "bold red")
+def _checks_text(result: RunResult) -> Group:
+    grid = Table.grid(padding=(0, 1), pad_edge=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    for c in result.checks:
         kind = f"[{c.kind}] " if c.kind != "expect" else ""
-        t.append(f"{kind}{c.name}: {c.message}")
-    return t
+        grid.add_row(Text("PASS" if c.ok else "FAIL", style="green" if c.ok else "bold red"),
+                     Text(f"{kind}{c.name}: {c.message}"))
+    return Group(Text("Checks", style="bold"), grid)
 
 
-def _problems_text(problems: Sequence[str]) -> Text:
-    t = Text()
-    t.append(f"Log problems ({len(problems)})\n", style="bold yellow")
+def _problems_text(problems: Sequence[str]) -> Group:
     shown = list(problems[:MAX_LOG_PROBLEMS])
-    for i, p in enumerate(shown):
-        if i:
-            t.append("\n")
-        t.append(f"  - {p}")
     if len(problems) > len(shown):
-        t.append(f"\n  ... and {len(problems) - len(shown)} more")
-    return t
+        shown.append(f"... and {len(problems) - len(shown)} more")
+    return Group(Text(f"Log problems ({len(problems)})", style="bold yellow"), _bullets(shown))
 
 
 # -- markdown ----------------------------------------------------------------------------------
@@ -345,7 +341,7 @@ def render_markdown(result: RunResult) -> str:
             f"**final loss:** {fmt_num(result.final_loss)}", ""]
     findings = sort_findings(result.findings)
     if findings:
-        out += [f"#### Findings ({_severity_counts(findings)})", ""]
+        out += [f"#### Findings ({severity_counts(findings)})", ""]
         rows = [(f.severity, f"`{f.code}`", "static" if f.step is None else f.step, f.layer or "—",
                  f.message, fix_line(f).removeprefix("fix: ")) for f in findings]
         out += _md_table(("severity", "code", "step", "layer", "what happened", "first fix"), rows) + [""]
@@ -392,14 +388,13 @@ def render_explain(detector_cls: Any) -> RenderableType:
     head.append(f"\n{detector_cls.summary}")
     parts: list[RenderableType] = [head, _section("Meaning", [ex.meaning], bullet=False)]
     if detector_cls.thresholds:
-        table = Table(title="Thresholds", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                      pad_edge=False)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         table.add_column("setting", no_wrap=True)
         table.add_column("default", justify="right", no_wrap=True)
         table.add_column("why this default", ratio=1)
         for name, th in detector_cls.thresholds.items():
-            table.add_row(f"detectors.{detector_cls.code}.{name}", fmt_num(th.default), th.doc)
-        parts.append(table)
+            table.add_row(Text(f"detectors.{detector_cls.code}.{name}"), fmt_num(th.default), Text(th.doc))
+        parts += [Text(""), Text("Thresholds", style="bold"), table]
     parts.append(_section("Causes", ex.causes))
     parts.append(_section("Fixes", ex.fixes))
     if ex.references:
@@ -407,14 +402,22 @@ def render_explain(detector_cls: Any) -> RenderableType:
     return Group(*parts)
 
 
-def _section(title: str, lines: Sequence[str], bullet: bool = True) -> Text:
-    t = Text()
-    t.append(f"\n{title}\n", style="bold")
-    for i, line in enumerate(lines):
-        if i:
-            t.append("\n")
-        t.append(f"  - {line}" if bullet else f"  {line}")
-    return t
+def _section(title: str, lines: Sequence[str], bullet: bool = True) -> Group:
+    """A bold title, then the lines indented; wrapped lines keep the indent."""
+    if bullet:
+        body: RenderableType = _bullets(lines)
+    else:
+        body = Padding(Text("\n".join(lines)), (0, 0, 0, 2))
+    return Group(Text(""), Text(title, style="bold"), body)
+
+
+def _bullets(lines: Sequence[str]) -> Table:
+    grid = Table.grid(padding=(0, 1), pad_edge=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    for line in lines:
+        grid.add_row("-", Text(line))
+    return grid
 
 
 def render_explain_list(classes: Sequence[Any]) -> RenderableType:
@@ -425,7 +428,8 @@ def render_explain_list(classes: Sequence[Any]) -> RenderableType:
     table.add_column("severity", no_wrap=True)
     table.add_column("what it means", ratio=1)
     for cls in classes:
-        table.add_row(cls.code, Text(cls.severity, style=_SEVERITY_STYLE.get(cls.severity, "")), cls.summary)
+        table.add_row(Text(cls.code), Text(cls.severity, style=_SEVERITY_STYLE.get(cls.severity, "")),
+                      Text(cls.summary))
     return table
 
 

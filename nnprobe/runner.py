@@ -22,7 +22,7 @@ import numpy as np
 
 import nnprobe
 from nnprobe import probes
-from nnprobe.activations import Sigmoid
+from nnprobe.activations import Identity, ReLU, Sigmoid
 from nnprobe.config import Config, dump_config
 from nnprobe.data import Dataset, load_dataset
 from nnprobe.detectors import DetectorSuite
@@ -145,6 +145,12 @@ class Trainer:
             self.total_steps = config.training.steps or 1000
         self.probing = config.probes.enabled
         self.every = config.probes.every
+        # per layer, which passes the forward statistics may share (probes.forward_stats)
+        self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
+                            else "other" for l in self.model.layers]
+        # (optimizer.t, [(W stats, b stats)]): computed right after an update, they are both that update's
+        # non-finite check and the "W"/"b" statistics of the next step, whose forward pass uses those values
+        self._param_stats: Optional[tuple[int, list[tuple[dict, dict]]]] = None
 
     # -- batches
 
@@ -191,13 +197,26 @@ class Trainer:
             "data": data,
         }
 
-    def _forward_origin(self, xb: np.ndarray) -> Optional[dict]:
+    def _forward_stats(self) -> list[tuple[dict, dict]]:
+        """(z, a) statistics per layer, from the caches the forward pass left."""
+        return [probes.forward_stats(layer.z, layer.a, kind, layer.activation.saturation)
+                for layer, kind in zip(self.model.layers, self._stat_kinds)]
+
+    def _forward_origin(self, xb: np.ndarray, fwd: Optional[list[tuple[dict, dict]]] = None) -> Optional[dict]:
+        """The first non-finite forward tensor: read off `fwd` when the statistics exist, else one pass each."""
         if not self.input_finite and not probes.is_finite(xb):
             return {"pass": "forward", "tensor": "input", "layer": None}
-        for layer in self.model.layers:
-            if not probes.is_finite(layer.z):
+        for i, layer in enumerate(self.model.layers):
+            if fwd is not None:
+                z_st, a_st = fwd[i]
+                z_bad = z_st["nan"] or z_st["posinf"] or z_st["neginf"]
+                a_bad = a_st["nan"] or a_st["posinf"] or a_st["neginf"]
+            else:
+                z_bad = not probes.is_finite(layer.z)
+                a_bad = not z_bad and not probes.is_finite(layer.a)
+            if z_bad:
                 return {"pass": "forward", "tensor": "pre-activation", "layer": layer.name}
-            if not probes.is_finite(layer.a):
+            if a_bad:
                 return {"pass": "forward", "tensor": "activation", "layer": layer.name}
         return None
 
@@ -209,7 +228,20 @@ class Trainer:
                     return {"pass": "backward", "tensor": tensor, "layer": name}
         return None
 
-    def _update_origin(self) -> Optional[dict]:
+    def _update_origin(self, want_stats: bool) -> Optional[dict]:
+        """The first non-finite parameter after the update; with want_stats, via the next step's W/b statistics."""
+        origin = None
+        if want_stats:
+            stats = []
+            for layer in self.model.layers:
+                w_st, b_st = probes.weight_stats(layer.W), probes.bias_stats(layer.b)
+                stats.append((w_st, b_st))
+                if origin is None and w_st["nonfinite"]:
+                    origin = {"pass": "update", "tensor": "weight", "layer": layer.name}
+                if origin is None and not probes.is_finite(layer.b):
+                    origin = {"pass": "update", "tensor": "bias", "layer": layer.name}
+            self._param_stats = (self.optimizer.t, stats)
+            return origin
         for layer in self.model.layers:
             if not probes.is_finite(layer.W):
                 return {"pass": "update", "tensor": "weight", "layer": layer.name}
@@ -217,18 +249,23 @@ class Trainer:
                 return {"pass": "update", "tensor": "bias", "layer": layer.name}
         return None
 
-    def _layer_stats(self, flat_grads: list[np.ndarray]) -> list[dict]:
+    def _layer_stats(self, fwd: list[tuple[dict, dict]], flat_grads: list[np.ndarray],
+                     sqs: list[float]) -> list[dict]:
+        cached = self._param_stats
+        params = cached[1] if cached is not None and cached[0] == self.optimizer.t else None
         out = []
         for i, layer in enumerate(self.model.layers):
-            z_stats, dead = probes.preactivation_stats(layer.z, layer.activation.saturation)
+            z_stats, a_stats = fwd[i]
+            w_stats, b_stats = params[i] if params is not None else (probes.weight_stats(layer.W),
+                                                                     probes.bias_stats(layer.b))
             out.append({
                 "name": layer.name,
                 "z": z_stats,
-                "a": probes.activation_stats(layer.a, dead),
-                "gW": probes.gradient_stats(flat_grads[2 * i], with_zero_frac=True),
-                "gb": probes.gradient_stats(flat_grads[2 * i + 1], with_zero_frac=False),
-                "W": probes.weight_stats(layer.W),
-                "b": probes.bias_stats(layer.b),
+                "a": a_stats,
+                "gW": probes.gradient_stats(flat_grads[2 * i], with_zero_frac=True, sq=sqs[2 * i]),
+                "gb": probes.gradient_stats(flat_grads[2 * i + 1], with_zero_frac=False, sq=sqs[2 * i + 1]),
+                "W": w_stats,
+                "b": b_stats,
                 "update_ratio": None,
             })
         return out
@@ -254,26 +291,36 @@ class Trainer:
         loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
         grads = model.backward(lo.grad_z, cfg.loss.l2)
         flat = grads.flat()
-        sqs = [probes.sq_norm(g) for g in flat]
-        grad_norm = math.sqrt(sum(sqs))
+        clip = cfg.optimizer.clip_grad_norm
 
         if not self.probing:
-            self.optimizer.step(self._clipped(flat, grad_norm), want_norms=False)
+            if clip is not None:
+                clip_by_global_norm(flat, clip, math.sqrt(sum(probes.sq_norm(g) for g in flat)))
+            self.optimizer.step(flat, want_norms=False)
             origin = None if math.isfinite(loss_value) else {"pass": "forward", "tensor": "loss", "layer": None}
             return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
                     "nonfinite": origin, "loss_in": None}
 
-        origin = self._forward_origin(xb)
+        # one dot product per gradient: the global norm, the backward non-finite check and gW/gb norms
+        sqs = [probes.sq_norm(g) for g in flat]
+        grad_norm = math.sqrt(sum(sqs))
+        last = self.total_steps - 1
+        full = step % self.every == 0 or step == last
+        # on a full step the statistics double as the forward non-finite check: each tensor is read once
+        fwd = self._forward_stats() if full else None
+        origin = self._forward_origin(xb, fwd)
         if origin is None and not math.isfinite(loss_value):
             origin = {"pass": "forward", "tensor": "loss", "layer": None}
         if origin is None:
             origin = self._backward_origin(flat, sqs)
-        full = step % self.every == 0 or step == self.total_steps - 1 or origin is not None
+        if origin is not None and not full:
+            full = True
+            fwd = self._forward_stats()
         record: dict = {"type": "step", "step": step, "full": full, "loss": loss_value,
                         "grad_norm": grad_norm, "nonfinite": origin, "loss_in": lo.loss_in}
         layer_stats = None
         if full:
-            layer_stats = self._layer_stats(flat)
+            layer_stats = self._layer_stats(fwd, flat, sqs)
             if self.labels is not None:
                 labels = self.labels if idx is None else self.labels[idx]
                 record["accuracy"] = self._accuracy(out.z, out.a, labels)
@@ -282,21 +329,22 @@ class Trainer:
                 record["val_loss"] = self.loss(zv, av, self.t_val, probe=False).value + model.l2_penalty(cfg.loss.l2)
                 if self.data.task == "classification":
                     record["val_accuracy"] = self._accuracy(zv, av, self.data.y_val)
-        norms = self.optimizer.step(self._clipped(flat, grad_norm), want_norms=full)
+        update_sqs = sqs
+        if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
+            factor = clip / grad_norm
+            update_sqs = [sq * factor * factor for sq in sqs]
+        norms = self.optimizer.step(flat, want_norms=full, grad_sqs=update_sqs)
+        nxt = step + 1
+        next_full = nxt <= last and (nxt % self.every == 0 or nxt == last)
+        update_origin = self._update_origin(want_stats=next_full)
         if origin is None:
-            record["nonfinite"] = self._update_origin()
+            record["nonfinite"] = update_origin
         if layer_stats is not None:
             for i, st in enumerate(layer_stats):
                 w_norm = st["W"]["norm"]
                 st["update_ratio"] = norms[2 * i] / w_norm if w_norm else None
             record["layers"] = layer_stats
         return record
-
-    def _clipped(self, flat: list[np.ndarray], grad_norm: float) -> list[np.ndarray]:
-        clip = self.config.optimizer.clip_grad_norm
-        if clip is not None:
-            clip_by_global_norm(flat, clip, grad_norm)
-        return flat
 
 
 # ---------------------------------------------------------------- the run

@@ -104,6 +104,12 @@ def _exec_file(spec: str, module: str, file: Path, base_dir: Path) -> ModuleType
     sys.path.insert(0, base)  # so that the file can import its siblings next to the config
     try:
         mod_spec.loader.exec_module(mod)
+    except ModuleNotFoundError as exc:
+        sys.modules.pop(name, None)
+        raise UserCodeError(
+            f"{KEY} {spec!r}: {file} imports {exc.name!r}{_where_raised(exc, file)}, which is not installed or not "
+            "on sys.path (nor next to the config). Install it, or remove that import from the activation's file."
+        ) from None
     except Exception as exc:
         sys.modules.pop(name, None)
         raise UserCodeError(

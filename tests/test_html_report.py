@@ -79,7 +79,8 @@ def diverging_result(n_steps: int = 50, accuracy: bool = False) -> RunResult:
     findings = [
         Finding("nonfinite", "error", n_steps - 1, None, "+inf first appeared in the loss", {},
                 ["data.normalize: standardize"]),
-        Finding("dead-relu", "warning", 20, "dense1", "2 of 4 units <dead> & silent", {}, ["model.init: he_normal"]),
+        Finding("dead-relu", "warning", 20, "dense1", "2 of 4 units <dead> & silent", {},
+                ["model.init: he_normal"]),
         Finding("exploding-gradients", "warning", 20, None, "gradient norm grew 1.3x per step", {},
                 ["optimizer.clip_grad_norm: 1.0"]),
         Finding("unnormalized-inputs", "warning", None, None, "inputs far from unit scale", {},

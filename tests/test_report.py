@@ -202,7 +202,8 @@ def test_text_report_orders_findings_by_severity():
     result = diverging_result()
     result.findings.reverse()
     out = render(render_text(result))
-    rows = [line.split()[:3] for line in out.splitlines() if line.split()[:1] in (["error"], ["warning"], ["info"])]
+    rows = [line.split()[:3] for line in out.splitlines()
+            if line.split()[:1] in (["error"], ["warning"], ["info"])]
     assert rows == [["error", "nonfinite", "3"], ["warning", "unnormalized-inputs", "static"],
                     ["warning", "dead-relu", "2"], ["info", "loss-plateau", "1"]]
 
@@ -327,3 +328,14 @@ def test_explain_list_has_one_row_per_code():
     assert "fake-code" in out and "a made-up pathology" in out
     for code in all_codes():
         assert code in out
+
+
+def test_square_brackets_in_run_text_are_printed_not_parsed_as_markup():
+    """A check kind rendered as `[baseline]` vanished: rich read it as a style tag."""
+    result = diverging_result()
+    result.findings = [Finding("poor-init", "warning", 0, "dense1", "weights in [bold]0, 1[/bold] [red]", {},
+                               ["model.init: [he_normal]"])]
+    text = flat(render(render_text(result)))
+    assert "weights in [bold]0, 1[/bold] [red]" in text
+    assert "fix: model.init: [he_normal]" in text
+    assert "PASS [baseline] final_loss" in text

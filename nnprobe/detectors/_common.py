@@ -20,6 +20,8 @@ PROBABILITY_OUTPUT = {"bce": "sigmoid", "cross_entropy": "softmax"}
 
 def finite(x: Any) -> Optional[float]:
     """x as a float when it is a finite number, else None (missing, null, NaN, inf, text)."""
+    if type(x) is float:  # the common case, checked first: it runs for every stat of every record
+        return x if x - x == 0.0 else None
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     x = float(x)
@@ -35,12 +37,8 @@ def number(x: Any) -> Optional[float]:
 
 def stat(layer: Optional[dict], group: str, key: str) -> Optional[float]:
     """A finite per-layer statistic such as stat(layer, "gW", "norm"), or None when absent or not finite."""
-    if not isinstance(layer, dict):
-        return None
-    block = layer.get(group)
-    if not isinstance(block, dict):
-        return None
-    return finite(block.get(key))
+    block = layer.get(group) if type(layer) is dict else None
+    return finite(block.get(key)) if type(block) is dict else None
 
 
 def record_layers(record: dict) -> list[dict]:
@@ -134,8 +132,11 @@ class Persistence:
         self.last: Optional[int] = None
         self.active = False
 
-    def update(self, step: int, holds: bool) -> bool:
-        """Feed one full record; True exactly at the record that confirms the condition."""
+    def update(self, step: int, holds: bool, ready: bool = True) -> bool:
+        """Feed one full record; True exactly at the record that confirms the condition.
+
+        `ready` False holds confirmation back (a warm-up) without breaking the run.
+        """
         self.active = holds
         if self.first is not None:
             self._pending += 1
@@ -151,7 +152,7 @@ class Persistence:
         if self.run_len == 0:
             self.run_start = step
         self.run_len += 1
-        if self.run_len >= self.patience:
+        if self.run_len >= self.patience and ready:
             self.first, self.last = self.run_start, step
             self.held = self.seen = self.run_len
             return True
@@ -275,7 +276,8 @@ class RunFacts:
             input_span=(min(lows), max(highs)) if lows and highs else None,
             unnormalized_inputs=bool(input_problems(data, **limits)),
             target_span=(t_lo, t_hi) if t_lo is not None and t_hi is not None else None,
-            unnormalized_targets=target_problem(data, **{k: v for k, v in limits.items() if k != "min_std"}) is not None,
+            unnormalized_targets=target_problem(
+                data, **{k: v for k, v in limits.items() if k != "min_std"}) is not None,
         )
 
     @property
@@ -305,7 +307,7 @@ FIXES: dict[str, Callable[[RunFacts], Optional[str]]] = {
         if f.textbook_log else None),
     "probability_output": lambda f: (
         f"model.output: {PROBABILITY_OUTPUT[f.loss_kind]}  — {f.output} outputs are not probabilities"
-        if f.loss_kind in PROBABILITY_OUTPUT and f.output != PROBABILITY_OUTPUT[f.loss_kind] else None),
+        if f.loss_kind in PROBABILITY_OUTPUT and f.output not in PROBABILITY_OUTPUT.values() else None),
     "float32": lambda f: (
         "model.dtype: float32  — float16 overflows to inf above 65504" if f.dtype == "float16" else None),
     "normalize": lambda f: (

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, duration, finite, fixes, fmt, pct, record_layers, stat,
+    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, fixes, fmt, pct, record_layers, stat,
     step_of, yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
@@ -24,8 +25,10 @@ class _LayerWatch:
         self.persist = Persistence(patience)
         self.at_first: Optional[dict[str, Any]] = None
         self.peak: Optional[dict[str, Any]] = None
+        self.latest: Optional[dict[str, Any]] = None
 
     def note(self, values: dict[str, Any], key: str) -> None:
+        self.latest = values
         if values["step"] == self.persist.run_start:
             self.at_first = values
         if self.peak is None or values[key] > self.peak[key]:
@@ -146,9 +149,12 @@ class DeadRelu(_LayerDetector):
         batch = f"all {facts.batch} examples" if facts.batch else "every example"
         leaky = (f" (leaky slope {fmt(facts.negative_slope)} passes only that fraction of the gradient)"
                  if watch.activation == "leaky_relu" else " (they pass no gradient, so nothing revives them)")
+        latest = watch.latest or peak
+        counts = "" if first.get("dead") == peak.get("dead") == latest.get("dead") else (
+            f"; {peak.get('dead')} dead at most (step {peak.get('step')}), {latest.get('dead')} at step "
+            f"{latest.get('step')}")
         message = (
-            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {batch} {span}{leaky}; "
-            f"at most {peak.get('dead')} dead at step {peak.get('step')}"
+            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {batch} {span}{leaky}{counts}"
             + (f"; {pct(peak.get('grad_zero_frac'))} of its weight gradient is exactly 0"
                if watch.activation == "relu" and peak.get("grad_zero_frac") is not None else "") + "."
         )
@@ -164,17 +170,19 @@ class DeadRelu(_LayerDetector):
                             "a unit")
         fix_list += fixes(facts, "normalize")
         evidence = {"units": watch.units, "dead_at_first": first.get("dead"), "peak_dead": peak.get("dead"),
+                    "dead_at_last": latest.get("dead"),
                     "peak_step": peak.get("step"), "fraction_threshold": self.t["fraction"],
                     "first": watch.persist.first, "last": watch.persist.last, "records": watch.persist.held,
-                    "records_seen": watch.persist.seen, "to_end": to_end, "zero_frac": peak.get("zero_frac"), "grad_zero_frac": peak.get("grad_zero_frac"),
+                    "records_seen": watch.persist.seen, "to_end": to_end, "zero_frac": peak.get("zero_frac"),
+                    "grad_zero_frac": peak.get("grad_zero_frac"),
                     "batch": facts.batch or None}
         return self.finding(step=watch.persist.first, layer=watch.name, message=message, evidence=clean(evidence),
                             fixes=fix_list)
 
 
-# Where each squashing function is flat: the |z| past which its derivative is below 1% of its maximum
-# (docs/log-schema.md, sat_frac), and SageMaker Debugger's saturation band (default thresholds).
-FLAT_REGION = {"sigmoid": 5.293, "tanh": 2.993}
+# Where each squashing function is flat: the |z| past which its derivative is below 1% of its maximum,
+# the definition of z.sat_frac. sigmoid' = 1/(4 cosh^2(z/2)) and tanh' = 1/cosh^2(z), so cosh must pass 10.
+FLAT_REGION = {"sigmoid": 2 * math.acosh(10.0), "tanh": math.acosh(10.0)}
 
 
 @register

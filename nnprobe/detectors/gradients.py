@@ -163,9 +163,10 @@ class ExplodingGradients(Detector):
         evidence: dict[str, Any] = {"max_norm": self.t["max_norm"]}
         if self.above_first is not None:
             peak_step, peak = self.peak
-            parts.append(
-                f"gradient norm exceeded {fmt(self.t['max_norm'])} at {self.above_count} step(s) from step "
-                f"{self.above_first} to step {self.above_last}, peaking at {fmt(peak)} at step {peak_step}")
+            when = (f"at step {self.above_first}" if self.above_count == 1 else
+                    f"at {self.above_count} steps from step {self.above_first} to step {self.above_last}")
+            parts.append(f"gradient norm exceeded {fmt(self.t['max_norm'])} {when}, peaking at {fmt(peak)} at step "
+                         f"{peak_step}")
             evidence.update(above_first=self.above_first, above_last=self.above_last, above_steps=self.above_count,
                             peak=peak, peak_step=peak_step)
         if self.growth_hit is not None:
@@ -227,7 +228,8 @@ class VanishingGradients(Detector):
         "min_rms": Threshold(
             1e-7,
             "root-mean-square weight gradient of any layer below which it is vanishing (<); SageMaker Debugger's "
-            "VanishingGradient threshold is 1e-7 on the mean |g|, and mean |g| <= RMS",
+            "VanishingGradient threshold is 1e-7 on the mean |g|, and mean |g| <= RMS. Exactly 0 is left to "
+            "dead-relu (units that pass no gradient at all)",
         ),
         "patience": Threshold(5, "consecutive full records the condition must hold (one small gradient is a blip)"),
         "converged": Threshold(
@@ -293,7 +295,7 @@ class VanishingGradients(Detector):
             rms = norm / math.sqrt(size) if norm is not None and size > 0 else None
             by_ratio = (i == 0 and ratio is not None and ratio < self.t["ratio"]
                         and norm is not None and norm < self.t["first_norm"])
-            by_rms = rms is not None and rms < self.t["min_rms"]
+            by_rms = rms is not None and 0 < rms < self.t["min_rms"]  # exactly 0: dead units, see dead-relu
             holds = (by_ratio or by_rms) and not converged
             confirmed = state.persist.update(step, holds)
             if holds:

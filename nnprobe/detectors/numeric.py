@@ -32,6 +32,7 @@ class _Snapshot:
     max_g_layer: Optional[str]
     max_abs_z: Optional[float]
     max_abs_z_layer: Optional[str]
+    out_z: Optional[tuple[Optional[float], Optional[float], str]] = None
 
     @classmethod
     def of(cls, record: dict) -> "_Snapshot":
@@ -44,8 +45,10 @@ class _Snapshot:
         w = largest([(stat(l, "W", "norm"), n) for l, n in zip(layers, names)])
         g = largest([(stat(l, "gW", "norm"), n) for l, n in zip(layers, names)])
         z = largest([(_max_abs(l, "z"), n) for l, n in zip(layers, names)])
+        out = layers[-1] if layers else None
+        out_z = (stat(out, "z", "min"), stat(out, "z", "max"), str(out.get("name"))) if out else None
         return cls(step_of(record), finite(record.get("loss")), finite(record.get("grad_norm")),
-                   w[0], w[1], g[0], g[1], z[0], z[1])
+                   w[0], w[1], g[0], g[1], z[0], z[1], out_z)
 
     def describe(self) -> str:
         parts = [f"gradient norm {fmt(self.grad_norm)}"]
@@ -53,13 +56,16 @@ class _Snapshot:
             parts.append(f"largest weight norm {fmt(self.max_w_norm)} ({self.max_w_layer})")
         if self.max_abs_z_layer:
             parts.append(f"largest |pre-activation| {fmt(self.max_abs_z)} ({self.max_abs_z_layer})")
+        if self.out_z and self.out_z[2] != self.max_abs_z_layer and None not in self.out_z[:2]:
+            parts.append(f"output pre-activation in [{fmt(self.out_z[0])}, {fmt(self.out_z[1])}] ({self.out_z[2]})")
         return f"at step {self.step} (last full record before it): " + ", ".join(parts)
 
     def evidence(self) -> dict[str, Any]:
         return {"step": self.step, "loss": self.loss, "grad_norm": self.grad_norm,
                 "max_weight_norm": self.max_w_norm, "max_weight_norm_layer": self.max_w_layer,
                 "max_grad_norm": self.max_g_norm, "max_grad_norm_layer": self.max_g_layer,
-                "max_abs_pre_activation": self.max_abs_z, "max_abs_pre_activation_layer": self.max_abs_z_layer}
+                "max_abs_pre_activation": self.max_abs_z, "max_abs_pre_activation_layer": self.max_abs_z_layer,
+                "output_pre_activation": list(self.out_z[:2]) if self.out_z else None}
 
 
 def _max_abs(layer: dict, group: str) -> Optional[float]:
@@ -74,7 +80,7 @@ class _Origin:
     pass_: str
     tensor: str
     layer: Optional[str]
-    kind: str  # "NaN", "+inf", "-inf" or "NaN/inf"
+    kind: str  # "NaN", "+inf", "-inf", a combination, or "NaN or inf" when the record does not say
     loss: Optional[float]
     grad_norm: Optional[float]
     log_events: int = 0
@@ -105,7 +111,7 @@ def _kind_of(record: dict, tensor: str, layer: Optional[str]) -> str:
                          if (finite(counts.get(key)) or 0) > 0]
                 if kinds:
                     return " and ".join(kinds)
-    return "NaN/inf"
+    return "NaN or inf"
 
 
 @dataclass
@@ -123,7 +129,9 @@ _FIX_RULES: list[Callable[[_FixContext], list[str]]] = [
     lambda c: fixes(c.facts, "float32") if c.origin.pass_ != "forward" or c.origin.tensor != "input" else [],
     lambda c: fixes(c.facts, "from_logits", "probability_output")
     if c.origin.tensor in ("loss", "weight-gradient", "bias-gradient", "activation") else [],
-    lambda c: fixes(c.facts, "normalize", "normalize_target", "reduction_mean") if c.exploded else [],
+    lambda c: fixes(c.facts, "normalize", "normalize_target")
+    if c.exploded or (c.facts.dtype == "float16" and c.origin.tensor != "input") else [],
+    lambda c: fixes(c.facts, "reduction_mean") if c.exploded else [],
     lambda c: fixes(c.facts, "lower_lr", "clip") if c.exploded or c.origin.pass_ == "update" else [],
     lambda c: fixes(c.facts, "fan_in_init") if c.exploded else [],
 ]
@@ -215,7 +223,7 @@ class NonFinite(Detector):
             return _Origin(step, "forward", "loss", None, _kind_of(record, "loss", None), None, finite(gn),
                            _log_events(record))
         if gn is not None and finite(gn) is None:
-            return _Origin(step, "backward", "gradient", None, "NaN/inf", finite(loss), None)
+            return _Origin(step, "backward", "gradient", None, "NaN or inf", finite(loss), None)
         return None
 
     def finish(self, end: Optional[dict]) -> list[Finding]:
@@ -236,8 +244,9 @@ class NonFinite(Detector):
         if self.before is not None:
             story.append(self.before.describe())
         if o.log_events:
-            story.append(f"the loss took the log of {o.log_events} probabilities at exactly 0 or 1 or outside "
-                         "[0, 1] in that step (see log-zero)")
+            story.append(f"in that step the loss took the log of {o.log_events} "
+                         f"probabilit{'y' if o.log_events == 1 else 'ies'} at exactly 0 or 1 or outside [0, 1] "
+                         "(see log-zero)")
         if o.pass_ != "forward" and o.loss is not None:
             story.append(f"the loss of step {o.step} itself was still finite ({fmt(o.loss)})")
         f16 = facts.dtype == "float16"
@@ -279,19 +288,32 @@ class _LogEvent:
     describe: Callable[[int, dict, float, str], str]
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 _LOG_EVENTS = [
     _LogEvent("n_zero", lambda kind, eps: True,
-              lambda n, li, eps, kind: f"probability 0.0 reached exactly {n} times"),
+              lambda n, li, eps, kind: f"probability 0.0 reached exactly {_times(n)}"),
     _LogEvent("n_one", lambda kind, eps: kind == "bce",
-              lambda n, li, eps, kind: f"probability 1.0 reached exactly {n} times"),
+              lambda n, li, eps, kind: f"probability 1.0 reached exactly {_times(n)}"),
     _LogEvent("n_outside", lambda kind, eps: True,
               lambda n, li, eps, kind: f"{n} values outside [0, 1] (min {fmt(finite(li.get('min')))}, "
                                  f"max {fmt(finite(li.get('max')))}): the log of a negative number is NaN"),
     _LogEvent("n_below_eps", lambda kind, eps: eps > 0,
-              lambda n, li, eps, kind: f"{n} within epsilon {fmt(eps)} of "
-                                       + ("0 or 1" if kind == "bce" else "0")
-                                       + ", where only the epsilon keeps the log finite"),
+              lambda n, li, eps, kind: f"{n} came within epsilon {fmt(eps)} of "
+                                       + ("0 or 1" if kind == "bce" else "0")),
 ]
+
+
+def _log_counts(li: dict, events: list[_LogEvent]) -> dict[str, int]:
+    """Counts per event, each probability counted once: n_below_eps also counts the exact 0s and 1s and
+    the values outside [0, 1], so only what it adds beyond them is kept."""
+    counts = {e.field: int(finite(li.get(e.field)) or 0) for e in events}
+    if "n_below_eps" in counts:
+        exact = sum(v for k, v in counts.items() if k != "n_below_eps")
+        counts["n_below_eps"] = max(0, counts["n_below_eps"] - exact)
+    return counts
 
 _LOG_TERMS = {
     "bce": "takes log(a) and log(1 - a)",
@@ -360,7 +382,7 @@ class LogZero(Detector):
         li = record.get("loss_in")
         if not isinstance(li, dict):
             return
-        counts = {e.field: int(finite(li.get(e.field)) or 0) for e in self.events}
+        counts = _log_counts(li, self.events)
         total = sum(counts.values())
         if total < self.t["min_count"] or total == 0:
             return
@@ -381,11 +403,13 @@ class LogZero(Detector):
         first, li = self.first, self.first["loss_in"]
         parts = [e.describe(first["counts"][e.field], li, self.epsilon, self.kind) for e in self.events
                  if first["counts"][e.field] > 0]
+        if len(parts) > 1 and first["counts"].get("n_below_eps"):
+            parts[-1] = parts[-1].replace(" came within", " more came within")
         n = finite(li.get("n"))
         of_n = f" (of {int(n)} probabilities)" if n is not None else ""
         eps_text = (f"with epsilon 0 that is log(0) = -inf and 0*log(0) = NaN" if self.epsilon == 0
-                    else f"epsilon {fmt(self.epsilon)} turns log(0) into {fmt(math.log(self.epsilon))}, a huge but finite "
-                         "loss whose gradient 1/(a + epsilon) is just as huge")
+                    else f"epsilon {fmt(self.epsilon)} turns log(0) into {fmt(math.log(self.epsilon))}, a huge but "
+                         "finite loss whose gradient 1/(a + epsilon) is just as huge")
         term = _LOG_TERMS.get(self.kind, "takes a log")
         to_end = self.last_hit is not None and self.last_hit == self.last_step
         span = (f"it happened at {self.steps_hit} step(s) up to "
@@ -407,7 +431,7 @@ class LogZero(Detector):
             fix_list = [f"loss.from_logits: true  — keeps the loss exact where epsilon {fmt(self.epsilon)} clamps it"]
         evidence = {
             "step": first["step"], "loss_kind": self.kind, "epsilon": self.epsilon, "output": output,
-            **{k: v for k, v in first["counts"].items()},
+            **{k: int(finite(li.get(k)) or 0) for k in ("n_zero", "n_one", "n_outside", "n_below_eps")},
             "n": n, "min": number(li.get("min")), "max": number(li.get("max")),
             "loss_at_step": first["loss"], "steps_with_events": self.steps_hit, "last_step": self.last_hit,
             "peak_count": self.peak, "peak_step": self.peak_step, "loss_nonfinite_step": self.nan_after,

@@ -18,8 +18,7 @@ PROBABILITY_MISMATCH = {
                          "into a log",
     ("bce", "tanh"): "tanh outputs lie in (-1, 1): every negative output goes into log(a)",
     ("bce", "softmax"): "softmax outputs are coupled (they sum to 1) while BCE scores each one as an independent "
-                        "yes/no probability; the two disagree about what the outputs mean (and softmax over one "
-                        "unit is the constant 1)",
+                        "yes/no probability; the two disagree about what the outputs mean",
     ("cross_entropy", "relu"): "ReLU outputs are not a probability distribution: they do not sum to 1 and a = 0 "
                                "gives log(0) = -inf",
     ("cross_entropy", "identity"): "identity outputs are not a probability distribution: they can be negative "
@@ -88,16 +87,18 @@ class OutputLossMismatch(Detector):
         loss = start.get("loss") or {}
         kind = str(loss.get("kind") or "mse")
         from_logits = bool(loss.get("from_logits"))
-        finding = (self._probability(kind, output, from_logits, out["name"]) if kind in PROBABILITY_OUTPUT
+        finding = (self._probability(kind, output, from_logits, out["name"], units) if kind in PROBABILITY_OUTPUT
                    else self._regression(output, units, start.get("data") or {}, out["name"]))
         return [finding] if finding else []
 
-    def _probability(self, kind: str, output: str, from_logits: bool, layer: str) -> Optional[Finding]:
+    def _probability(self, kind: str, output: str, from_logits: bool, layer: str, units: int) -> Optional[Finding]:
         reason = PROBABILITY_MISMATCH.get((kind, output))
         if reason is None:
             return None
         want = PROBABILITY_OUTPUT[kind]
         message = f"model.output {output} into loss.kind {kind}: {reason}."
+        if output == "softmax" and units == 1:
+            message += " Over a single output unit softmax is the constant 1.0: the net cannot learn at all."
         if from_logits:
             message += (f" With loss.from_logits: true the loss applies log-{want} to the pre-activation, so the "
                         f"{output} output the net predicts with is not what it was trained on.")

@@ -103,10 +103,14 @@ class UnnormalizedInputs(Detector):
 InitRule = tuple[str, Callable[[int, int], float]]
 _HE: InitRule = ("He sqrt(2/fan_in)", lambda fan_in, fan_out: math.sqrt(2.0 / fan_in))
 _XAVIER: InitRule = ("Xavier sqrt(2/(fan_in+fan_out))", lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)))
+_LECUN: InitRule = ("LeCun sqrt(1/fan_in)", lambda fan_in, fan_out: math.sqrt(1.0 / fan_in))
 INIT_RULES: dict[str, InitRule] = {
     "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE,
     "sigmoid": _XAVIER, "tanh": _XAVIER, "softplus": _XAVIER, "identity": _XAVIER, "softmax": _XAVIER,
 }
+# Every standard fan-in rule: a scale between the smallest and the largest of them (times the
+# tolerance) is a defensible init for any activation; outside that band it is far off.
+STANDARD_RULES = (_HE, _XAVIER, _LECUN)
 
 
 @register
@@ -117,9 +121,10 @@ class PoorInit(Detector):
     thresholds = {
         "scale_ratio": Threshold(
             3,
-            "a layer's weight RMS more than this factor above or below its fan-in rule (He for the ReLU family, "
-            "Xavier for sigmoid/tanh/identity) is off (>): the rules differ among themselves by at most ~1.4x, and "
-            "a factor r per layer compounds to r^depth in activation scale (Glorot & Bengio 2010; He et al. 2015)",
+            "a layer's weight RMS more than this factor above the largest or below the smallest of the standard "
+            "fan-in rules (He sqrt(2/fan_in), Xavier sqrt(2/(fan_in+fan_out)), LeCun sqrt(1/fan_in)) is off (>): "
+            "a factor r per layer compounds to r^depth in activation scale (Glorot & Bengio 2010; He et al. 2015), "
+            "while choosing one standard rule over another is not a pathology",
         ),
         "min_weights": Threshold(
             6,
@@ -192,7 +197,9 @@ class PoorInit(Detector):
             row["problems"].append(f"all {count} weights are equal ({fmt(mean)}): the units stay identical")
         elif row["ratio"] is not None and count >= self.t["min_weights"]:
             r, limit = row["ratio"], self.t["scale_ratio"]
-            if r > limit or r < 1 / limit:
+            stds = [std_of(fan_in, units) for _, std_of in STANDARD_RULES]
+            row["band"] = [min(stds) / limit, max(stds) * limit]
+            if not row["band"][0] <= rms <= row["band"][1]:
                 row["problems"].append(
                     f"weight RMS {fmt(rms)} is {fmt(r)}x the {rule[0]} = {fmt(expected)} rule for {activation}: "
                     + ("activations and gradients grow" if r > 1 else "activations and gradients shrink")
@@ -223,7 +230,8 @@ class PoorInit(Detector):
                        + (f". Biases start at mean {fmt(row['b_mean'])}" if row["b_mean"] else "") + ".")
             init = facts.init_for(facts.activation)
             fix_list = [f"model.init: {init}  — zero-mean weights scaled to fan-in (for {row['layer']}: std "
-                        f"{row['rule'] or 'by its fan-in'}" + (f" = {fmt(row['expected'])})" if row["expected"] else ")")]
+                        f"{row['rule'] or 'by its fan-in'}"
+                        + (f" = {fmt(row['expected'])})" if row["expected"] else ")")]
             scale = getattr(getattr(self.context.config, "model", None), "init_scale", 1.0)
             if scale not in (1, 1.0, None):
                 fix_list.append(f"model.init_scale: 1.0  — now {fmt(float(scale))}")

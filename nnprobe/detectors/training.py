@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, step_of, yaml_number,
+    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of, yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -23,10 +23,10 @@ class _Side:
         self.log_n = 0
         self.extreme: Optional[tuple[int, float]] = None
 
-    def update(self, step: int, ratio: Optional[float], holds: bool) -> bool:
+    def update(self, step: int, ratio: Optional[float], holds: bool, ready: bool) -> bool:
         if holds and self.persist.run_len == 0 and not self.persist.confirmed:
             self.log_sum, self.log_n, self.extreme = 0.0, 0, None
-        confirmed = self.persist.update(step, holds)
+        confirmed = self.persist.update(step, holds, ready)
         if holds and ratio is not None:
             if ratio > 0:
                 self.log_sum += math.log(ratio)
@@ -44,12 +44,12 @@ class _Side:
 class LargeUpdateRatio(Detector):
     code = "large-update-ratio"
     severity = "warning"
-    summary = "lr·‖update‖/‖W‖ far above ~1e-3 (learning rate too high) or far below (too low), sustained."
+    summary = "Update ratio ‖ΔW‖/‖W‖ far above ~1e-3 (learning rate too high) or far below (too low), sustained."
     thresholds = {
         "high": Threshold(
             0.1,
-            "update ratio ‖ΔW‖/‖W‖ above which the learning rate is too high (>): 100x the ~1e-3 of the CS231n "
-            "rule of thumb; at 0.1 every step rewrites a tenth of the weights",
+            "update ratio ||dW||/||W|| above which the learning rate is too high (>): 100x the ~1e-3 of the "
+            "CS231n rule of thumb; at 0.1 every step rewrites a tenth of the weights",
         ),
         "low": Threshold(
             1e-7,
@@ -57,10 +57,17 @@ class LargeUpdateRatio(Detector):
             "Debugger's WeightUpdateRatio uses 1e-8",
         ),
         "target": Threshold(1e-3, "the ratio a suggested learning rate aims at (CS231n: ~1e-3)"),
-        "patience": Threshold(
-            10,
-            "consecutive full records the ratio must stay out of range: the first few steps from a random init "
-            "often move the weights by 10-50% while the loss falls fast, which is not a learning-rate problem",
+        "min_grad_rms": Threshold(
+            1e-7,
+            "a low ratio only counts while the layer's RMS weight gradient is at least this (>=; the "
+            "vanishing-gradients default): a tiny update from a (near-)zero gradient is a dead or vanishing "
+            "layer, and a larger learning rate would not fix it",
+        ),
+        "patience": Threshold(10, "consecutive full records the ratio must stay out of range"),
+        "warmup": Threshold(
+            20,
+            "steps a run of out-of-range records must outlast: the first steps from a random init often move a "
+            "layer's weights by 10-50% per step while the loss falls fast, which is not a learning-rate problem",
         ),
         "converged": Threshold(
             1e-3,
@@ -93,6 +100,7 @@ class LargeUpdateRatio(Detector):
         specs = (context.start or {}).get("layers") or []
         self.sides = {str(s.get("name")): {d: _Side(d, self.t["patience"]) for d in ("high", "low")}
                       for s in specs}
+        self.sizes = {str(s.get("name")): int(s.get("fan_in") or 0) * int(s.get("units") or 0) for s in specs}
         self.direction: dict[str, str] = {}
         self.first_loss: Optional[float] = None
         self.last_full: Optional[int] = None
@@ -114,12 +122,15 @@ class LargeUpdateRatio(Detector):
             if sides is None:
                 continue
             ratio = finite(layer.get("update_ratio"))
+            g_norm, size = stat(layer, "gW", "norm"), self.sizes.get(name) or 0
+            learning = g_norm is not None and size > 0 and g_norm / math.sqrt(size) >= self.t["min_grad_rms"]
             holds = {"high": ratio is not None and ratio > self.t["high"],
-                     "low": ratio is not None and ratio < self.t["low"] and not converged}
+                     "low": ratio is not None and ratio < self.t["low"] and learning and not converged}
             for direction, side in sides.items():
                 if self.direction.get(name, direction) != direction:
                     continue
-                if side.update(step, ratio, holds[direction]) and name not in self.direction:
+                if side.update(step, ratio, holds[direction], step >= self.t["warmup"]) \
+                        and name not in self.direction:
                     self.direction[name] = direction
                     if self.first_step is None:
                         self.first_step = side.persist.first
@@ -224,6 +235,8 @@ class LossDivergence(Detector):
             return
         if self.first_seen is None:
             self.first_seen = step
+        if self.peak is None or loss > self.peak[1]:
+            self.peak = (step, loss)
         if math.isfinite(loss):
             if self.first_loss is None:
                 self.first_loss = loss
@@ -242,8 +255,6 @@ class LossDivergence(Detector):
         if holds:
             self.count += 1
             self.last = step
-            if self.peak is None or loss > self.peak[1]:
-                self.peak = (step, loss)
             if self.first_step is None:
                 self.first_step = step
                 self.best_at_fire = self.best
@@ -264,7 +275,7 @@ class LossDivergence(Detector):
             f"The loss (moving average) rose to {fmt(self.level_at_fire)} at step {self.first_step}, more than "
             f"{fmt(self.t['factor'])}x its best {fmt(best)} at step {best_step}; it stayed that high for "
             f"{self.count} step(s) up to " + ("the end" if to_end else f"step {self.last}")
-            + f", peaking at {fmt(self.peak[1])} at step {self.peak[0]}."
+            + f"; the loss itself peaked at {fmt(self.peak[1])} at step {self.peak[0]}."
         )
         fix_list = fixes(facts, "lower_lr", "clip")
         evidence = {"step": self.first_step, "level": self.level_at_fire, "best": best, "best_step": best_step,
