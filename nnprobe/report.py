@@ -230,13 +230,26 @@ def render_text(result: RunResult) -> RenderableType:
     return Group(*spaced)
 
 
+def accuracy_words(result: RunResult) -> str:
+    """' · accuracy: 92.7% (val 90.1%)' for classification runs, '' otherwise."""
+    digest = result.digest
+    acc = getattr(digest, "accuracy", None)
+    if acc is None or acc.last_value is None:
+        return ""
+    words = f" · accuracy: {fmt_pct(acc.last_value)}"
+    val = getattr(digest, "val_accuracy", None)
+    if val is not None and val.last_value is not None:
+        words += f" (validation {fmt_pct(val.last_value)})"
+    return words
+
+
 def _status_text(result: RunResult) -> Text:
     t = Text()
     t.append("Run ", style="bold")
     t.append(result.run_dir, style="bold")
     t.append("\nstatus: ")
     t.append(status_words(result), style=_STATUS_STYLE.get(result.status, ""))
-    t.append(f" · steps: {result.steps} · final loss: {fmt_num(result.final_loss)}")
+    t.append(f" · steps: {result.steps} · final loss: {fmt_num(result.final_loss)}{accuracy_words(result)}")
     return t
 
 
@@ -338,7 +351,7 @@ def render_markdown(result: RunResult) -> str:
     out = [f"### nnprobe: `{result.run_dir}`", ""]
     stopped = f" (stopped by `{result.stopped_by}`)" if result.stopped_by else ""
     out += [f"**status:** {result.status}{stopped} · **steps:** {result.steps} · "
-            f"**final loss:** {fmt_num(result.final_loss)}", ""]
+            f"**final loss:** {fmt_num(result.final_loss)}{accuracy_words(result)}", ""]
     findings = sort_findings(result.findings)
     if findings:
         out += [f"#### Findings ({severity_counts(findings)})", ""]

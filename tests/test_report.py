@@ -314,3 +314,17 @@ def test_square_brackets_in_run_text_are_printed_not_parsed_as_markup():
     assert "weights in [bold]0, 1[/bold] [red]" in text
     assert "fix: model.init: [he_normal]" in text
     assert "PASS [baseline] final_loss" in text
+
+
+def test_status_line_and_markdown_quote_the_final_accuracy():
+    """The third seed case is about accuracy collapsing: the summary must say what it ended at."""
+    start = start_record()
+    digest = Digest(start)
+    for step, acc in enumerate([0.5, 0.25, 0.333]):
+        digest.observe(step_record(step, 1.0, layers=[layer_stats("dense1"), layer_stats("dense2")], accuracy=acc))
+    digest.finish(None)
+    result = RunResult("runs/acc", "completed", 3, 1.0, [], start=start, digest=digest)
+    assert "accuracy: 33%" in render(render_text(result)).splitlines()[1]
+    assert "accuracy: 33%" in render_markdown(result)
+    no_acc = RunResult("runs/reg", "completed", 3, 1.0, [], start=start, digest=Digest(start))
+    assert "accuracy" not in render(render_text(no_acc))
