@@ -1,166 +1,170 @@
 """Per-tensor statistics of what a training step already computed, in as few passes as NumPy allows.
 
-Every pass is one BLAS call or one SIMD reduction over the cached array, never a copy:
-a GEMV against a ones vector gives column sums (the sum, and for a ReLU the dead units),
-a dot product the sum of squares (the norm, and with the sum the std), min and max one
-reduction each, and a count is one comparison into a preallocated mask. A finite sum of
-squares proves every entry finite, so the NaN/+inf/-inf census (a full isfinite scan)
-runs only when it is not, and the every-step non-finite check costs one dot product.
+Every pass is one BLAS call or one SIMD reduction over the array the step cached, never a
+copy: a GEMV against a ones vector gives row or column sums (the sum; for a ReLU also the
+dead units), a dot product the sum of squares (the norm, and with the sum the std), min and
+max one reduction each, and a count is one comparison into a preallocated mask. A finite
+sum of squares proves every entry finite, so the NaN/+inf/-inf census (the full isfinite
+scan) runs only when it is not: the every-step non-finite check costs one dot product, and
+on full-record steps the statistics are that check.
 
-Accuracy: BLAS accumulates in the tensor's own precision within a row or column, and the
-partial sums are combined in float64; when |mean| dominates the std the variance is
-recomputed about the mean, so cancellation cannot eat it. All results are Python floats
-and ints (None when no entry is finite), ready for the JSON log (docs/log-schema.md).
+Accuracy: BLAS accumulates in the tensor's own precision (float16 is widened to float32) along
+one row or column and those partial sums are combined in float64, so a float32 sum is within
+~1e-7 of the sum of |x|, a sum of squares within ~1e-6; when |mean| dominates the std the
+variance is recomputed about the mean in float64, so cancellation cannot eat it. Every result is a Python float or int (None when
+no entry is finite), ready for the JSON log (docs/log-schema.md).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional
 
 import numpy as np
 
 INF = float("inf")
 
-#: below this many entries, Python arithmetic on a list beats the fixed cost of NumPy calls
+#: up to this many entries, Python arithmetic on a list beats the fixed cost of NumPy calls
 _SMALL = 32
-#: below this many entries, a BLAS call is not worth setting up; one NumPy reduction is
+#: below this many entries a GEMV is not worth setting up; one NumPy reduction is
 _BLAS_MIN = 2048
-#: var < _CANCEL * mean of squares: E[x^2] - mean^2 lost too many digits; recompute about the mean
+#: var < _CANCEL * mean of squares: E[x^2] - mean^2 has lost digits; recompute about the mean
 _CANCEL = 1.0 / 16.0
+#: the column maximum is the cheaper dead-unit count for wide layers (it also gives max(z)) and for
+#: tiny ones; in between (a few units, many examples) a 0/1 mask and one GEMV beat an axis-0 reduction
+_COLMAX_MIN_UNITS = 64
+_COLMAX_MAX_SIZE = 1024
 
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_dot = np.dot
+_cnz = np.count_nonzero
+_add = np.add.reduce
+_equal, _greater, _less = np.equal, np.greater, np.less
 
-# preallocated scratch: ones vectors (per length and dtype) for the GEMV sums, bool masks for counts
-_ones_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
-_mask_buf = np.empty(0, dtype=bool)
+# Preallocated scratch, reused every step (the same tensor sizes come back each time): read-only
+# ones vectors, and per-thread masks so that runs in several threads cannot overwrite each other's.
+_ones_cache: dict[tuple[int, str], np.ndarray] = {}
+_scratch = threading.local()
 
 
-def _ones(n: int, dtype: np.dtype) -> np.ndarray:
-    key = (n, dtype)
-    ones = _ones_cache.get(key)
+def _ones(n: int, char: str) -> np.ndarray:
+    ones = _ones_cache.get((n, char))
     if ones is None:
         if len(_ones_cache) > 64:
             _ones_cache.clear()
-        ones = _ones_cache[key] = np.ones(n, dtype=dtype)
+        ones = _ones_cache[(n, char)] = np.ones(n, dtype=char)
     return ones
 
 
 def _mask(n: int) -> np.ndarray:
-    """A reusable bool buffer of n entries (grown, never shrunk: the same tensors come back every step)."""
-    global _mask_buf
-    if _mask_buf.size < n:
-        _mask_buf = np.empty(n, dtype=bool)
-    return _mask_buf[:n]
+    """This thread's bool buffer, n entries of it (grown, never shrunk)."""
+    buf = getattr(_scratch, "mask", None)
+    if buf is None or buf.size < n:
+        buf = _scratch.mask = np.empty(n, dtype=bool)
+    return buf[:n]
+
+
+def _fmask(n: int, char: str) -> np.ndarray:
+    """This thread's float buffer of dtype `char`, n entries of it, for 0/1 masks a GEMV can count."""
+    bufs = getattr(_scratch, "fmask", None)
+    if bufs is None:
+        bufs = _scratch.fmask = {}
+    buf = bufs.get(char)
+    if buf is None or buf.size < n:
+        buf = bufs[char] = np.empty(n, dtype=char)
+    return buf[:n]
 
 
 def _count(ufunc: np.ufunc, flat: np.ndarray, value: float) -> int:
-    """How many entries satisfy ufunc(entry, value), through the preallocated mask."""
+    """How many entries satisfy ufunc(entry, value): one comparison into the mask, one count."""
     mask = _mask(flat.size)
     ufunc(flat, value, out=mask)
-    return int(np.count_nonzero(mask))
+    return int(_cnz(mask))
 
 
-def _prepare(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """The flat float32/float64 view the passes run on (float16 and others widened: a copy) and the row count."""
-    dt = arr.dtype
-    if dt != _F32 and dt != _F64:
-        arr = arr.astype(_F32 if dt == np.float16 else _F64)
-    rows = arr.shape[0] if arr.ndim >= 2 else 1
-    return arr.reshape(-1), rows
-
-
-def _colsums(flat: np.ndarray, rows: int) -> np.ndarray:
-    """Column sums of the (rows, n/rows) matrix `flat` is a view of: one GEMV."""
-    return _ones(rows, flat.dtype) @ flat.reshape(rows, -1)
+def _flat(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """The flat float32/float64 array the passes read (a view; float16 and others are widened, a copy) and its rows."""
+    if arr.dtype.char not in "fd":
+        arr = arr.astype(_F32 if arr.dtype == _F16 else _F64)
+    return arr.reshape(-1), (arr.shape[0] if arr.ndim >= 2 else 1)
 
 
 def _sum(flat: np.ndarray, rows: int) -> float:
+    """Sum in float64 of per-row BLAS sums (one GEMV); a plain float64 reduction for small or 1-D arrays."""
     n = flat.size
-    if n >= _BLAS_MIN and rows >= 16 and flat.flags.c_contiguous:
-        # row sums (GEMV against ones over the columns) are the faster BLAS layout
-        return float(np.add.reduce(flat.reshape(rows, -1) @ _ones(n // rows, flat.dtype), dtype=np.float64))
-    return float(np.add.reduce(flat, dtype=np.float64))
+    if n >= _BLAS_MIN and rows >= 16:
+        return float(_add(flat.reshape(rows, -1) @ _ones(n // rows, flat.dtype.char), dtype=_F64))
+    return float(_add(flat, dtype=_F64))
 
 
-def _dot(flat: np.ndarray) -> float:
-    return float(np.dot(flat, flat))
-
-
-def _std(flat: np.ndarray, n: int, mean: float, ss: float) -> float:
-    """sqrt(E[x^2] - mean^2), recomputed about the mean when the difference would cancel."""
+def _std(flat: np.ndarray, mean: float, ss: float) -> float:
+    """sqrt(E[x^2] - mean^2), recomputed about the mean in float64 when the difference would cancel."""
+    n = flat.size
     msq = ss / n
     var = msq - mean * mean
-    if var < _CANCEL * msq:  # |mean| dominates: second pass about the mean, in float64
-        d = flat.astype(np.float64)
+    if var < _CANCEL * msq:
+        d = flat.astype(_F64)
         d -= mean
-        dm = float(np.add.reduce(d)) / n
-        var = float(np.dot(d, d)) / n - dm * dm
+        dm = float(_add(d)) / n
+        var = float(_dot(d, d)) / n - dm * dm
     return math.sqrt(var) if var > 0.0 else 0.0
 
 
 # ---------------------------------------------------------------- the non-finite path (rare)
 
 
-def _census(flat: np.ndarray) -> dict:
-    """NaN, +inf and -inf counts: the full scan, run only when a sum of squares was not finite."""
-    return {"nan": int(np.count_nonzero(np.isnan(flat))),
-            "posinf": _count(np.equal, flat, INF),
-            "neginf": _count(np.equal, flat, -INF)}
+def _census(flat: np.ndarray) -> tuple[int, int, int]:
+    """(NaN, +inf, -inf) counts: the full scan, run only when a sum of squares was not finite."""
+    return int(_cnz(np.isnan(flat))), _count(_equal, flat, INF), _count(_equal, flat, -INF)
 
 
-def _finite64(flat: np.ndarray, counts: dict) -> np.ndarray:
-    if counts["nan"] + counts["posinf"] + counts["neginf"]:
-        flat = flat[np.isfinite(flat)]
-    return flat.astype(np.float64)
-
-
-def _scaled_moments(x: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(mean, std, min, max, norm) of finite float64 values whose sums may overflow: computed on x / max|x|."""
+def _finite_moments(flat: np.ndarray, n_bad: int) -> Optional[tuple[float, float, float, float, float]]:
+    """(mean, std, min, max, norm) of the finite entries, computed on x / max|x| so no sum overflows."""
+    x = flat[np.isfinite(flat)] if n_bad else flat
+    if x.size == 0:
+        return None
+    x = x.astype(_F64)
     mn, mx = float(x.min()), float(x.max())
     scale = max(abs(mn), abs(mx)) or 1.0
-    y = x / scale
-    mean = float(np.add.reduce(y)) / y.size
-    ss = float(np.dot(y, y))
-    var = max(ss / y.size - mean * mean, 0.0)
-    if var < _CANCEL * ss / y.size:
-        d = y - mean
-        dm = float(np.add.reduce(d)) / y.size
-        var = max(float(np.dot(d, d)) / y.size - dm * dm, 0.0)
-    return mean * scale, math.sqrt(var) * scale, mn, mx, math.sqrt(ss) * scale
+    x /= scale
+    n = x.size
+    mean = float(_add(x)) / n
+    ss = float(_dot(x, x))
+    return mean * scale, _std(x, mean, ss) * scale, mn, mx, math.sqrt(ss) * scale
 
 
-def _slow_stats(flat: np.ndarray) -> dict:
-    """Moments over the finite entries and the census, for a tensor whose sum of squares was not finite."""
+def _slow(flat: np.ndarray) -> tuple[tuple[int, int, int], Optional[tuple[float, float, float, float, float]]]:
     counts = _census(flat)
-    finite = _finite64(flat, counts)
-    if finite.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, **counts, "norm": None}
-    mean, std, mn, mx, norm = _scaled_moments(finite)
-    return {"mean": mean, "std": std, "min": mn, "max": mx, **counts, "norm": norm}
+    return counts, _finite_moments(flat, sum(counts))
+
+
+def _slow_stats(flat: np.ndarray) -> tuple[dict, Optional[float]]:
+    (nan, posinf, neginf), m = _slow(flat)
+    if m is None:
+        return {"mean": None, "std": None, "min": None, "max": None, "nan": nan, "posinf": posinf,
+                "neginf": neginf}, None
+    return {"mean": m[0], "std": m[1], "min": m[2], "max": m[3], "nan": nan, "posinf": posinf,
+            "neginf": neginf}, m[4]
 
 
 # ---------------------------------------------------------------- tiny tensors: plain Python
 
 
-def _small_std(vals: list, mean: float, ss: float) -> float:
-    n = len(vals)
-    msq = ss / n
-    var = msq - mean * mean
-    if var < _CANCEL * msq:
-        var = math.fsum([(v - mean) * (v - mean) for v in vals]) / n
-    return math.sqrt(var) if var > 0.0 else 0.0
-
-
-def _small_stats(flat: np.ndarray) -> Optional[tuple[list, float, float, float, float]]:
-    """(values, sum, sum of squares, min, max) in float64 Python arithmetic, or None when not all finite."""
+def _small(flat: np.ndarray) -> Optional[tuple[list, float, float, float, float, float]]:
+    """(values, mean, std, min, max, sum of squares) in float64 Python arithmetic; None unless all finite."""
     vals = flat.tolist()
     ss = 0.0
     for v in vals:
         ss += v * v
-    if not (ss < INF):  # NaN, inf, or float64 overflow: the NumPy path sorts it out
+    if not ss < INF:  # NaN, inf, or float64 overflow: the NumPy path sorts it out
         return None
-    return vals, math.fsum(vals), ss, min(vals), max(vals)
+    n = len(vals)
+    mean = math.fsum(vals) / n
+    var = ss / n - mean * mean
+    if var < _CANCEL * ss / n:
+        var = math.fsum([(v - mean) * (v - mean) for v in vals]) / n
+    return vals, mean, (math.sqrt(var) if var > 0.0 else 0.0), min(vals), max(vals), ss
 
 
 # ---------------------------------------------------------------- public: one tensor
@@ -170,94 +174,105 @@ def is_finite(arr: np.ndarray) -> bool:
     """One pass: a finite sum of squares means every entry is finite; otherwise scan."""
     if arr.size == 0:
         return True
-    flat, _ = _prepare(arr)
-    if math.isfinite(_dot(flat)):
+    flat, _ = _flat(arr)
+    if float(_dot(flat, flat)) < INF:
         return True
     return bool(np.isfinite(flat).all())
 
 
 def sq_norm(arr: np.ndarray) -> float:
     """Squared L2 norm in the array's precision (float16 widened): non-finite when any entry is, or on overflow."""
-    flat, _ = _prepare(arr)
-    return _dot(flat)
+    flat, _ = _flat(arr)
+    return float(_dot(flat, flat))
 
 
-def _moments(arr: np.ndarray, ss: Optional[float] = None,
-             max_from: Optional[np.ndarray] = None) -> tuple[dict, np.ndarray, int, bool]:
-    """{mean, std, min, max, nan, posinf, neginf, norm}, the flat view, its row count, and whether all is finite.
+def _stats(flat: np.ndarray, rows: int, mx: Optional[float] = None,
+           ss: Optional[float] = None) -> tuple[dict, Optional[float], bool]:
+    """({mean, std, min, max, nan, posinf, neginf}, norm, all finite).
 
-    `ss`: the sum of squares when the caller already has it; `max_from`: column maxima of arr.
+    `mx`, `ss`: the maximum and the sum of squares when the caller already has them.
     """
-    flat, rows = _prepare(arr)
     n = flat.size
-    if n == 0:
-        return ({"mean": None, "std": None, "min": None, "max": None, "nan": 0, "posinf": 0, "neginf": 0,
-                 "norm": None}, flat, rows, True)
     if n <= _SMALL:
-        small = _small_stats(flat)
+        if n == 0:
+            return {"mean": None, "std": None, "min": None, "max": None, "nan": 0, "posinf": 0, "neginf": 0}, None, True
+        small = _small(flat)
         if small is not None:
-            vals, s, ss_, mn, mx = small
-            mean = s / n
-            return ({"mean": mean, "std": _small_std(vals, mean, ss_), "min": mn, "max": mx,
-                     "nan": 0, "posinf": 0, "neginf": 0, "norm": math.sqrt(ss_)}, flat, rows, True)
+            _, mean, std, mn, mx_, ss = small
+            return ({"mean": mean, "std": std, "min": mn, "max": mx_, "nan": 0, "posinf": 0, "neginf": 0},
+                    math.sqrt(ss), True)
     if ss is None:
-        ss = _dot(flat)
-    if not math.isfinite(ss):
-        st = _slow_stats(flat)
-        return st, flat, rows, st["nan"] + st["posinf"] + st["neginf"] == 0
-    mean = _sum(flat, rows) / n
-    if max_from is None:
-        mx = float(flat.max())
-    else:  # the maximum of the column maxima the caller needs anyway
-        mx = float(max_from.max())
-    return ({"mean": mean, "std": _std(flat, n, mean, ss), "min": float(flat.min()), "max": mx,
-             "nan": 0, "posinf": 0, "neginf": 0, "norm": math.sqrt(ss)}, flat, rows, True)
+        ss = float(_dot(flat, flat))
+    if ss < INF:
+        mean = _sum(flat, rows) / n
+        return ({"mean": mean, "std": _std(flat, mean, ss), "min": float(flat.min()),
+                 "max": float(flat.max()) if mx is None else mx, "nan": 0, "posinf": 0, "neginf": 0},
+                math.sqrt(ss), True)
+    st, norm = _slow_stats(flat)
+    return st, norm, st["nan"] + st["posinf"] + st["neginf"] == 0
 
 
 def tensor_stats(arr: np.ndarray) -> dict:
     """mean, std, min, max and NaN/+inf/-inf counts (moments over the finite entries; None when there are none)."""
-    st, _, _, _ = _moments(arr)
-    del st["norm"]
-    return st
+    flat, rows = _flat(arr)
+    return _stats(flat, rows)[0]
 
 
-def _colmax(z: np.ndarray) -> np.ndarray:
-    """Per-unit maximum over the batch: a (units,) array (a 1-D z counts as one unit, as `z.max(axis=0)` has it)."""
-    flat, rows = _prepare(z)
+def _dead_and_max(z: np.ndarray, flat: np.ndarray, rows: int) -> tuple[int, Optional[float]]:
+    """Units whose pre-activation is <= 0 for every example, and max(z) when that came for free.
+
+    Wide layers take the column maximum (which also gives max(z)); narrow ones count positive
+    entries per column with a 0/1 mask and one GEMV, far cheaper than an axis-0 reduction over
+    a few columns. The two agree only for finite z (a NaN column maximum is not <= 0), so the
+    mask is used only once the caller knows z is finite.
+    """
+    if flat.size == 0:
+        return 0, None
     if z.ndim < 2:
-        return np.maximum.reduce(flat, keepdims=True)
-    return np.maximum.reduce(flat.reshape(rows, -1), axis=0)
-
-
-def _dead(colmax: np.ndarray) -> int:
-    """Units whose pre-activation is <= 0 for every example (a NaN column maximum is not <= 0)."""
-    return int(np.count_nonzero(colmax <= 0))
+        return int(float(flat.max()) <= 0), None
+    cols = flat.size // rows
+    if cols >= _COLMAX_MIN_UNITS or flat.size <= _COLMAX_MAX_SIZE:
+        colmax = np.maximum.reduce(flat.reshape(rows, cols), axis=0)
+        return int(_cnz(colmax <= 0)), (float(colmax.max()) if colmax.size else None)
+    char = flat.dtype.char
+    fmask = _fmask(flat.size, char)
+    _greater(flat, 0, out=fmask, casting="unsafe")
+    positives = _ones(rows, char) @ fmask.reshape(rows, cols)
+    return cols - int(_cnz(positives)), None
 
 
 def preactivation_stats(z: np.ndarray, saturation: Optional[float]) -> tuple[dict, int]:
     """Stats of z plus the saturated fraction, and the number of units <= 0 for every example."""
-    colmax = _colmax(z) if z.size else np.zeros(0)
-    st, _, _, _ = _moments(z, max_from=colmax if z.ndim >= 2 and z.size > _SMALL else None)
-    del st["norm"]
-    st["sat_frac"] = None
-    if saturation is not None:
-        st["sat_frac"] = _sat_frac(z, saturation)
-    return st, _dead(colmax)
+    flat, rows = _flat(z)
+    ss = float(_dot(flat, flat)) if flat.size > _SMALL else None
+    if ss is not None and ss < INF:
+        dead, mx = _dead_and_max(z, flat, rows)
+        st, _, _ = _stats(flat, rows, mx, ss)
+    else:
+        st, _, finite = _stats(flat, rows)
+        if finite:
+            dead, _ = _dead_and_max(z, flat, rows)
+        elif z.ndim >= 2:
+            dead = int(_cnz(np.maximum.reduce(flat.reshape(rows, -1), axis=0) <= 0))
+        else:
+            dead = int(flat.size > 0 and bool(flat.max() <= 0))
+    st["sat_frac"] = None if saturation is None else _sat_frac(flat, saturation)
+    return st, dead
 
 
 def activation_stats(a: np.ndarray, dead: int) -> dict:
-    st = tensor_stats(a)
-    flat, _ = _prepare(a)
-    st["zero_frac"] = _count(np.equal, flat, 0) / flat.size if flat.size else 0.0
+    flat, rows = _flat(a)
+    st, _, _ = _stats(flat, rows)
+    st["zero_frac"] = _count(_equal, flat, 0) / flat.size if flat.size else 0.0
     st["dead"] = dead
     return st
 
 
-def _sat_frac(z: np.ndarray, saturation: float) -> float:
-    flat, _ = _prepare(z)
+def _sat_frac(flat: np.ndarray, saturation: float) -> float:
+    """Fraction with |z| > saturation (NaN is not), as two one-sided counts: no |z| temporary."""
     if flat.size == 0:
         return 0.0
-    return (_count(np.greater, flat, saturation) + _count(np.less, flat, -saturation)) / flat.size
+    return (_count(_greater, flat, saturation) + _count(_less, flat, -saturation)) / flat.size
 
 
 # ---------------------------------------------------------------- public: one layer's forward tensors
@@ -266,97 +281,130 @@ def _sat_frac(z: np.ndarray, saturation: float) -> float:
 def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> tuple[dict, dict]:
     """The `z` and `a` objects of a layer record, sharing passes where the activation allows.
 
-    kind: "relu" when a is max(z, 0) computed by the built-in ReLU (a's min and max then follow
-    from z's, and the column sums of a give both its sum and the dead units); "identity" when a
-    is z itself; anything else computes each tensor on its own.
+    kind "relu": a is max(z, 0) from the built-in ReLU, so a's min and max follow from z's and
+    one GEMV of a's column sums gives both its sum and the dead units. kind "identity": a is z
+    itself. Anything else reads each tensor on its own.
     """
-    if kind == "identity" and a is z:
-        zs, dead = preactivation_stats(z, saturation)
-        as_ = {k: zs[k] for k in ("mean", "std", "min", "max", "nan", "posinf", "neginf")}
-        flat, _ = _prepare(a)
-        as_["zero_frac"] = _count(np.equal, flat, 0) / flat.size if flat.size else 0.0
-        as_["dead"] = dead
-        return zs, as_
-    if (kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and z.ndim == 2
-            and z.size > _SMALL and z.shape[0] >= 16):
-        zs, zflat, _, z_finite = _moments(z)
-        if z_finite:
-            del zs["norm"]
-            zs["sat_frac"] = None if saturation is None else _sat_frac(z, saturation)
+    if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and z.ndim == 2 and z.shape[0] >= 16 \
+            and z.size > _SMALL and z.dtype.char in "fd" and z.flags.c_contiguous and a.flags.c_contiguous:
+        zs, _, finite = _stats(z.reshape(-1), z.shape[0])
+        if finite:
+            zs["sat_frac"] = None if saturation is None else _sat_frac(z.reshape(-1), saturation)
             return zs, _relu_activation_stats(a, zs["min"], zs["max"])
     z_stats, dead = preactivation_stats(z, saturation)
+    if kind == "identity" and a is z:
+        a_stats = {k: z_stats[k] for k in ("mean", "std", "min", "max", "nan", "posinf", "neginf")}
+        flat, _ = _flat(a)
+        a_stats["zero_frac"] = _count(_equal, flat, 0) / flat.size if flat.size else 0.0
+        a_stats["dead"] = dead
+        return z_stats, a_stats
     return z_stats, activation_stats(a, dead)
 
 
 def _relu_activation_stats(a: np.ndarray, zmin: float, zmax: float) -> dict:
-    """a = max(z, 0) with z finite: min/max from z's, sum and dead units from one GEMV of column sums."""
-    flat, rows = _prepare(a)
+    """a = max(z, 0) for a finite z: min and max from z's; sum and dead units from one GEMV of column sums."""
+    rows = a.shape[0]
+    flat = a.reshape(-1)
     n = flat.size
-    col = _colsums(flat, rows)
-    mean = float(np.add.reduce(col, dtype=np.float64)) / n
-    ss = _dot(flat)
-    # a column of non-negative finite values sums to exactly 0 only when every entry is 0, i.e. z <= 0
-    dead = int(np.count_nonzero(col == 0))
-    return {"mean": mean, "std": _std(flat, n, mean, ss),
+    col = _ones(rows, flat.dtype.char) @ a
+    mean = float(_add(col, dtype=_F64)) / n
+    ss = float(_dot(flat, flat))
+    # a column of non-negative finite values sums to exactly 0 only when every entry is 0, i.e. every z <= 0
+    return {"mean": mean, "std": _std(flat, mean, ss),
             "min": zmin if zmin > 0.0 else 0.0, "max": zmax if zmax > 0.0 else 0.0,
             "nan": 0, "posinf": 0, "neginf": 0,
-            "zero_frac": _count(np.equal, flat, 0) / n, "dead": dead}
+            "zero_frac": _count(_equal, flat, 0) / n, "dead": col.size - int(_cnz(col))}
 
 
 # ---------------------------------------------------------------- public: parameters and gradients
 
 
 def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = None) -> dict:
-    """norm, max |entry| and non-finite count of a gradient (`sq`: its sum of squares, when already known)."""
-    flat, _ = _prepare(g)
+    """norm, max |entry| and non-finite count of a gradient; `sq`: its sum of squares when already known."""
+    flat, _ = _flat(g)
     n = flat.size
-    if n and n <= _SMALL:
-        small = _small_stats(flat)
+    if 0 < n <= _SMALL:
+        small = _small(flat)
         if small is not None:
-            vals, _, ss, mn, mx = small
+            vals, _, _, mn, mx, ss = small
             out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
             if with_zero_frac:
                 out["zero_frac"] = vals.count(0.0) / n
             return out
     if sq is None:
-        sq = _dot(flat) if n else 0.0
-    if math.isfinite(sq):
+        sq = float(_dot(flat, flat)) if n else 0.0
+    if sq < INF:
         if n:
-            mn, mx = float(flat.min()), float(flat.max())
-            out = {"norm": math.sqrt(sq), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+            out = {"norm": math.sqrt(sq), "maxabs": max(abs(float(flat.min())), abs(float(flat.max()))), "nonfinite": 0}
         else:
             out = {"norm": 0.0, "maxabs": None, "nonfinite": 0}
     else:
-        st = _slow_stats(flat)
-        nonfinite = st["nan"] + st["posinf"] + st["neginf"]
-        if st["norm"] is None:
-            out = {"norm": None, "maxabs": None, "nonfinite": nonfinite}
+        counts, m = _slow(flat)
+        if m is None:
+            out = {"norm": None, "maxabs": None, "nonfinite": sum(counts)}
         else:
-            out = {"norm": st["norm"], "maxabs": max(abs(st["min"]), abs(st["max"])), "nonfinite": nonfinite}
+            out = {"norm": m[4], "maxabs": max(abs(m[2]), abs(m[3])), "nonfinite": sum(counts)}
     if with_zero_frac:
-        out["zero_frac"] = _count(np.equal, flat, 0) / n if n else 0.0
+        out["zero_frac"] = _count(_equal, flat, 0) / n if n else 0.0
     return out
 
 
 def weight_stats(W: np.ndarray) -> dict:
     """norm, mean, std, min, max (over the finite entries), the fraction > 0 and the non-finite count."""
-    flat, _ = _prepare(W)
+    flat, rows = _flat(W)
     n = flat.size
-    if n and n <= _SMALL:
-        small = _small_stats(flat)
+    if 0 < n <= _SMALL:
+        small = _small(flat)
         if small is not None:
-            vals, s, ss, mn, mx = small
-            mean = s / n
-            var = ss / n - mean * mean
-            return {"norm": math.sqrt(ss), "mean": mean, "std": math.sqrt(var) if var > 0.0 else 0.0,
-                    "min": mn, "max": mx, "pos_frac": sum(1 for v in vals if v > 0.0) / n, "nonfinite": 0}
-    st, flat, _, _ = _moments(W)
-    nonfinite = st.pop("nan") + st.pop("posinf") + st.pop("neginf")
-    norm = st.pop("norm")
-    return {"norm": norm, **st, "pos_frac": _count(np.greater, flat, 0) / n if n else 0.0, "nonfinite": nonfinite}
+            vals, mean, std, mn, mx, ss = small
+            return {"norm": math.sqrt(ss), "mean": mean, "std": std, "min": mn, "max": mx,
+                    "pos_frac": sum(1 for v in vals if v > 0.0) / n, "nonfinite": 0}
+    st, norm, _ = _stats(flat, rows)
+    return {"norm": norm, "mean": st["mean"], "std": st["std"], "min": st["min"], "max": st["max"],
+            "pos_frac": _count(_greater, flat, 0) / n if n else 0.0,
+            "nonfinite": st["nan"] + st["posinf"] + st["neginf"]}
 
 
 def bias_stats(b: np.ndarray) -> dict:
-    """norm and mean (over the finite entries)."""
-    st, _, _, _ = _moments(b)
-    return {"norm": st["norm"], "mean": st["mean"]}
+    """norm and mean over the finite entries: a dot product and a float64 sum."""
+    flat, _ = _flat(b)
+    n = flat.size
+    if n == 0:
+        return {"norm": None, "mean": None}
+    if n <= _SMALL:
+        small = _small(flat)
+        if small is not None:
+            return {"norm": math.sqrt(small[5]), "mean": small[1]}
+    ss = float(_dot(flat, flat))
+    if ss < INF:
+        return {"norm": math.sqrt(ss), "mean": float(_add(flat, dtype=_F64)) / n}
+    _, m = _slow(flat)
+    return {"norm": None, "mean": None} if m is None else {"norm": m[4], "mean": m[0]}
+
+
+# ---------------------------------------------------------------- one step
+
+
+class StepProbe:
+    """The per-layer statistics of one step: forward() for z and a, params() for W and b (as the
+    forward pass used them), grads() for their gradients (`sq_*`: sums of squares already taken)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.z: list = [None] * n_layers
+        self.a: list = [None] * n_layers
+        self.W: list = [None] * n_layers
+        self.b: list = [None] * n_layers
+        self.gW: list = [None] * n_layers
+        self.gb: list = [None] * n_layers
+
+    def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
+        self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
+
+    def params(self, i: int, W: np.ndarray, b: np.ndarray) -> None:
+        self.W[i] = weight_stats(W)
+        self.b[i] = bias_stats(b)
+
+    def grads(self, i: int, gW: np.ndarray, gb: np.ndarray, sq_w: Optional[float] = None,
+              sq_b: Optional[float] = None) -> None:
+        self.gW[i] = gradient_stats(gW, with_zero_frac=True, sq=sq_w)
+        self.gb[i] = gradient_stats(gb, with_zero_frac=False, sq=sq_b)

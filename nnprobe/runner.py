@@ -148,9 +148,11 @@ class Trainer:
         # per layer, which passes the forward statistics may share (probes.forward_stats)
         self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
                             else "other" for l in self.model.layers]
-        # (optimizer.t, [(W stats, b stats)]): computed right after an update, they are both that update's
-        # non-finite check and the "W"/"b" statistics of the next step, whose forward pass uses those values
-        self._param_stats: Optional[tuple[int, list[tuple[dict, dict]]]] = None
+        # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
+        # largest bound that proves an update finite (_update_origin)
+        self._bound: list[Optional[float]] = [None] * (2 * len(self.model.layers))
+        self._bound_limit = float(np.finfo(self.dtype).max) / 2
+        self._sqs: list[float] = []  # this step's squared gradient norms, in params() order
 
     # -- batches
 
@@ -197,10 +199,16 @@ class Trainer:
             "data": data,
         }
 
-    def _forward_stats(self) -> list[tuple[dict, dict]]:
-        """(z, a) statistics per layer, from the caches the forward pass left."""
-        return [probes.forward_stats(layer.z, layer.a, kind, layer.activation.saturation)
-                for layer, kind in zip(self.model.layers, self._stat_kinds)]
+    # -- probes
+
+    def _probe_all(self, flat_grads: list[np.ndarray]) -> probes.StepProbe:
+        """The full statistics of this step, from the arrays forward and backward cached (W not yet updated)."""
+        probe = probes.StepProbe(len(self.model.layers))
+        for i, layer in enumerate(self.model.layers):
+            probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
+            probe.params(i, layer.W, layer.b)
+            probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
+        return probe
 
     def _forward_origin(self, xb: np.ndarray, fwd: Optional[list[tuple[dict, dict]]] = None) -> Optional[dict]:
         """The first non-finite forward tensor: read off `fwd` when the statistics exist, else one pass each."""
@@ -228,47 +236,28 @@ class Trainer:
                     return {"pass": "backward", "tensor": tensor, "layer": name}
         return None
 
-    def _update_origin(self, want_stats: bool) -> Optional[dict]:
-        """The first non-finite parameter after the update; with want_stats, via the next step's W/b statistics."""
-        origin = None
-        if want_stats:
-            stats = []
-            for layer in self.model.layers:
-                w_st, b_st = probes.weight_stats(layer.W), probes.bias_stats(layer.b)
-                stats.append((w_st, b_st))
-                if origin is None and w_st["nonfinite"]:
-                    origin = {"pass": "update", "tensor": "weight", "layer": layer.name}
-                if origin is None and not probes.is_finite(layer.b):
-                    origin = {"pass": "update", "tensor": "bias", "layer": layer.name}
-            self._param_stats = (self.optimizer.t, stats)
-            return origin
-        for layer in self.model.layers:
-            if not probes.is_finite(layer.W):
-                return {"pass": "update", "tensor": "weight", "layer": layer.name}
-            if not probes.is_finite(layer.b):
-                return {"pass": "update", "tensor": "bias", "layer": layer.name}
-        return None
+    def _update_origin(self, norms: list[float]) -> Optional[dict]:
+        """The first non-finite parameter after the update, proved finite without reading it where possible.
 
-    def _layer_stats(self, fwd: list[tuple[dict, dict]], flat_grads: list[np.ndarray],
-                     sqs: list[float]) -> list[dict]:
-        cached = self._param_stats
-        params = cached[1] if cached is not None and cached[0] == self.optimizer.t else None
-        out = []
-        for i, layer in enumerate(self.model.layers):
-            z_stats, a_stats = fwd[i]
-            w_stats, b_stats = params[i] if params is not None else (probes.weight_stats(layer.W),
-                                                                     probes.bias_stats(layer.b))
-            out.append({
-                "name": layer.name,
-                "z": z_stats,
-                "a": a_stats,
-                "gW": probes.gradient_stats(flat_grads[2 * i], with_zero_frac=True, sq=sqs[2 * i]),
-                "gb": probes.gradient_stats(flat_grads[2 * i + 1], with_zero_frac=False, sq=sqs[2 * i + 1]),
-                "W": w_stats,
-                "b": b_stats,
-                "update_ratio": None,
-            })
-        return out
+        p + delta cannot overflow while max|p| + ||delta|| stays below half the dtype's maximum, so a
+        bound on max|p| (set on full steps from the statistics, grown by ||delta|| every step) and the
+        update norm the optimizer reports settle it; p is read again (one dot product, whose root
+        bounds max|p| anew) only when the bound is unknown or too large.
+        """
+        origin = None
+        params = self.optimizer.params
+        for j, p in enumerate(params):
+            bound, step_norm = self._bound[j], norms[j]
+            if bound is not None and bound + step_norm < self._bound_limit:  # False for a NaN or inf norm
+                self._bound[j] = bound + step_norm
+                continue
+            sq = probes.sq_norm(p)
+            norm = math.sqrt(sq) if sq < math.inf else math.inf
+            self._bound[j] = norm if norm < self._bound_limit else None
+            if origin is None and not sq < math.inf and not probes.is_finite(p):
+                layer = self.model.layers[j // 2]
+                origin = {"pass": "update", "tensor": "weight" if j % 2 == 0 else "bias", "layer": layer.name}
+        return origin
 
     def _accuracy(self, z: np.ndarray, a: np.ndarray, labels: np.ndarray) -> float:
         scores = z if self.config.loss.from_logits else a
@@ -285,15 +274,14 @@ class Trainer:
         xb = self.x if idx is None else self.x[idx]
         tb = self.t if idx is None else self.t[idx]
         model = self.model
-        model.forward(xb)
-        out = model.output
-        lo = self.loss(out.z, out.a, tb, probe=self.probing)
-        loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
-        grads = model.backward(lo.grad_z, cfg.loss.l2)
-        flat = grads.flat()
         clip = cfg.optimizer.clip_grad_norm
 
         if not self.probing:
+            model.forward(xb)
+            out = model.output
+            lo = self.loss(out.z, out.a, tb, probe=False)
+            loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
+            flat = model.backward(lo.grad_z, cfg.loss.l2).flat()
             if clip is not None:
                 clip_by_global_norm(flat, clip, math.sqrt(sum(probes.sq_norm(g) for g in flat)))
             self.optimizer.step(flat, want_norms=False)
@@ -301,26 +289,43 @@ class Trainer:
             return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
                     "nonfinite": origin, "loss_in": None}
 
-        # one dot product per gradient: the global norm, the backward non-finite check and gW/gb norms
-        sqs = [probes.sq_norm(g) for g in flat]
-        grad_norm = math.sqrt(sum(sqs))
+        n_layers = len(model.layers)
         last = self.total_steps - 1
-        full = step % self.every == 0 or step == last
-        # on a full step the statistics double as the forward non-finite check: each tensor is read once
-        fwd = self._forward_stats() if full else None
-        origin = self._forward_origin(xb, fwd)
+        planned = step % self.every == 0 or step == last
+        model.forward(xb)
+        out = model.output
+        lo = self.loss(out.z, out.a, tb, probe=True)
+        loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
+        grads = model.backward(lo.grad_z, cfg.loss.l2)
+        flat = grads.flat()
+        # every gradient gets one dot product (the global norm, the backward non-finite check and, on a
+        # full step, the gW/gb norms); a planned full step reads every tensor the step cached, once
+        self._sqs = sqs = [probes.sq_norm(g) for g in flat]
+        grad_norm = math.sqrt(sum(sqs))
+        probe = self._probe_all(flat) if planned else None
+
+        # on a full step the statistics are the forward non-finite check: each tensor is read once
+        origin = self._forward_origin(xb, list(zip(probe.z, probe.a)) if probe is not None else None)
         if origin is None and not math.isfinite(loss_value):
             origin = {"pass": "forward", "tensor": "loss", "layer": None}
         if origin is None:
             origin = self._backward_origin(flat, sqs)
-        if origin is not None and not full:
-            full = True
-            fwd = self._forward_stats()
+        full = planned or origin is not None
+        if full and not planned:
+            probe = self._probe_all(flat)
         record: dict = {"type": "step", "step": step, "full": full, "loss": loss_value,
                         "grad_norm": grad_norm, "nonfinite": origin, "loss_in": lo.loss_in}
         layer_stats = None
         if full:
-            layer_stats = self._layer_stats(fwd, flat, sqs)
+            layer_stats = []
+            for i, layer in enumerate(model.layers):
+                w_stats = probe.W[i]
+                layer_stats.append({"name": layer.name, "z": probe.z[i], "a": probe.a[i], "gW": probe.gW[i],
+                                    "gb": probe.gb[i], "W": w_stats, "b": probe.b[i], "update_ratio": None})
+                # max|W| before the update, and ||b|| >= max|b|, start the bounds _update_origin grows
+                finite = origin is None and w_stats["min"] is not None
+                self._bound[2 * i] = max(abs(w_stats["min"]), abs(w_stats["max"])) if finite else None
+                self._bound[2 * i + 1] = probe.b[i]["norm"] if finite else None
             if self.labels is not None:
                 labels = self.labels if idx is None else self.labels[idx]
                 record["accuracy"] = self._accuracy(out.z, out.a, labels)
@@ -333,10 +338,9 @@ class Trainer:
         if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
             factor = clip / grad_norm
             update_sqs = [sq * factor * factor for sq in sqs]
-        norms = self.optimizer.step(flat, want_norms=full, grad_sqs=update_sqs)
-        nxt = step + 1
-        next_full = nxt <= last and (nxt % self.every == 0 or nxt == last)
-        update_origin = self._update_origin(want_stats=next_full)
+        # the update norms are free for SGD (lr * ||g||) and one pass over the update otherwise
+        norms = self.optimizer.step(flat, want_norms=True, grad_sqs=update_sqs)
+        update_origin = self._update_origin(norms)
         if origin is None:
             record["nonfinite"] = update_origin
         if layer_stats is not None:
