@@ -1,6 +1,7 @@
-"""Entry point: `python -m bench [--quick]` or `python bench/run.py` from the repository root.
+"""nnprobe's benchmarks: step time with probes off and on, PyTorch, GEMM peak, diagnose speed and memory.
 
-Prints the tables and writes them as JSON (bench/results.json by default, gitignored).
+Run `python -m bench [--quick]` or `python bench/run.py` from the repository root; it prints
+the tables and writes them as JSON (bench/results.json by default, gitignored).
 """
 
 from __future__ import annotations

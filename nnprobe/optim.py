@@ -60,9 +60,10 @@ class SGD(Optimizer):
         self._buf: list[Optional[np.ndarray]] = [None] * len(params)
 
     def _delta(self, i, p, g):
+        """-lr g, written into a scratch array per parameter that is allocated once and reused every step."""
         buf = self._buf[i]
-        if buf is None or buf.shape != g.shape or buf.dtype != np.result_type(g, -self.lr):
-            return g * -self.lr
+        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
+            buf = self._buf[i] = np.empty_like(g * -self.lr)
         return np.multiply(g, -self.lr, out=buf)
 
     def _known_norm(self, p, grad_sq):
@@ -71,13 +72,6 @@ class SGD(Optimizer):
             return None
         norm = self.lr * math.sqrt(grad_sq)
         return norm if norm < _SAFE_NORM[p.dtype.char] else None
-
-    def step(self, grads, want_norms=True, grad_sqs=None):
-        # a scratch array per parameter for lr * g, allocated on first use and reused every step
-        for i, g in enumerate(grads):
-            if self._buf[i] is None:
-                self._buf[i] = np.empty(g.shape, dtype=np.result_type(g, -self.lr))
-        return super().step(grads, want_norms, grad_sqs)
 
 
 class Momentum(Optimizer):

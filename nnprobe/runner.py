@@ -191,6 +191,7 @@ class Trainer:
         return {
             "type": "start", "schema": SCHEMA_VERSION, "nnprobe": nnprobe.__version__, "name": cfg.name,
             "seed": cfg.seed, "task": d.task, "dtype": cfg.model.dtype, "probes_every": self.every,
+            "batch_size": self.batch_size,
             "total_steps": self.total_steps, "layers": layers,
             "loss": {"kind": cfg.loss.kind, "reduction": cfg.loss.reduction, "from_logits": cfg.loss.from_logits,
                      "epsilon": cfg.loss.epsilon, "l2": cfg.loss.l2},

@@ -325,3 +325,4 @@ def test_sigint_mid_run_keeps_every_line_and_marks_the_run_interrupted(tmp_path)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["steps"] == len(steps)
     assert meta["interrupted_by"] == "SIGINT"
+
