@@ -94,13 +94,15 @@ class Envelope:
         if value is None or value - value != 0:  # null, NaN or ±inf
             self._add_bad(k, step, value)
             return
-        if value < self.lo[k]:
-            self.lo[k] = value
+        lo = self.lo
+        if value < lo[k]:
+            lo[k] = value
             if value < self.min_value:
                 self.min_value = value
                 self.min_step = step
-        if value > self.hi[k]:
-            self.hi[k] = value
+        hi = self.hi
+        if value > hi[k]:
+            hi[k] = value
             if value > self.max_value:
                 self.max_value = value
                 self.max_step = step
@@ -268,6 +270,10 @@ class Digest:
             self.layers.append(LayerSeries(str(spec.get("name")), int(spec.get("units") or 0),
                                            str(spec.get("activation")), cap))
         self._by_name = {ls.name: ls for ls in self.layers}
+        # per layer name, what the per-record loop needs, looked up once: the series, its envelopes' add
+        # methods and its unit count
+        self._feeds = {ls.name: (ls, ls.grad_norm.add, ls.dead.add, ls.a_min.add, ls.a_max.add,
+                                 ls.update_ratio.add, ls.units) for ls in self._by_name.values()}
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke
@@ -311,22 +317,23 @@ class Digest:
             self.val_loss.add(step, record["val_loss"])
         if "val_accuracy" in record:
             self.val_accuracy.add(step, record["val_accuracy"])
-        by_name = self._by_name
+        feeds = self._feeds
         for lr in record["layers"]:
-            ls = by_name.get(lr["name"])
-            if ls is None:
+            feed = feeds.get(lr["name"])
+            if feed is None:
                 continue
-            ls.grad_norm.add(step, lr["gW"]["norm"])
+            ls, add_grad, add_dead, add_min, add_max, add_ratio, units = feed
+            add_grad(step, lr["gW"]["norm"])
             a = lr["a"]
             dead = a["dead"]
-            ls.dead.add(step, dead / ls.units if dead is not None and ls.units else None)
-            ls.a_min.add(step, a["min"])
-            ls.a_max.add(step, a["max"])
+            add_dead(step, dead / units if dead is not None and units else None)
+            add_min(step, a["min"])
+            add_max(step, a["max"])
             if a["nan"] or a["posinf"] or a["neginf"]:
                 ls.act_nonfinite += 1
                 if ls.act_nonfinite_step is None:
                     ls.act_nonfinite_step = step
-            ls.update_ratio.add(step, lr["update_ratio"])
+            add_ratio(step, lr["update_ratio"])
 
     def finish(self, end: Optional[dict[str, Any]]) -> None:
         """Keep the end record (None when the log was cut off)."""

@@ -42,15 +42,33 @@ def stat(layer: Optional[dict], group: str, key: str) -> Optional[float]:
 
 
 def record_layers(record: dict) -> list[dict]:
-    """The per-layer objects of a full record (an empty list for a cheap record)."""
+    """The per-layer objects of a full record (an empty list for a cheap record).
+
+    When every entry is a dict (always, for a log nnprobe wrote) this is the record's own
+    list, not a copy: callers only read it.
+    """
     if not record.get("full"):
         return []
     layers = record.get("layers")
+    if type(layers) is list:
+        for l in layers:
+            if type(l) is not dict:
+                break
+        else:
+            return layers
     return [l for l in layers if isinstance(l, dict)] if isinstance(layers, list) else []
+
+
+def layer_key(layer: dict) -> str:
+    """The name a per-layer object is matched by (str() of its "name", as in the start record's specs)."""
+    name = layer.get("name")
+    return name if type(name) is str else str(name)
 
 
 def step_of(record: dict) -> int:
     step = record.get("step")
+    if type(step) is int:  # the common case, checked first
+        return step
     return int(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else -1
 
 
@@ -137,6 +155,9 @@ class Persistence:
 
         `ready` False holds confirmation back (a warm-up) without breaking the run.
         """
+        if not holds and not self.run_len and self.first is None:  # idle and staying idle (the common case)
+            self.active = False
+            return False
         self.active = holds
         if self.first is not None:
             self._pending += 1

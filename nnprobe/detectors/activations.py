@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, fixes, fmt, pct, record_layers, stat,
-    step_of, yaml_number,
+    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, pct, record_layers,
+    stat, step_of, yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -43,6 +43,7 @@ class _LayerDetector(Detector):
         specs = (context.start or {}).get("layers") or []
         self.watch = {w.name: w for w in (_LayerWatch(s, self.t["patience"]) for s in specs if self.watched(s))}
         self.last_full: Optional[int] = None
+        self._fraction = self.t.get("fraction")
 
     def watched(self, spec: dict) -> bool:
         raise NotImplementedError
@@ -51,24 +52,37 @@ class _LayerDetector(Detector):
         """The numbers of this record for this layer, with 'holds': bool; None when not measurable."""
         raise NotImplementedError
 
+    def holding(self, watch: _LayerWatch, layer: dict) -> Optional[dict[str, Any]]:
+        """measure()'s numbers when the condition holds, else None (the common case, without building them)."""
+        values = self.measure(watch, layer)
+        return values if values and values["holds"] else None
+
     def observe(self, record: dict) -> None:
         layers = record_layers(record)
         if not layers:
             return
         step = step_of(record)
         self.last_full = step
+        if not self.watch:
+            return
+        lookup, holding = self.watch.get, self.holding
         for layer in layers:
-            watch = self.watch.get(str(layer.get("name")))
+            watch = lookup(layer_key(layer))
             if watch is None:
                 continue
-            values = self.measure(watch, layer)
-            holds = bool(values and values["holds"])
-            confirmed = watch.persist.update(step, holds)
-            if holds:
+            values = holding(watch, layer)
+            persist = watch.persist
+            if values is None:
+                if not persist.run_len and persist.first is None:
+                    persist.active = False  # Persistence.update's idle case, without the call
+                    continue
+                confirmed = persist.update(step, False)
+            else:
+                confirmed = persist.update(step, True)
                 values["step"] = step
                 watch.note(values, self.peak_key)
             if confirmed and self.first_step is None:
-                self.first_step = watch.persist.first
+                self.first_step = persist.first
 
     peak_key = "fraction"
 
@@ -140,6 +154,13 @@ class DeadRelu(_LayerDetector):
         fraction = dead / watch.units
         return {"holds": fraction >= self.t["fraction"], "dead": int(dead), "fraction": fraction,
                 "zero_frac": stat(layer, "a", "zero_frac"), "grad_zero_frac": stat(layer, "gW", "zero_frac")}
+
+    def holding(self, watch: _LayerWatch, layer: dict) -> Optional[dict[str, Any]]:
+        a = layer.get("a")
+        dead = finite(a.get("dead")) if type(a) is dict else None  # stat(layer, "a", "dead")
+        if dead is None or watch.units <= 0 or not dead / watch.units >= self._fraction:
+            return None
+        return self.measure(watch, layer)
 
     peak_key = "dead"
 
@@ -242,6 +263,13 @@ class SaturatedActivations(_LayerDetector):
             return None
         return {"holds": fraction >= self.t["fraction"], "fraction": fraction,
                 "z_min": stat(layer, "z", "min"), "z_max": stat(layer, "z", "max")}
+
+    def holding(self, watch: _LayerWatch, layer: dict) -> Optional[dict[str, Any]]:
+        z = layer.get("z")
+        fraction = finite(z.get("sat_frac")) if type(z) is dict else None  # stat(layer, "z", "sat_frac")
+        if fraction is None or not fraction >= self._fraction:
+            return None
+        return self.measure(watch, layer)
 
     def _band(self, activation: str) -> tuple[float, float]:
         if activation == "sigmoid":

@@ -7,21 +7,10 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of,
+    Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
-
-
-def _first_last_norms(record: dict) -> Optional[tuple[float, float, str, str]]:
-    """Weight-gradient norms of the first and the output layer of a full record (finite), with their names."""
-    layers = record_layers(record)
-    if len(layers) < 2:
-        return None
-    first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")
-    if first is None or last is None:
-        return None
-    return first, last, str(layers[0].get("name")), str(layers[-1].get("name"))
 
 
 @register
@@ -100,17 +89,20 @@ class ExplodingGradients(Detector):
         self.ratio_first_value: Optional[float] = None
         self.last_step: Optional[int] = None
         self.last_full: Optional[int] = None
+        self._max_norm, self._growth_factor = self.t["max_norm"], self.t["growth"]
+        self._max_ratio = self.t["max_ratio"]
 
     def observe(self, record: dict) -> None:
+        get = record.get
         step = step_of(record)
         self.last_step = step
-        gn = number(record.get("grad_norm"))
-        if gn is not None and not math.isnan(gn):
+        gn = number(get("grad_norm"))
+        if gn is not None and gn == gn:  # not NaN
             self._absolute(step, gn)
             self._growth(step, gn)
         else:
             self.prev_norm, self.growth_run = None, 0
-        if record.get("full"):
+        if get("full"):
             self.last_full = step
             self._ratio(step, record)
 
@@ -119,9 +111,10 @@ class ExplodingGradients(Detector):
             self.first_step = step
 
     def _absolute(self, step: int, gn: float) -> None:
-        if self.peak is None or gn > self.peak[1]:
+        peak = self.peak
+        if peak is None or gn > peak[1]:
             self.peak = (step, gn)
-        if gn > self.t["max_norm"]:
+        if gn > self._max_norm:
             self.above_count += 1
             self.above_last = step
             if self.above_first is None:
@@ -130,8 +123,9 @@ class ExplodingGradients(Detector):
 
     def _growth(self, step: int, gn: float) -> None:
         prev = self.prev_norm
-        self.prev_norm = (step, gn) if math.isfinite(gn) else None
-        if prev is None or prev[1] <= 0 or not math.isfinite(gn) or gn < self.t["growth"] * prev[1]:
+        fin = gn - gn == 0.0
+        self.prev_norm = (step, gn) if fin else None
+        if prev is None or prev[1] <= 0 or not fin or gn < self._growth_factor * prev[1]:
             self.growth_run = 0
             return
         if self.growth_run == 0:
@@ -146,13 +140,15 @@ class ExplodingGradients(Detector):
             self.growth_hit.update(confirmed=step, to=gn, steps=self.growth_run)
 
     def _ratio(self, step: int, record: dict) -> None:
-        norms = _first_last_norms(record)
+        layers = record_layers(record)
         holds = False
-        if norms is not None and norms[1] > 0:
-            value = norms[0] / norms[1]
-            holds = value > self.t["max_ratio"]
-            if holds and (self.ratio_peak is None or value > self.ratio_peak[1]):
-                self.ratio_peak = (step, value, norms[2], norms[3])
+        if len(layers) >= 2:
+            first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")
+            if first is not None and last is not None and last > 0:
+                value = first / last
+                holds = value > self._max_ratio
+                if holds and (self.ratio_peak is None or value > self.ratio_peak[1]):
+                    self.ratio_peak = (step, value, str(layers[0].get("name")), str(layers[-1].get("name")))
         if self.ratio.update(step, holds):
             self._hit(self.ratio.first)
 
@@ -272,37 +268,53 @@ class VanishingGradients(Detector):
         self.states = {str(l.get("name")): _LayerVanishing(str(l.get("name")), self.t["patience"]) for l in specs}
         self.first_loss: Optional[float] = None
         self.last_full: Optional[int] = None
+        # per layer name: its state and sqrt(fan_in * units) (0.0 when that is not positive)
+        self._layer = {name: (state, math.sqrt(self.sizes.get(name) or 0) if (self.sizes.get(name) or 0) > 0 else 0.0)
+                       for name, state in self.states.items()}
+        self._t_ratio, self._first_norm = self.t["ratio"], self.t["first_norm"]
+        self._min_rms, self._converged = self.t["min_rms"], self.t["converged"]
 
     def observe(self, record: dict) -> None:
         loss = finite(record.get("loss"))
-        if self.first_loss is None and loss is not None:
-            self.first_loss = loss
+        first_loss = self.first_loss
+        if first_loss is None and loss is not None:
+            self.first_loss = first_loss = loss
         layers = record_layers(record)
         if not layers:
             return
         step = step_of(record)
         self.last_full = step
-        converged = (loss is not None and self.first_loss is not None and self.first_loss > 0
-                     and loss < self.t["converged"] * self.first_loss)
-        norms = _first_last_norms(record)
-        ratio = norms[0] / norms[1] if norms and norms[1] > 0 else None
+        converged = (loss is not None and first_loss is not None and first_loss > 0
+                     and loss < self._converged * first_loss)
+        ratio = None
+        if len(layers) >= 2:
+            first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")
+            if first is not None and last is not None and last > 0:
+                ratio = first / last
+        t_ratio, t_first, min_rms = self._t_ratio, self._first_norm, self._min_rms
+        lookup = self._layer.get
         for i, layer in enumerate(layers):
-            state = self.states.get(str(layer.get("name")))
-            if state is None:
+            entry = lookup(layer_key(layer))
+            if entry is None:
                 continue
-            norm = stat(layer, "gW", "norm")
-            size = self.sizes.get(state.name) or 0
-            rms = norm / math.sqrt(size) if norm is not None and size > 0 else None
-            by_ratio = (i == 0 and ratio is not None and ratio < self.t["ratio"]
-                        and norm is not None and norm < self.t["first_norm"])
-            by_rms = rms is not None and 0 < rms < self.t["min_rms"]  # exactly 0: dead units, see dead-relu
+            state, root = entry
+            g = layer.get("gW")
+            norm = finite(g.get("norm")) if type(g) is dict else None
+            rms = norm / root if norm is not None and root > 0 else None
+            by_ratio = (i == 0 and ratio is not None and ratio < t_ratio
+                        and norm is not None and norm < t_first)
+            by_rms = rms is not None and 0 < rms < min_rms  # exactly 0: dead units, see dead-relu
             holds = (by_ratio or by_rms) and not converged
-            confirmed = state.persist.update(step, holds)
+            persist = state.persist
+            if not holds and not persist.run_len and persist.first is None:
+                persist.active = False  # Persistence.update's idle case, without the call
+                continue
+            confirmed = persist.update(step, holds)
             if holds:
                 state.note({"step": step, "norm": norm, "rms": rms, "ratio": ratio if i == 0 else None,
                             "by_ratio": by_ratio, "by_rms": by_rms, "loss": loss})
             if confirmed and self.first_step is None:
-                self.first_step = state.persist.first
+                self.first_step = persist.first
 
     def finish(self, end: Optional[dict]) -> list[Finding]:
         facts = RunFacts.of(self.context)

@@ -181,26 +181,38 @@ class NonFinite(Detector):
         super().__init__(context, settings)
         self.origin: Optional[_Origin] = None
         self.before: Optional[_Snapshot] = None
-        self.last_full: Optional[_Snapshot] = None
+        # The last healthy full record itself (records are never changed once observed); its
+        # _Snapshot is built only when a non-finite origin appears, not for every record.
+        self._last_full_record: Optional[dict] = None
         self.last_finite_loss: Optional[tuple[int, float]] = None
         self.prev_grad_norm: Optional[tuple[int, float]] = None
         self.grad_norm_before: Optional[tuple[int, float]] = None
         self.bad_steps = 0
         self.last_bad: Optional[int] = None
 
+    @property
+    def last_full(self) -> Optional[_Snapshot]:
+        """What the last healthy full record said."""
+        rec = self._last_full_record
+        return _Snapshot.of(rec) if rec is not None else None
+
     def observe(self, record: dict) -> None:
+        get = record.get
+        if not isinstance(get("nonfinite"), dict):
+            # the healthy case, decided here without building an _Origin: exactly when _origin() is None
+            loss_raw, gn_raw = get("loss"), get("grad_norm")
+            loss, gn = finite(loss_raw), finite(gn_raw)
+            if (loss is not None or number(loss_raw) is None) and (gn is not None or number(gn_raw) is None):
+                step = step_of(record)
+                if loss is not None:
+                    self.last_finite_loss = (step, loss)
+                if get("full"):
+                    self._last_full_record = record
+                if gn is not None:
+                    self.prev_grad_norm = (step, gn)
+                return
         step = step_of(record)
-        origin = self._origin(record)
-        if origin is None:
-            loss = finite(record.get("loss"))
-            if loss is not None:
-                self.last_finite_loss = (step, loss)
-            if record.get("full"):
-                self.last_full = _Snapshot.of(record)
-            gn = finite(record.get("grad_norm"))
-            if gn is not None:
-                self.prev_grad_norm = (step, gn)
-            return
+        origin = self._origin(record)  # not None: the test above is the negation of its own
         self.bad_steps += 1
         self.last_bad = step
         if self.origin is None:

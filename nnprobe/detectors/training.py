@@ -7,7 +7,8 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of, yaml_number,
+    Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of,
+    yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -104,36 +105,57 @@ class LargeUpdateRatio(Detector):
         self.direction: dict[str, str] = {}
         self.first_loss: Optional[float] = None
         self.last_full: Optional[int] = None
+        # per layer name: its high and low sides and sqrt(fan_in * units) (0.0 when that is not positive)
+        self._layer = {name: (sides["high"], sides["low"],
+                              math.sqrt(self.sizes.get(name) or 0) if (self.sizes.get(name) or 0) > 0 else 0.0)
+                       for name, sides in self.sides.items()}
+        self._high, self._low, self._min_grad_rms = self.t["high"], self.t["low"], self.t["min_grad_rms"]
+        self._warmup, self._converged = self.t["warmup"], self.t["converged"]
 
     def observe(self, record: dict) -> None:
         loss = finite(record.get("loss"))
-        if self.first_loss is None and loss is not None:
-            self.first_loss = loss
+        first_loss = self.first_loss
+        if first_loss is None and loss is not None:
+            self.first_loss = first_loss = loss
         layers = record_layers(record)
         if not layers:
             return
         step = step_of(record)
         self.last_full = step
-        converged = (loss is not None and self.first_loss is not None and self.first_loss > 0
-                     and loss < self.t["converged"] * self.first_loss)
+        converged = (loss is not None and first_loss is not None and first_loss > 0
+                     and loss < self._converged * first_loss)
+        high, low, min_rms = self._high, self._low, self._min_grad_rms
+        ready = step >= self._warmup
+        lookup = self._layer.get
         for layer in layers:
-            name = str(layer.get("name"))
-            sides = self.sides.get(name)
-            if sides is None:
+            name = layer_key(layer)
+            entry = lookup(name)
+            if entry is None:
                 continue
+            high_side, low_side, root = entry
             ratio = finite(layer.get("update_ratio"))
-            g_norm, size = stat(layer, "gW", "norm"), self.sizes.get(name) or 0
-            learning = g_norm is not None and size > 0 and g_norm / math.sqrt(size) >= self.t["min_grad_rms"]
-            holds = {"high": ratio is not None and ratio > self.t["high"],
-                     "low": ratio is not None and ratio < self.t["low"] and learning and not converged}
-            for direction, side in sides.items():
-                if self.direction.get(name, direction) != direction:
-                    continue
-                if side.update(step, ratio, holds[direction], step >= self.t["warmup"]) \
-                        and name not in self.direction:
-                    self.direction[name] = direction
-                    if self.first_step is None:
-                        self.first_step = side.persist.first
+            holds_high = ratio is not None and ratio > high
+            holds_low = False
+            if ratio is not None and ratio < low and not converged:
+                g = layer.get("gW")
+                g_norm = finite(g.get("norm")) if type(g) is dict else None  # stat(layer, "gW", "norm")
+                holds_low = g_norm is not None and root > 0 and g_norm / root >= min_rms  # the layer is learning
+            # a side that does not hold and has no run going would only stay as it is: skip it
+            p = high_side.persist
+            if holds_high or p.run_len or p.first is not None:
+                self._feed(name, "high", high_side, step, ratio, holds_high, ready)
+            p = low_side.persist
+            if holds_low or p.run_len or p.first is not None:
+                self._feed(name, "low", low_side, step, ratio, holds_low, ready)
+
+    def _feed(self, name: str, direction: str, side: _Side, step: int, ratio: Optional[float], holds: bool,
+              ready: bool) -> None:
+        if self.direction.get(name, direction) != direction:
+            return
+        if side.update(step, ratio, holds, ready) and name not in self.direction:
+            self.direction[name] = direction
+            if self.first_step is None:
+                self.first_step = side.persist.first
 
     def finish(self, end: Optional[dict]) -> list[Finding]:
         facts = RunFacts.of(self.context)
