@@ -360,3 +360,28 @@ def fixes(facts: RunFacts, *keys: str) -> list[str]:
         if text and text not in out:
             out.append(text)
     return out
+
+
+def weight_count(spec: dict) -> int:
+    """fan_in x units of a layer of the start record (0 when unknown)."""
+    return int(spec.get("fan_in") or 0) * int(spec.get("units") or 0)
+
+
+class Convergence:
+    """The run's first finite loss, and whether a later loss has fallen below `fraction` of it.
+
+    Detectors that judge gradients or update sizes stay quiet once the loss is nearly solved:
+    small gradients are then expected, not a pathology.
+    """
+
+    __slots__ = ("first", "fraction")
+
+    def __init__(self, fraction: float) -> None:
+        self.first: Optional[float] = None
+        self.fraction = fraction
+
+    def update(self, loss: Optional[float]) -> bool:
+        first = self.first
+        if first is None and loss is not None:
+            self.first = first = loss
+        return loss is not None and first is not None and first > 0 and loss < self.fraction * first

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of,
+    Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
@@ -264,28 +264,28 @@ class VanishingGradients(Detector):
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
         specs = (context.start or {}).get("layers") or []
-        self.sizes = {str(l.get("name")): int(l.get("fan_in") or 0) * int(l.get("units") or 0) for l in specs}
+        self.sizes = {str(l.get("name")): weight_count(l) for l in specs}
         self.states = {str(l.get("name")): _LayerVanishing(str(l.get("name")), self.t["patience"]) for l in specs}
-        self.first_loss: Optional[float] = None
         self.last_full: Optional[int] = None
         # per layer name: its state and sqrt(fan_in * units) (0.0 when that is not positive)
         self._layer = {name: (state, math.sqrt(self.sizes.get(name) or 0) if (self.sizes.get(name) or 0) > 0 else 0.0)
                        for name, state in self.states.items()}
         self._t_ratio, self._first_norm = self.t["ratio"], self.t["first_norm"]
-        self._min_rms, self._converged = self.t["min_rms"], self.t["converged"]
+        self._min_rms = self.t["min_rms"]
+        self.progress = Convergence(self.t["converged"])
+
+    @property
+    def first_loss(self) -> Optional[float]:
+        return self.progress.first
 
     def observe(self, record: dict) -> None:
         loss = finite(record.get("loss"))
-        first_loss = self.first_loss
-        if first_loss is None and loss is not None:
-            self.first_loss = first_loss = loss
+        converged = self.progress.update(loss)
         layers = record_layers(record)
         if not layers:
             return
         step = step_of(record)
         self.last_full = step
-        converged = (loss is not None and first_loss is not None and first_loss > 0
-                     and loss < self._converged * first_loss)
         ratio = None
         if len(layers) >= 2:
             first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of,
+    Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
     yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
@@ -101,29 +101,28 @@ class LargeUpdateRatio(Detector):
         specs = (context.start or {}).get("layers") or []
         self.sides = {str(s.get("name")): {d: _Side(d, self.t["patience"]) for d in ("high", "low")}
                       for s in specs}
-        self.sizes = {str(s.get("name")): int(s.get("fan_in") or 0) * int(s.get("units") or 0) for s in specs}
+        self.sizes = {str(s.get("name")): weight_count(s) for s in specs}
         self.direction: dict[str, str] = {}
-        self.first_loss: Optional[float] = None
         self.last_full: Optional[int] = None
         # per layer name: its high and low sides and sqrt(fan_in * units) (0.0 when that is not positive)
         self._layer = {name: (sides["high"], sides["low"],
                               math.sqrt(self.sizes.get(name) or 0) if (self.sizes.get(name) or 0) > 0 else 0.0)
                        for name, sides in self.sides.items()}
         self._high, self._low, self._min_grad_rms = self.t["high"], self.t["low"], self.t["min_grad_rms"]
-        self._warmup, self._converged = self.t["warmup"], self.t["converged"]
+        self._warmup = self.t["warmup"]
+        self.progress = Convergence(self.t["converged"])
+
+    @property
+    def first_loss(self) -> Optional[float]:
+        return self.progress.first
 
     def observe(self, record: dict) -> None:
-        loss = finite(record.get("loss"))
-        first_loss = self.first_loss
-        if first_loss is None and loss is not None:
-            self.first_loss = first_loss = loss
+        converged = self.progress.update(finite(record.get("loss")))
         layers = record_layers(record)
         if not layers:
             return
         step = step_of(record)
         self.last_full = step
-        converged = (loss is not None and first_loss is not None and first_loss > 0
-                     and loss < self._converged * first_loss)
         high, low, min_rms = self._high, self._low, self._min_grad_rms
         ready = step >= self._warmup
         lookup = self._layer.get
