@@ -243,25 +243,29 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
 
 @cli.command()
 @click.argument("code", required=False)
-def explain(code: Optional[str]) -> None:
+@click.option("--format", "fmt", type=click.Choice(("text", "markdown")), default="text", show_default=True)
+def explain(code: Optional[str], fmt: str) -> None:
     """What a finding code means, its thresholds, usual causes and fixes (no CODE: the list).
 
     \b
     nnprobe explain
     nnprobe explain dead-relu
+    nnprobe explain --format markdown > findings.md
     """
     from nnprobe.detectors import REGISTRY, all_codes, explain as lookup
-    from nnprobe.report import render_explain, render_explain_list
+    from nnprobe.report import render_explain, render_explain_list, render_explain_markdown
 
-    if code is None:
-        all_codes()
-        _console().print(render_explain_list(list(REGISTRY.values())))
-        return
+    all_codes()
     try:
-        cls = lookup(code)
+        classes = [lookup(code)] if code is not None else list(REGISTRY.values())
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    _console().print(render_explain(cls))
+    if fmt == "markdown":
+        click.echo(render_explain_markdown(classes), nl=False)
+    elif code is None:
+        _console().print(render_explain_list(classes))
+    else:
+        _console().print(render_explain(classes[0]))
 
 
 @cli.command()

@@ -233,3 +233,18 @@ def test_train_and_diagnose_agree_on_every_shipped_config(tmp_path, config):
     diagnosed = run("diagnose", str(out), "--format", "json")
     assert json.loads(trained.stdout) == json.loads(diagnosed.stdout)
     assert trained.exit_code == diagnosed.exit_code
+
+
+def test_shipped_findings_doc_is_current():
+    """docs/findings.md is `nnprobe explain --format markdown`; a detector change must regenerate it."""
+    result = run("explain", "--format", "markdown")
+    assert result.exit_code == 0
+    assert (CONFIGS.parent / "docs" / "findings.md").read_text() == result.stdout
+    for code in ("nonfinite", "dead-relu", "gradient-mismatch"):
+        assert f"\n## {code}\n" in result.stdout
+
+
+def test_explain_one_code_as_markdown():
+    result = run("explain", "poor-init", "--format", "markdown")
+    assert "## poor-init" in result.stdout and "## dead-relu" not in result.stdout
+    assert "`detectors.poor-init.scale_ratio`" in result.stdout
