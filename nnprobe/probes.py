@@ -365,6 +365,16 @@ def weight_stats(W: np.ndarray) -> dict:
             "nonfinite": st["nan"] + st["posinf"] + st["neginf"]}
 
 
+def weight_norm_stats(W: np.ndarray) -> dict:
+    """norm (over the finite entries) and the non-finite count: one dot product when all is finite."""
+    flat, _ = _flat(W)
+    ss = float(_dot(flat, flat)) if flat.size else 0.0
+    if ss < INF:
+        return {"norm": math.sqrt(ss), "nonfinite": 0}
+    counts, m = _slow(flat)
+    return {"norm": None if m is None else m[4], "nonfinite": sum(counts)}
+
+
 def bias_stats(b: np.ndarray) -> dict:
     """norm and mean over the finite entries: a dot product and a float64 sum."""
     flat, _ = _flat(b)
@@ -400,8 +410,9 @@ class StepProbe:
     def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
         self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
 
-    def params(self, i: int, W: np.ndarray, b: np.ndarray) -> None:
-        self.W[i] = weight_stats(W)
+    def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True) -> None:
+        """`distribution`: W's mean, std, min, max and sign fraction too, not only its norm."""
+        self.W[i] = weight_stats(W) if distribution else weight_norm_stats(W)
         self.b[i] = bias_stats(b)
 
     def grads(self, i: int, gW: np.ndarray, gb: np.ndarray, sq_w: Optional[float] = None,

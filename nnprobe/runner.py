@@ -202,12 +202,13 @@ class Trainer:
 
     # -- probes
 
-    def _probe_all(self, flat_grads: list[np.ndarray]) -> probes.StepProbe:
+    def _probe_all(self, flat_grads: list[np.ndarray], step: int) -> probes.StepProbe:
         """The full statistics of this step, from the arrays forward and backward cached (W not yet updated)."""
         probe = probes.StepProbe(len(self.model.layers))
         for i, layer in enumerate(self.model.layers):
             probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
-            probe.params(i, layer.W, layer.b)
+            # the weight distribution is what the init is judged by (step 0); later steps need only the norm
+            probe.params(i, layer.W, layer.b, distribution=step == 0)
             probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
         return probe
 
@@ -303,7 +304,7 @@ class Trainer:
         # full step, the gW/gb norms); a planned full step reads every tensor the step cached, once
         self._sqs = sqs = [probes.sq_norm(g) for g in flat]
         grad_norm = math.sqrt(sum(sqs))
-        probe = self._probe_all(flat) if planned else None
+        probe = self._probe_all(flat, step) if planned else None
 
         # on a full step the statistics are the forward non-finite check: each tensor is read once
         origin = self._forward_origin(xb, list(zip(probe.z, probe.a)) if probe is not None else None)
@@ -313,7 +314,7 @@ class Trainer:
             origin = self._backward_origin(flat, sqs)
         full = planned or origin is not None
         if full and not planned:
-            probe = self._probe_all(flat)
+            probe = self._probe_all(flat, step)
         record: dict = {"type": "step", "step": step, "full": full, "loss": loss_value,
                         "grad_norm": grad_norm, "nonfinite": origin, "loss_in": lo.loss_in}
         layer_stats = None
@@ -323,9 +324,13 @@ class Trainer:
                 w_stats = probe.W[i]
                 layer_stats.append({"name": layer.name, "z": probe.z[i], "a": probe.a[i], "gW": probe.gW[i],
                                     "gb": probe.gb[i], "W": w_stats, "b": probe.b[i], "update_ratio": None})
-                # max|W| before the update, and ||b|| >= max|b|, start the bounds _update_origin grows
-                finite = origin is None and w_stats["min"] is not None
-                self._bound[2 * i] = max(abs(w_stats["min"]), abs(w_stats["max"])) if finite else None
+                # max|W| (or ||W|| >= max|W|) before the update, and ||b|| >= max|b|, start the bounds
+                # _update_origin grows
+                finite = origin is None and w_stats["norm"] is not None
+                if finite and w_stats.get("min") is not None:
+                    self._bound[2 * i] = max(abs(w_stats["min"]), abs(w_stats["max"]))
+                else:
+                    self._bound[2 * i] = w_stats["norm"] if finite else None
                 self._bound[2 * i + 1] = probe.b[i]["norm"] if finite else None
             if self.labels is not None:
                 labels = self.labels if idx is None else self.labels[idx]

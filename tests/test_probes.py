@@ -381,9 +381,13 @@ def test_step_records_match_naive_statistics_of_the_same_arrays(activation, ever
                 check_moments(st["a"], ref_stats(layer.a), layer.a, "float32")
                 assert st["a"]["dead"] == ref_dead(layer.z)
                 assert st["a"]["zero_frac"] == np.count_nonzero(layer.a == 0) / layer.a.size
-                check_moments(st["W"], ref_stats(W[i]), W[i], "float32")
                 assert st["W"]["norm"] == pytest.approx(float(np.linalg.norm(W[i].astype(np.float64))), rel=2e-5)
-                assert st["W"]["pos_frac"] == np.count_nonzero(W[i] > 0) / W[i].size
+                assert st["W"]["nonfinite"] == 0
+                if step == 0:  # the weight distribution is recorded for the initial weights only
+                    check_moments(st["W"], ref_stats(W[i]), W[i], "float32")
+                    assert st["W"]["pos_frac"] == np.count_nonzero(W[i] > 0) / W[i].size
+                else:
+                    assert set(st["W"]) == {"norm", "nonfinite"}
                 assert st["b"]["norm"] == pytest.approx(float(np.linalg.norm(b[i].astype(np.float64))), rel=2e-5,
                                                         abs=1e-30)
                 delta = (layer.W.astype(np.float64) - W[i])
@@ -410,3 +414,19 @@ def test_an_update_that_overflows_is_caught_although_w_is_not_reread_every_step(
             assert params_finite, step
     assert record["nonfinite"]["pass"] == "update"
     assert not params_finite
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_weight_norm_stats_against_numpy(dtype):
+    """The every-step weight record: the norm of the finite entries and the count of the others."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((40, 30)).astype(dtype)
+    st = probes.weight_norm_stats(W)
+    assert st == {"norm": pytest.approx(float(np.linalg.norm(W.astype(np.float64))), rel=1e-3 if dtype == "float16" else 2e-5),
+                  "nonfinite": 0}
+    W[3, 4], W[7, 1] = np.nan, np.inf
+    bad = probes.weight_norm_stats(W)
+    finite = W[np.isfinite(W)].astype(np.float64)
+    assert bad["nonfinite"] == 2
+    assert bad["norm"] == pytest.approx(float(np.linalg.norm(finite)), rel=1e-3 if dtype == "float16" else 1e-6)
+    assert probes.weight_norm_stats(np.full((3, 3), np.nan, dtype=dtype)) == {"norm": None, "nonfinite": 9}
