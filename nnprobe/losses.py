@@ -79,20 +79,22 @@ class Loss:
             value = float(np.dot(flat, flat)) * scale
             return LossOutput(value, self.output.vjp(z, a, (2 * scale) * diff), None)
         if self.from_logits:
-            return self._from_logits(z, t, scale)
+            return self._from_logits(z, a, t, scale)
         return self._textbook(z, a, t, scale, probe)
 
-    def _from_logits(self, z, t, scale) -> LossOutput:
+    def _from_logits(self, z, a, t, scale) -> LossOutput:
+        """`a` is reused as sigmoid(z) / softmax(z) when the output activation already is that link."""
         if self.kind == "bce":
             # log(1 + e^z) - t z, computed as softplus(z) - t z; dL/dz = sigmoid(z) - t
             per = np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0) - t * z
-            grad = Sigmoid().forward(z) - t
+            grad = (a if type(self.output) is Sigmoid else Sigmoid().forward(z)) - t
         else:
             # logsumexp(z) - sum(t z); dL/dz = softmax(z) - t
             m = z.max(axis=1, keepdims=True)
             lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
             per = lse * t.sum(axis=1, keepdims=True) - (t * z).sum(axis=1, keepdims=True)
-            grad = Softmax().forward(z) * t.sum(axis=1, keepdims=True) - t
+            probs = a if type(self.output) is Softmax else Softmax().forward(z)
+            grad = probs * t.sum(axis=1, keepdims=True) - t
         return LossOutput(float(per.sum(dtype=np.float64)) * scale, grad * scale, None)
 
     def _textbook(self, z, a, t, scale, probe) -> LossOutput:
