@@ -26,7 +26,7 @@ from nnprobe.data import load_dataset
 from nnprobe.detectors import DetectorSuite
 from nnprobe.digest import Digest
 from nnprobe.runlog import LogWriter
-from nnprobe.runner import Trainer, _max_finite
+from nnprobe.runner import Trainer
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ def network_config(net: Network, probes: bool, steps: int = 10**9) -> Config:
     return validate_config(raw, source="bench")
 
 
+def time_each(one: Callable[[], None], n: int) -> list[float]:
+    """Seconds taken by each of n calls."""
+    out = []
+    clock = time.perf_counter
+    for _ in range(n):
+        t0 = clock()
+        one()
+        out.append(clock() - t0)
+    return out
+
+
 class StepLoop:
     """One run's objects and `runner.train`'s per-step body, timed step by step."""
 
@@ -112,27 +123,19 @@ class StepLoop:
         self.writer.write(start)
         self.batches = self.trainer.batches()
         self.step_no = 0
-        self.max_grad_norm: Optional[float] = None
         self.last_record: Optional[dict] = None
 
     def one(self) -> None:
         record = self.trainer.step(self.step_no, next(self.batches))
         self.writer.write(record)
         self.step_no += 1
-        self.max_grad_norm = _max_finite(self.max_grad_norm, record["grad_norm"])
         self.digest.observe(record)
         newly = self.suite.observe(record)
         [c for c in newly if c in self.stop_codes]  # train() checks stop_on here; the bench keeps going
         self.last_record = record
 
     def run(self, n: int) -> list[float]:
-        out = []
-        clock = time.perf_counter
-        for _ in range(n):
-            t0 = clock()
-            self.one()
-            out.append(clock() - t0)
-        return out
+        return time_each(self.one, n)
 
     def close(self) -> None:
         self.writer.close()
@@ -170,13 +173,7 @@ class TorchLoop:
         loss.item()  # the Python float nnprobe's record holds
 
     def run(self, n: int) -> list[float]:
-        out = []
-        clock = time.perf_counter
-        for _ in range(n):
-            t0 = clock()
-            self.one()
-            out.append(clock() - t0)
-        return out
+        return time_each(self.one, n)
 
 
 def torch_version() -> Optional[str]:

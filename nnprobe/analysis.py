@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -39,13 +38,9 @@ def load_run(run_dir: Path | str) -> RunResult:
     contents = LogContents()
     suite: Optional[DetectorSuite] = None
     digest: Optional[Digest] = None
-    max_grad_norm: Optional[float] = None
     for record in iter_records(run_dir / "steps.jsonl", contents):
         if suite is None:
             suite, digest = DetectorSuite(config, contents.start), Digest(contents.start)
-        g = record.get("grad_norm")
-        if isinstance(g, float) and math.isfinite(g) and (max_grad_norm is None or g > max_grad_norm):
-            max_grad_norm = g
         digest.observe(record)
         suite.observe(record)
     if contents.start is None:
@@ -70,7 +65,7 @@ def load_run(run_dir: Path | str) -> RunResult:
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
         findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
-        stopped_by=(end or {}).get("stopped_by"), max_grad_norm=max_grad_norm,
+        stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm,
     )
     result.checks = evaluate_expectations(config, result)
     return result

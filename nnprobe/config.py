@@ -195,10 +195,6 @@ class Config(_Strict):
         """'regression' for mse, 'classification' for the cross-entropy family."""
         return "regression" if self.loss.kind == "mse" else "classification"
 
-    @property
-    def total_steps_hint(self) -> Optional[int]:
-        return self.training.steps if self.training.epochs is None else None
-
 
 # ---------------------------------------------------------------- loading
 

@@ -335,6 +335,12 @@ class Digest:
                     ls.act_nonfinite_step = step
             add_ratio(step, lr["update_ratio"])
 
+    @property
+    def max_grad_norm(self) -> Optional[float]:
+        """The largest finite global gradient norm of the run (None when there was none)."""
+        value = self.grad_norm.max_value
+        return value if value != -INF else None
+
     def finish(self, end: Optional[dict[str, Any]]) -> None:
         """Keep the end record (None when the log was cut off)."""
         self.end = end

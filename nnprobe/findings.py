@@ -35,13 +35,6 @@ class Finding:
             "fixes": list(self.fixes),
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Finding":
-        return cls(
-            code=d["code"], severity=d["severity"], step=d.get("step"), layer=d.get("layer"),
-            message=d.get("message", ""), evidence=d.get("evidence") or {}, fixes=list(d.get("fixes") or []),
-        )
-
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
     """Most severe first, then earliest step (static findings first), then layer."""

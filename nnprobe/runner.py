@@ -360,12 +360,6 @@ class Trainer:
 # ---------------------------------------------------------------- the run
 
 
-def _max_finite(current: Optional[float], value: Optional[float]) -> Optional[float]:
-    if value is None or not math.isfinite(value):
-        return current
-    return value if current is None or value > current else current
-
-
 def _metadata(config: Config, config_path: Optional[Path], user_code: list[dict]) -> dict:
     return {
         "nnprobe": nnprobe.__version__,
@@ -405,7 +399,6 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
     status, stopped_by, steps_done, last_loss = "completed", None, 0, None
     t0 = time.perf_counter()
     writer = LogWriter(run_dir / "steps.jsonl")
-    max_grad_norm = None
     try:
         with _catch_signals(flag), np.errstate(all="ignore"):
             writer.write(start)
@@ -417,7 +410,6 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
                 record = trainer.step(step, next(batches))
                 writer.write(record)
                 steps_done, last_loss = step + 1, record["loss"]
-                max_grad_norm = _max_finite(max_grad_norm, record["grad_norm"])
                 digest.observe(record)
                 newly = suite.observe(record)
                 if progress is not None:
@@ -447,7 +439,7 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
     findings = suite.finish(end)
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
-        start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=max_grad_norm,
+        start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
     )
     result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=_now(), duration_s=round(duration, 3), steps=steps_done,
