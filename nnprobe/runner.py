@@ -22,7 +22,7 @@ import numpy as np
 
 import nnprobe
 from nnprobe import probes
-from nnprobe.activations import Identity, ReLU, Sigmoid
+from nnprobe.activations import Identity, ReLU
 from nnprobe.config import Config, dump_config
 from nnprobe.data import Dataset, load_dataset
 from nnprobe.detectors import DetectorSuite
@@ -291,7 +291,6 @@ class Trainer:
             return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
                     "nonfinite": origin, "loss_in": None}
 
-        n_layers = len(model.layers)
         last = self.total_steps - 1
         planned = step % self.every == 0 or step == last
         model.forward(xb)

@@ -419,7 +419,7 @@ class LogZero(Detector):
             parts[-1] = parts[-1].replace(" came within", " more came within")
         n = finite(li.get("n"))
         of_n = f" (of {int(n)} probabilities)" if n is not None else ""
-        eps_text = (f"with epsilon 0 that is log(0) = -inf and 0*log(0) = NaN" if self.epsilon == 0
+        eps_text = ("with epsilon 0 that is log(0) = -inf and 0*log(0) = NaN" if self.epsilon == 0
                     else f"epsilon {fmt(self.epsilon)} turns log(0) into {fmt(math.log(self.epsilon))}, a huge but "
                          "finite loss whose gradient 1/(a + epsilon) is just as huge")
         term = _LOG_TERMS.get(self.kind, "takes a log")

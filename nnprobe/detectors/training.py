@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 from nnprobe.detectors import register
 from nnprobe.detectors._common import (
-    Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
-    yaml_number,
+    Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, step_of,
+    weight_count, yaml_number,
 )
 from nnprobe.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
