@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 import nnprobe  # noqa: E402
 from bench import logs, steps  # noqa: E402
+from nnprobe import kernel  # noqa: E402
 
 TARGETS = {
     "probes_w256": ("full probes every step, W=256: on/off <= 1.10 (stretch 1.05)", 1.10),
@@ -59,7 +60,8 @@ def _environment() -> dict:
         pass
     return {"when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
             "numpy": np.__version__, "blas": blas, "torch": steps.torch_version(), "nnprobe": nnprobe.__version__,
-            "cpu": cpu, "cpus": os.cpu_count(), "loadavg_at_start": load}
+            "cpu": cpu, "cpus": os.cpu_count(), "loadavg_at_start": load,
+            "stats_kernel": kernel.in_use()}
 
 
 def _fmt(x, spec: str, missing: str = "-") -> str:
@@ -113,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="where to write the JSON (default: bench/results.json)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison even when installed")
     parser.add_argument("--only", choices=["steps", "diagnose"], help="run one part only")
+    parser.add_argument("--numpy-stats", action="store_true",
+                        help="probe with NumPy passes only, as where the C kernel is not built (same as NNPROBE_NUMPY_STATS=1)")
     args = parser.parse_args(argv)
+    if args.numpy_stats:
+        kernel.use(False)
 
     results: dict = {"quick": args.quick, "environment": _environment()}
     with_torch = not args.no_torch and results["environment"]["torch"] is not None
@@ -158,7 +164,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"nnprobe {nnprobe.__version__} bench  ({results['environment']['cpu']}, "
           f"{results['environment']['cpus']} CPUs, NumPy {np.__version__}, "
-          f"torch {results['environment']['torch'] or 'not installed'}){'  [--quick]' if args.quick else ''}")
+          f"torch {results['environment']['torch'] or 'not installed'}, statistics: "
+          f"{'C kernel' if results['environment']['stats_kernel'] else 'NumPy passes'})"
+          f"{'  [--quick]' if args.quick else ''}")
     if "steps" in results:
         print(f"\nStep time, float32, medians of alternating blocks "
               f"(GEMM peak {results['gemm_peak']['gflops']} GFLOP/s):")

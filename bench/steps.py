@@ -288,8 +288,10 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 40) -> dict:
         return owner, attr, original
 
     targets = [(probes, "forward_stats", "z/a statistics"), (probes, "weight_stats", "W statistics"),
-               (probes, "bias_stats", "b statistics"), (probes, "gradient_stats", "gW/gb statistics"),
-               (probes, "sq_norm", "gradient norms (every step)"),
+               (probes, "bias_stats", "b statistics"), (probes, "weight_norm_stats", "W norms"),
+               (probes, "gradient_stats_with_sq", "gW/gb statistics with their norms"),
+               (probes, "gradient_stats", "gW/gb statistics (NumPy path)"),
+               (probes, "sq_norm", "squared norms (NumPy path: every gradient)"),
                (runlog, "dumps", "JSON encoding"),
                (Digest, "observe", "digest.observe"), (DetectorSuite, "observe", "detectors.observe")]
     restore = []

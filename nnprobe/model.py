@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -100,9 +100,12 @@ class MLP:
             out += [layer.W, layer.b]
         return out
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
+    def forward(self, x: np.ndarray, observe: Optional[Callable[[int, "Dense"], None]] = None) -> np.ndarray:
+        """`observe(i, layer)` runs right after layer i, while its z and a are still in the cache."""
+        for i, layer in enumerate(self.layers):
             x = layer.forward(x)
+            if observe is not None:
+                observe(i, layer)
         return x
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +121,12 @@ class MLP:
             return 0.0
         return 0.5 * l2 * sum(float(np.dot(l.W.ravel(), l.W.ravel())) for l in self.layers)
 
-    def backward(self, grad_z_out: np.ndarray, l2: float = 0.0) -> Gradients:
-        """Walk the layers in reverse from dL/dz of the output layer."""
+    def backward(self, grad_z_out: np.ndarray, l2: float = 0.0,
+                 observe: Optional[Callable[[int, np.ndarray, np.ndarray], None]] = None) -> Gradients:
+        """Walk the layers in reverse from dL/dz of the output layer.
+
+        `observe(i, dW, db)` runs as soon as layer i's gradients exist, while they are still in the cache.
+        """
         n = len(self.layers)
         dW: list = [None] * n
         db: list = [None] * n
@@ -131,6 +138,8 @@ class MLP:
                 gw += l2 * layer.W
             dW[i] = gw
             db[i] = _column_sums(dz)
+            if observe is not None:
+                observe(i, gw, db[i])
             if i:
                 below = self.layers[i - 1]
                 if type(below.activation) is ReLU:

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from nnprobe import kernel
+
 
 def _sq(x: np.ndarray) -> float:
     flat = x.ravel()
@@ -26,6 +28,9 @@ class Optimizer:
         self.params = params
         self.lr = lr
         self.t = 0
+        #: per parameter, its sum of squares right after the last step when that step measured it (SGD on
+        #: the C kernel), else None: the next step's weight norm, without another pass over the weights
+        self.sqs_after: list[Optional[float]] = [None] * len(params)
 
     def step(self, grads: list[np.ndarray], want_norms: bool = True,
              grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
@@ -37,6 +42,7 @@ class Optimizer:
         self.t += 1
         norms: list[float] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
+            self.sqs_after[i] = None
             delta = self._delta(i, p, g)
             p += delta
             if want_norms:
@@ -65,6 +71,30 @@ class SGD(Optimizer):
         if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
             buf = self._buf[i] = np.empty_like(g * -self.lr)
         return np.multiply(g, -self.lr, out=buf)
+
+    def step(self, grads: list[np.ndarray], want_norms: bool = True,
+             grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
+        """On the C kernel, p += -lr g in one pass over float32 p and g (NumPy's rounding, bit for bit)
+        that also measures p's new sum of squares; NumPy's two ufuncs otherwise."""
+        k = kernel.active
+        if k is None:
+            return super().step(grads, want_norms, grad_sqs)
+        self.t += 1
+        norms: list[float] = []
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
+            if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
+                    and g.flags.c_contiguous and (known is not None or not want_norms)):
+                self.sqs_after[i] = k.axpy(p, g, -self.lr)
+            else:
+                self.sqs_after[i] = None
+                delta = self._delta(i, p, g)
+                p += delta
+                if want_norms and known is None:
+                    known = math.sqrt(_sq(delta))
+            if want_norms:
+                norms.append(known)
+        return norms if want_norms else None
 
     def _known_norm(self, p, grad_sq):
         """||lr g|| = lr ||g||, exact up to rounding, while no entry of lr g can overflow (float32/64 only)."""

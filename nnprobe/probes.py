@@ -8,6 +8,11 @@ sum of squares proves every entry finite, so the NaN/+inf/-inf census (the full 
 scan) runs only when it is not: the every-step non-finite check costs one dot product, and
 on full-record steps the statistics are that check.
 
+Where the optional C kernel is built and the CPU has AVX2 (nnprobe/_kernels.c), a float32
+tensor is read once for all of its statistics instead (nnprobe.kernel says when, and switches it
+off). Both paths give the same numbers and are tested against
+naive references.
+
 Accuracy: BLAS accumulates in the tensor's own precision (float16 is widened to float32) along
 one row or column and those partial sums are combined in float64, so a float32 sum is within
 ~1e-7 of the sum of |x|, a sum of squares within ~1e-6; when |mean| dominates the std the
@@ -22,6 +27,8 @@ import threading
 from typing import Optional
 
 import numpy as np
+
+from nnprobe import kernel
 
 INF = float("inf")
 
@@ -167,6 +174,66 @@ def _small(flat: np.ndarray) -> Optional[tuple[list, float, float, float, float,
     return vals, mean, (math.sqrt(var) if var > 0.0 else 0.0), min(vals), max(vals), ss
 
 
+# ---------------------------------------------------------------- the one-pass kernel (float32)
+
+
+def _kernel_for(arr: np.ndarray) -> bool:
+    return kernel.active is not None and arr.dtype == _F32 and arr.size > 0
+
+
+def _moments_from(flat: np.ndarray, n: int, total: float, ss: float, mn: float, mx: float) -> dict:
+    mean = total / n
+    return {"mean": mean, "std": _std(flat, mean, ss), "min": mn, "max": mx, "nan": 0, "posinf": 0, "neginf": 0}
+
+
+def _kernel_stats(flat: np.ndarray) -> Optional[tuple[dict, float, int]]:
+    """(moments, sum of squares, zero count) of a float32 tensor in one pass; None unless all finite."""
+    n, total, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
+    if not ss < INF:  # a float32 square cannot overflow float64: some entry is NaN or inf
+        return None
+    return _moments_from(flat, n, total, ss, mn, mx), ss, zeros
+
+
+def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> Optional[tuple[dict, dict]]:
+    """forward_stats from one pass over z (and, unless a follows from z, one over a); None unless all finite.
+
+    The pass over z also sums max(z, 0) and its square and counts z > 0: for the built-in ReLU,
+    a = max(z, 0) exactly, so its statistics need no read of a at all.
+    """
+    rows, cols = z.shape
+    zflat = z.reshape(-1)
+    identity = kind == "identity" and a is z
+    if identity:  # a is z: its zero count is wanted, which the signed pass leaves out
+        n, total, ss, mn, mx, zeros, dead = kernel.active.stats(zflat, False, cols)
+        if not ss < INF:
+            return None
+        z_stats = _moments_from(zflat, n, total, ss, mn, mx)
+        z_stats["sat_frac"] = None if saturation is None else _sat_frac(zflat, saturation)
+        a_stats = {k: z_stats[k] for k in ("mean", "std", "min", "max", "nan", "posinf", "neginf")}
+        a_stats["zero_frac"] = zeros / n
+        a_stats["dead"] = dead
+        return z_stats, a_stats
+    sat = INF if saturation is None else saturation
+    n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = kernel.active.stats(zflat, True, cols, sat)
+    if not ss < INF:
+        return None
+    z_stats = _moments_from(zflat, n, total, ss, mn, mx)
+    z_stats["sat_frac"] = None if saturation is None else saturated / n
+    if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
+        a_stats = _moments_from(a.reshape(-1), n, pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0)
+        a_stats["zero_frac"] = (n - positives) / n
+    else:
+        if not _kernel_for(a) or not a.flags.c_contiguous:
+            return None
+        k = _kernel_stats(a.reshape(-1))
+        if k is None:
+            return None
+        a_stats, _, zeros = k
+        a_stats["zero_frac"] = zeros / a.size
+    a_stats["dead"] = dead
+    return z_stats, a_stats
+
+
 # ---------------------------------------------------------------- public: one tensor
 
 
@@ -215,6 +282,10 @@ def _stats(flat: np.ndarray, rows: int, mx: Optional[float] = None,
 def tensor_stats(arr: np.ndarray) -> dict:
     """mean, std, min, max and NaN/+inf/-inf counts (moments over the finite entries; None when there are none)."""
     flat, rows = _flat(arr)
+    if _kernel_for(flat):
+        k = _kernel_stats(flat)
+        if k is not None:
+            return k[0]
     return _stats(flat, rows)[0]
 
 
@@ -262,6 +333,13 @@ def preactivation_stats(z: np.ndarray, saturation: Optional[float]) -> tuple[dic
 
 def activation_stats(a: np.ndarray, dead: int) -> dict:
     flat, rows = _flat(a)
+    if _kernel_for(flat):
+        k = _kernel_stats(flat)
+        if k is not None:
+            st, _, zeros = k
+            st["zero_frac"] = zeros / flat.size
+            st["dead"] = dead
+            return st
     st, _, _ = _stats(flat, rows)
     st["zero_frac"] = _count(_equal, flat, 0) / flat.size if flat.size else 0.0
     st["dead"] = dead
@@ -285,6 +363,10 @@ def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[
     one GEMV of a's column sums gives both its sum and the dead units. kind "identity": a is z
     itself. Anything else reads each tensor on its own.
     """
+    if _kernel_for(z) and z.ndim == 2 and z.flags.c_contiguous:
+        got = _kernel_forward(z, a, kind, saturation)
+        if got is not None:
+            return got
     if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and z.ndim == 2 and z.shape[0] >= 16 \
             and z.size > _SMALL and z.dtype.char in "fd" and z.flags.c_contiguous and a.flags.c_contiguous:
         zs, _, finite = _stats(z.reshape(-1), z.shape[0])
@@ -323,6 +405,13 @@ def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = No
     """norm, max |entry| and non-finite count of a gradient; `sq`: its sum of squares when already known."""
     flat, _ = _flat(g)
     n = flat.size
+    if _kernel_for(flat):
+        n, _, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
+        if ss < INF:
+            out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+            if with_zero_frac:
+                out["zero_frac"] = zeros / n
+            return out
     if 0 < n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -349,10 +438,29 @@ def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = No
     return out
 
 
+def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, float]:
+    """gradient_stats and the sum of squares (the global norm's share), from one pass where the kernel runs."""
+    if _kernel_for(g) and g.flags.c_contiguous:
+        n, _, ss, mn, mx, zeros, _ = kernel.active.stats(g.reshape(-1))
+        if ss < INF:
+            out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+            if with_zero_frac:
+                out["zero_frac"] = zeros / n
+            return out, ss
+    sq = sq_norm(g)
+    return gradient_stats(g, with_zero_frac, sq), sq
+
+
 def weight_stats(W: np.ndarray) -> dict:
     """norm, mean, std, min, max (over the finite entries), the fraction > 0 and the non-finite count."""
     flat, rows = _flat(W)
     n = flat.size
+    if _kernel_for(flat):
+        n, total, ss, mn, mx, _, _, _, positives, _, _ = kernel.active.stats(flat, True)
+        if ss < INF:
+            st = _moments_from(flat, n, total, ss, mn, mx)
+            return {"norm": math.sqrt(ss), "mean": st["mean"], "std": st["std"], "min": mn, "max": mx,
+                    "pos_frac": positives / n, "nonfinite": 0}
     if 0 < n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -381,6 +489,10 @@ def bias_stats(b: np.ndarray) -> dict:
     n = flat.size
     if n == 0:
         return {"norm": None, "mean": None}
+    if _kernel_for(flat):
+        _, total, ss, _, _, _, _ = kernel.active.stats(flat)
+        if ss < INF:
+            return {"norm": math.sqrt(ss), "mean": total / n}
     if n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -410,9 +522,16 @@ class StepProbe:
     def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
         self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
 
-    def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True) -> None:
-        """`distribution`: W's mean, std, min, max and sign fraction too, not only its norm."""
-        self.W[i] = weight_stats(W) if distribution else weight_norm_stats(W)
+    def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True,
+               w_sq: Optional[float] = None) -> None:
+        """`distribution`: W's mean, std, min, max and sign fraction too, not only its norm.
+        `w_sq`: W's sum of squares when already measured (finite only if every entry is)."""
+        if distribution:
+            self.W[i] = weight_stats(W)
+        elif w_sq is not None and w_sq < INF:
+            self.W[i] = {"norm": math.sqrt(w_sq), "nonfinite": 0}
+        else:
+            self.W[i] = weight_norm_stats(W)
         self.b[i] = bias_stats(b)
 
     def grads(self, i: int, gW: np.ndarray, gb: np.ndarray, sq_w: Optional[float] = None,

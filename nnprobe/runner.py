@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -202,15 +203,32 @@ class Trainer:
 
     # -- probes
 
-    def _probe_all(self, flat_grads: list[np.ndarray], step: int) -> probes.StepProbe:
-        """The full statistics of this step, from the arrays forward and backward cached (W not yet updated)."""
-        probe = probes.StepProbe(len(self.model.layers))
+    def _probe_all(self, flat_grads: list[np.ndarray], step: int,
+                   probe: Optional[probes.StepProbe] = None) -> probes.StepProbe:
+        """The full statistics of this step, from the arrays forward and backward cached (W not yet updated).
+
+        `probe`: a planned step's, whose forward and gradient statistics were taken as those tensors
+        were made (_observe_forward, _observe_grads); only W and b are left.
+        """
+        taken = probe is not None
+        if probe is None:
+            probe = probes.StepProbe(len(self.model.layers))
         for i, layer in enumerate(self.model.layers):
-            probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
-            # the weight distribution is what the init is judged by (step 0); later steps need only the norm
-            probe.params(i, layer.W, layer.b, distribution=step == 0)
-            probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
+            if not taken:
+                self._observe_forward(probe, i, layer)
+                probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
+            # the weight distribution is what the init is judged by (step 0); later steps need only the norm,
+            # which the last update may have measured already
+            probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=self.optimizer.sqs_after[2 * i])
         return probe
+
+    def _observe_forward(self, probe: probes.StepProbe, i: int, layer) -> None:
+        probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
+
+    def _observe_grads(self, probe: probes.StepProbe, sqs: list, i: int, gW: np.ndarray, gb: np.ndarray) -> None:
+        """A planned step's gradient statistics and squared norms, taken once each gradient exists."""
+        probe.gW[i], sqs[2 * i] = probes.gradient_stats_with_sq(gW, with_zero_frac=True)
+        probe.gb[i], sqs[2 * i + 1] = probes.gradient_stats_with_sq(gb, with_zero_frac=False)
 
     def _forward_origin(self, xb: np.ndarray, fwd: Optional[list[tuple[dict, dict]]] = None) -> Optional[dict]:
         """The first non-finite forward tensor: read off `fwd` when the statistics exist, else one pass each."""
@@ -248,12 +266,13 @@ class Trainer:
         """
         origin = None
         params = self.optimizer.params
+        measured = self.optimizer.sqs_after
         for j, p in enumerate(params):
             bound, step_norm = self._bound[j], norms[j]
-            if bound is not None and bound + step_norm < self._bound_limit:  # False for a NaN or inf norm
-                self._bound[j] = bound + step_norm
+            if measured[j] is None and bound is not None and bound + step_norm < self._bound_limit:
+                self._bound[j] = bound + step_norm  # (the comparison is False for a NaN or inf norm)
                 continue
-            sq = probes.sq_norm(p)
+            sq = probes.sq_norm(p) if measured[j] is None else measured[j]
             norm = math.sqrt(sq) if sq < math.inf else math.inf
             self._bound[j] = norm if norm < self._bound_limit else None
             if origin is None and not sq < math.inf and not probes.is_finite(p):
@@ -293,17 +312,24 @@ class Trainer:
 
         last = self.total_steps - 1
         planned = step % self.every == 0 or step == last
-        model.forward(xb)
+        # a planned full step reads every tensor the step makes once, right after it is made (while it is
+        # still in the cache): z and a in the forward pass, each gradient (all its statistics and its sum
+        # of squares) in the backward pass; any other step reads each gradient once for its sum of squares
+        # (the global norm, the backward non-finite check)
+        probe = probes.StepProbe(len(model.layers)) if planned else None
+        sqs: list = [0.0] * (2 * len(model.layers))
+        model.forward(xb, partial(self._observe_forward, probe) if planned else None)
         out = model.output
         lo = self.loss(out.z, out.a, tb, probe=True)
         loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
-        grads = model.backward(lo.grad_z, cfg.loss.l2)
+        grads = model.backward(lo.grad_z, cfg.loss.l2, partial(self._observe_grads, probe, sqs) if planned else None)
         flat = grads.flat()
-        # every gradient gets one dot product (the global norm, the backward non-finite check and, on a
-        # full step, the gW/gb norms); a planned full step reads every tensor the step cached, once
-        self._sqs = sqs = [probes.sq_norm(g) for g in flat]
+        if not planned:
+            sqs = [probes.sq_norm(g) for g in flat]
+        self._sqs = sqs
         grad_norm = math.sqrt(sum(sqs))
-        probe = self._probe_all(flat, step) if planned else None
+        if planned:
+            self._probe_all(flat, step, probe)
 
         # on a full step the statistics are the forward non-finite check: each tensor is read once
         origin = self._forward_origin(xb, list(zip(probe.z, probe.a)) if probe is not None else None)

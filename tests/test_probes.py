@@ -1,6 +1,9 @@
 """nnprobe.probes: every fused statistic against a naive NumPy reference computed in float64, for
 float16/float32/float64, small and BLAS-sized tensors, non-finite entries, all-NaN tensors and
-finite values whose sums overflow; then the trainer's records against the same references."""
+finite values whose sums overflow; then the trainer's records against the same references.
+
+Every test runs twice: with the one-pass C kernel (float32, where it is built and the CPU has
+AVX2) and with the NumPy passes only."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from nnprobe import probes
+from nnprobe import kernel, probes
 from nnprobe.activations import HIDDEN, ReLU
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
@@ -19,11 +22,24 @@ from nnprobe.runner import Trainer
 
 DTYPES = ["float16", "float32", "float64"]
 # (rows, units): the Python path (<= 32 entries), NumPy reductions, and the GEMV paths (narrow and wide)
-SHAPES = [(3, 1), (4, 8), (100, 3), (256, 10), (256, 64), (64, 300)]
+# (33, 37): the kernel's 256-entry blocks, its 8-lane loop and a scalar tail all in one tensor
+SHAPES = [(3, 1), (4, 8), (100, 3), (33, 37), (256, 10), (256, 64), (64, 300)]
 # relative tolerance against the float64 reference: BLAS sums in float32 along a row, then float64
 RTOL = {"float16": 2e-5, "float32": 2e-5, "float64": 1e-12}
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow / invalid in the references
+
+
+@pytest.fixture(autouse=True, params=["kernel", "numpy"])
+def stats_path(request):
+    """Run the test on the C kernel's path, then on NumPy's."""
+    was = kernel.in_use()
+    if not kernel.use(request.param == "kernel"):
+        if request.param == "kernel":
+            kernel.use(was)
+            pytest.skip("the C kernel is not built here or the CPU lacks AVX2")
+    yield request.param
+    kernel.use(was)
 
 
 # ---------------------------------------------------------------- naive references (float64, finite entries)
