@@ -194,6 +194,17 @@ def _kernel_stats(flat: np.ndarray) -> Optional[tuple[dict, float, int]]:
     return _moments_from(flat, n, total, ss, mn, mx), ss, zeros
 
 
+def _kernel_gradient(flat: np.ndarray, with_zero_frac: bool) -> Optional[tuple[dict, float]]:
+    """(norm, max |entry|, [zero fraction]) of a float32 gradient and its sum of squares; None unless all finite."""
+    n, _, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
+    if not ss < INF:
+        return None
+    out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+    if with_zero_frac:
+        out["zero_frac"] = zeros / n
+    return out, ss
+
+
 def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> Optional[tuple[dict, dict]]:
     """forward_stats from one pass over z (and, unless a follows from z, one over a); None unless all finite.
 
@@ -406,12 +417,9 @@ def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = No
     flat, _ = _flat(g)
     n = flat.size
     if _kernel_for(flat):
-        n, _, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
-        if ss < INF:
-            out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
-            if with_zero_frac:
-                out["zero_frac"] = zeros / n
-            return out
+        got = _kernel_gradient(flat, with_zero_frac)
+        if got is not None:
+            return got[0]
     if 0 < n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -441,12 +449,9 @@ def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = No
 def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, float]:
     """gradient_stats and the sum of squares (the global norm's share), from one pass where the kernel runs."""
     if _kernel_for(g) and g.flags.c_contiguous:
-        n, _, ss, mn, mx, zeros, _ = kernel.active.stats(g.reshape(-1))
-        if ss < INF:
-            out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
-            if with_zero_frac:
-                out["zero_frac"] = zeros / n
-            return out, ss
+        got = _kernel_gradient(g.reshape(-1), with_zero_frac)
+        if got is not None:
+            return got
     sq = sq_norm(g)
     return gradient_stats(g, with_zero_frac, sq), sq
 

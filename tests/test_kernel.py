@@ -1,0 +1,170 @@
+"""nnprobe/_kernels.c: the one-pass statistics and the fused SGD update against NumPy, and the
+trainer's records with the kernel on and off (the same run, bit for bit where the arithmetic is)."""
+
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnprobe import kernel
+from nnprobe.config import validate_config
+from nnprobe.data import load_dataset
+from nnprobe.optim import SGD, make_optimizer
+from nnprobe.runner import Trainer
+
+needs_kernel = pytest.mark.skipif(kernel._kernels is None or not kernel._kernels.available(),
+                                  reason="the C kernel is not built here or the CPU lacks AVX2")
+
+# the 8-lane loop, the 256-entry blocks and a scalar tail in every combination
+SIZES = [1, 7, 8, 9, 255, 256, 257, 1000, 4099]
+
+
+def _avx2_linux() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        return False
+    flags = cpuinfo.read_text(errors="replace")
+    return " avx2" in flags and " fma" in flags
+
+
+@pytest.mark.skipif(not _avx2_linux(), reason="only x86-64 Linux with AVX2 and FMA must have the kernel")
+def test_the_kernel_is_built_and_used_where_the_cpu_can_run_it():
+    # a broken build would otherwise fall back to NumPy silently and only the benchmark would notice
+    assert kernel._kernels is not None, "nnprobe._kernels did not build: is a C compiler installed?"
+    assert kernel._kernels.available()
+
+
+@pytest.fixture
+def kernel_on():
+    was = kernel.in_use()
+    kernel.use(True)
+    yield kernel.active
+    kernel.use(was)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("cols", [0, 1, 3, 8, 13])
+def test_one_pass_statistics_against_numpy(kernel_on, n, cols):
+    rng = np.random.default_rng(n * 31 + cols)
+    if cols:
+        n = max(cols, n - n % cols)
+    x = rng.integers(-3, 4, n).astype(np.float32) * np.float32(0.75)  # exact zeros, ties, |x| = 2.25 > sat
+    x[: n // 5] = rng.standard_normal(n // 5)
+    if cols and n // cols > 1:
+        x.reshape(-1, cols)[:, 0] = -np.abs(x.reshape(-1, cols)[:, 0])  # a dead column
+    d = x.astype(np.float64)
+    n_, total, ss, mn, mx, zeros, dead = kernel_on.stats(x, False, cols)
+    assert n_ == n and zeros == int(np.count_nonzero(x == 0))
+    assert (mn, mx) == (float(x.min()), float(x.max()))
+    assert total == pytest.approx(d.sum(), rel=1e-6, abs=1e-6 * np.abs(d).sum())
+    assert ss == pytest.approx(np.dot(d, d), rel=1e-6)
+    want_dead = int(np.count_nonzero(x.reshape(-1, cols).max(axis=0) <= 0)) if cols else -1
+    assert dead == want_dead
+    got = kernel_on.stats(x, True, cols, 2.0)
+    pos = np.maximum(d, 0)
+    assert got[0] == n_ and got[3:6] == (mn, mx, -1)  # the sums run in another order: equal up to rounding
+    assert got[1] == pytest.approx(total, rel=1e-6, abs=1e-6 * np.abs(d).sum()) and got[2] == pytest.approx(ss, rel=1e-6)
+    assert got[6] == pytest.approx(pos.sum(), rel=1e-6, abs=1e-12)
+    assert got[7] == pytest.approx(np.dot(pos, pos), rel=1e-6, abs=1e-12)
+    assert got[8:] == (int(np.count_nonzero(x > 0)), int(np.count_nonzero(np.abs(x) > 2.0)), want_dead)
+
+
+@needs_kernel
+def test_non_finite_entries_make_the_sum_of_squares_non_finite(kernel_on):
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones(300, dtype=np.float32)
+        x[257] = bad
+        assert not math.isfinite(kernel_on.stats(x)[2])
+
+
+@needs_kernel
+def test_rejects_what_it_cannot_read(kernel_on):
+    with pytest.raises(TypeError):
+        kernel_on.stats(np.ones(4))  # float64
+    with pytest.raises(ValueError):
+        kernel_on.stats(np.ones(6, dtype=np.float32), False, 4)
+    with pytest.raises(ValueError):
+        kernel_on.stats(np.ones((4, 4), dtype=np.float32)[:, :2])  # not contiguous
+    p = np.ones(4, dtype=np.float32)
+    with pytest.raises(ValueError):
+        kernel_on.axpy(p, p, 1.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", SIZES)
+def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel_on, n):
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n).astype(np.float32)
+    g = (rng.standard_normal(n) * 1e3).astype(np.float32)
+    want = p.copy()
+    want += np.multiply(g, -0.0137)
+    sq = kernel_on.axpy(p, g, -0.0137)
+    assert np.array_equal(p.view(np.int32), want.view(np.int32))
+    assert sq == pytest.approx(float(np.dot(want.astype(np.float64), want.astype(np.float64))), rel=1e-6)
+
+
+@needs_kernel
+def test_sgd_reports_the_sums_of_squares_only_where_it_measured_them(kernel_on):
+    params = [np.ones((3, 4), dtype=np.float32), np.ones(4, dtype=np.float64)]
+    grads = [np.full((3, 4), 2.0, dtype=np.float32), np.full(4, 2.0)]
+    opt = SGD(params, lr=0.5)
+    norms = opt.step(grads, want_norms=True, grad_sqs=[48.0, 16.0])
+    assert norms == pytest.approx([0.5 * math.sqrt(48.0), 0.5 * 4.0])
+    assert opt.sqs_after[0] == 0.0 and opt.sqs_after[1] is None  # 1 - 0.5 * 2 = 0; float64 takes NumPy's path
+    assert np.all(params[0] == 0) and np.all(params[1] == 0)
+    adam = make_optimizer(params, validate_config(_raw("adam"), source="test").optimizer)
+    adam.step(grads)
+    assert adam.sqs_after == [None, None]
+
+
+def _raw(optimizer: str, activation: str = "relu") -> dict:
+    return {"name": "kernel", "seed": 3,
+            "data": {"source": "blobs", "n_samples": 300, "n_features": 20, "n_classes": 4},
+            "model": {"hidden": [64, 32], "activation": activation, "output": "softmax", "dtype": "float32"},
+            "loss": {"kind": "cross_entropy", "from_logits": True},
+            "optimizer": {"kind": optimizer, "lr": 0.05},
+            "training": {"steps": 12, "batch_size": 64}}
+
+
+def _records(raw: dict, use: bool) -> list[dict]:
+    was = kernel.in_use()
+    kernel.use(use)
+    try:
+        cfg = validate_config(raw, source="test")
+        trainer = Trainer(cfg, load_dataset(cfg.data, cfg.task, np.random.default_rng(np.random.SeedSequence(cfg.seed))))
+        batches = trainer.batches()
+        with np.errstate(all="ignore"):
+            return [trainer.step(s, next(batches)) for s in range(trainer.total_steps)]
+    finally:
+        kernel.use(was)
+
+
+def _close(a, b, path=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-9), path
+    else:
+        assert a == b, path
+
+
+@needs_kernel
+@pytest.mark.parametrize("optimizer,activation", [("sgd", "relu"), ("sgd", "tanh"), ("adam", "relu")])
+def test_a_run_is_the_same_with_the_kernel_on_and_off(optimizer, activation):
+    on, off = _records(_raw(optimizer, activation), True), _records(_raw(optimizer, activation), False)
+    # the update is NumPy's bit for bit, so the training itself is identical ...
+    assert [r["loss"] for r in on] == [r["loss"] for r in off]
+    # ... and every statistic agrees to within the rounding of its sums
+    for a, b in zip(on, off):
+        _close(a, b)
