@@ -207,33 +207,61 @@ dead_avx2(const float *x, Py_ssize_t rows, Py_ssize_t cols, float *colmax)
    for bit), returning the sum of squares of the updated p: the norm the next step's record needs,
    taken while p is in the registers anyway. */
 __attribute__((target("avx2,fma"))) static double
-axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha)
+axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *gs)
 {
-    const __m256 va = _mm256_set1_ps(alpha);
-    __m256 q0 = _mm256_setzero_ps(), q1 = q0;
-    __m256d tot = _mm256_setzero_pd();
+    const __m256 va = _mm256_set1_ps(alpha), zero = _mm256_setzero_ps();
+    __m256 q = zero, gq = zero, lo = _mm256_set1_ps(HUGE_VALF), hi = _mm256_set1_ps(-HUGE_VALF);
+    __m256i nz = _mm256_setzero_si256();
+    __m256d tot = _mm256_setzero_pd(), gtot = tot;
+    int64_t zeros = 0;
+    int32_t blocks = 0;
     Py_ssize_t i = 0;
-    while (i + 16 * BLOCK <= n) {
-        for (int k = 0; k < BLOCK; k++, i += 16) {
-            __m256 a = _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(_mm256_loadu_ps(g + i), va));
-            __m256 b = _mm256_add_ps(_mm256_loadu_ps(p + i + 8), _mm256_mul_ps(_mm256_loadu_ps(g + i + 8), va));
+    while (i + 8 * BLOCK <= n) {
+        for (int k = 0; k < BLOCK; k++, i += 8) {
+            __m256 vg = _mm256_loadu_ps(g + i);
+            __m256 a = _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(vg, va));
             _mm256_storeu_ps(p + i, a);
-            _mm256_storeu_ps(p + i + 8, b);
-            q0 = _mm256_add_ps(q0, _mm256_mul_ps(a, a));
-            q1 = _mm256_add_ps(q1, _mm256_mul_ps(b, b));
+            q = _mm256_add_ps(q, _mm256_mul_ps(a, a));
+            gq = _mm256_add_ps(gq, _mm256_mul_ps(vg, vg));
+            lo = _mm256_min_ps(lo, vg);
+            hi = _mm256_max_ps(hi, vg);
+            nz = _mm256_sub_epi32(nz, _mm256_castps_si256(_mm256_cmp_ps(vg, zero, _CMP_EQ_OQ)));
         }
-        __m256 q = _mm256_add_ps(q0, q1);
         tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
         tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
-        q0 = q1 = _mm256_setzero_ps();
+        gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_castps256_ps128(gq)));
+        gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_extractf128_ps(gq, 1)));
+        q = gq = zero;
+        if (++blocks == (1 << 20)) {
+            blocks = 0;
+            zeros += hsum_epi32(nz);
+            nz = _mm256_setzero_si256();
+        }
     }
-    double t[4];
+    double t[4], u[4];
+    float l8[8], h8[8];
     _mm256_storeu_pd(t, tot);
+    _mm256_storeu_pd(u, gtot);
+    _mm256_storeu_ps(l8, lo);
+    _mm256_storeu_ps(h8, hi);
     double sumsq = (t[0] + t[1]) + (t[2] + t[3]);
+    gs->sumsq = (u[0] + u[1]) + (u[2] + u[3]);
+    gs->min = HUGE_VAL;
+    gs->max = -HUGE_VAL;
+    for (int k = 0; k < 8; k++) {
+        gs->min = fmin(gs->min, l8[k]);
+        gs->max = fmax(gs->max, h8[k]);
+    }
+    gs->zeros = zeros + hsum_epi32(nz);
     for (; i < n; i++) {
         float prod = g[i] * alpha;
+        double v = g[i];
         p[i] = p[i] + prod;
         sumsq += (double)p[i] * (double)p[i];
+        gs->sumsq += v * v;
+        gs->min = v < gs->min ? v : gs->min;
+        gs->max = v > gs->max ? v : gs->max;
+        gs->zeros += v == 0.0;
     }
     return sumsq;
 }
@@ -344,12 +372,14 @@ axpy(PyObject *self, PyObject *args)
         return NULL;
     }
     double sumsq;
+    Stats gs;
+    Py_ssize_t n = pv.len / (Py_ssize_t)sizeof(float);
     Py_BEGIN_ALLOW_THREADS
-    sumsq = axpy_avx2((float *)pv.buf, (const float *)gv.buf, pv.len / (Py_ssize_t)sizeof(float), (float)alpha);
+    sumsq = axpy_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha, &gs);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&pv);
     PyBuffer_Release(&gv);
-    return PyFloat_FromDouble(sumsq);
+    return Py_BuildValue("(dndddL)", sumsq, n, gs.sumsq, gs.min, gs.max, (long long)gs.zeros);
 #else
     return NULL;
 #endif
@@ -363,8 +393,9 @@ static PyMethodDef methods[] = {
      "One pass over a C-contiguous float32 array. pos_*: of max(a, 0); saturated: |a| > sat;\n"
      "dead: columns of an (n/cols) x cols matrix whose entries are all <= 0 (-1 unless cols > 0)."},
     {"axpy", axpy, METH_VARARGS,
-     "axpy(p, g, alpha) -> float\n\np += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), "
-     "returning the sum of squares of the updated p."},
+     "axpy(p, g, alpha) -> (p_sumsq, n, g_sumsq, g_min, g_max, g_zeros)\n\n"
+     "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum of squares\n"
+     "of the updated p and, read in the same pass, g's statistics (as stats(g) gives them)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -85,7 +85,7 @@ class SGD(Optimizer):
             known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
             if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
                     and g.flags.c_contiguous and (known is not None or not want_norms)):
-                self.sqs_after[i] = k.axpy(p, g, -self.lr)
+                self.sqs_after[i] = k.axpy(p, g, -self.lr)[0]
             else:
                 self.sqs_after[i] = None
                 delta = self._delta(i, p, g)
@@ -95,6 +95,29 @@ class SGD(Optimizer):
             if want_norms:
                 norms.append(known)
         return norms if want_norms else None
+
+    def can_fuse(self) -> bool:
+        """step_measured() can run: the kernel is in use and every parameter is C-contiguous float32."""
+        return kernel.active is not None and all(p.dtype == np.float32 and p.flags.c_contiguous for p in self.params)
+
+    def step_measured(self, grads: list[np.ndarray]) -> tuple[list[float], list[tuple]]:
+        """The update in one kernel pass per parameter that also reads each gradient's statistics.
+
+        Returns the update norms and, per gradient, (n, sum of squares, min, max, zeros) of that pass.
+        Only when can_fuse(); the gradients must be C-contiguous float32 arrays shaped like their parameters.
+        """
+        k = kernel.active
+        self.t += 1
+        norms: list[float] = []
+        passes: list[tuple] = []
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            self.sqs_after[i], *got = k.axpy(p, g, -self.lr)
+            known = self._known_norm(p, got[1])
+            if known is None:  # a non-finite or huge gradient: measure the update itself
+                known = math.sqrt(_sq(np.multiply(g, -self.lr, dtype=p.dtype)))
+            norms.append(known)
+            passes.append(tuple(got))
+        return norms, passes
 
     def _known_norm(self, p, grad_sq):
         """||lr g|| = lr ||g||, exact up to rounding, while no entry of lr g can overflow (float32/64 only)."""

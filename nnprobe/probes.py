@@ -197,6 +197,11 @@ def _kernel_stats(flat: np.ndarray) -> Optional[tuple[dict, float, int]]:
 def _kernel_gradient(flat: np.ndarray, with_zero_frac: bool) -> Optional[tuple[dict, float]]:
     """(norm, max |entry|, [zero fraction]) of a float32 gradient and its sum of squares; None unless all finite."""
     n, _, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
+    return _gradient_from(n, ss, mn, mx, zeros, with_zero_frac)
+
+
+def _gradient_from(n: int, ss: float, mn: float, mx: float, zeros: int,
+                   with_zero_frac: bool) -> Optional[tuple[dict, float]]:
     if not ss < INF:
         return None
     out = {"norm": math.sqrt(ss), "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
@@ -454,6 +459,15 @@ def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, f
             return got
     sq = sq_norm(g)
     return gradient_stats(g, with_zero_frac, sq), sq
+
+
+def gradient_stats_from_pass(g: np.ndarray, got: tuple, with_zero_frac: bool) -> tuple[dict, float]:
+    """gradient_stats_with_sq from (n, sum of squares, min, max, zeros) that another pass read (the fused
+    SGD update); NumPy's exact path when that pass found a non-finite entry."""
+    out = _gradient_from(*got, with_zero_frac)
+    if out is not None:
+        return out
+    return gradient_stats(g, with_zero_frac), got[1]
 
 
 def weight_stats(W: np.ndarray) -> dict:

@@ -147,6 +147,9 @@ class Trainer:
         self.probing = config.probes.enabled
         self.every = config.probes.every
         # per layer, which passes the forward statistics may share (probes.forward_stats)
+        # plain SGD without clipping in float32: the update can take the gradients' statistics (_fused_update)
+        self._fusable = (config.optimizer.kind == "sgd" and config.optimizer.clip_grad_norm is None
+                         and self.dtype == np.float32)
         self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
                             else "other" for l in self.model.layers]
         # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
@@ -221,6 +224,20 @@ class Trainer:
             # which the last update may have measured already
             probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=self.optimizer.sqs_after[2 * i])
         return probe
+
+    def _fused_update(self, flat: list[np.ndarray], probe: probes.StepProbe, sqs: list, record: dict,
+                      layer_stats: list[dict], origin: Optional[dict]) -> tuple[list[float], Optional[dict]]:
+        """SGD's update with each gradient's statistics taken in the same pass; fills in what needed them."""
+        norms, passes = self.optimizer.step_measured(flat)
+        for j, (g, got) in enumerate(zip(flat, passes)):
+            st, sqs[j] = probes.gradient_stats_from_pass(g, got, with_zero_frac=j % 2 == 0)
+            (probe.gW if j % 2 == 0 else probe.gb)[j // 2] = st
+        record["grad_norm"] = math.sqrt(sum(sqs))
+        for i, st in enumerate(layer_stats):
+            st["gW"], st["gb"] = probe.gW[i], probe.gb[i]
+        if origin is None:
+            origin = record["nonfinite"] = self._backward_origin(flat, sqs)
+        return norms, origin
 
     def _observe_forward(self, probe: probes.StepProbe, i: int, layer) -> None:
         probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
@@ -316,13 +333,18 @@ class Trainer:
         # still in the cache): z and a in the forward pass, each gradient (all its statistics and its sum
         # of squares) in the backward pass; any other step reads each gradient once for its sum of squares
         # (the global norm, the backward non-finite check)
+        # with plain SGD on the C kernel the gradients are not read in the backward pass at all: the update
+        # reads each one anyway and takes its statistics in the same pass (_fused_update), after the record
+        # has everything that needs the weights before the update
+        fused = planned and self._fusable and self.optimizer.can_fuse()
         probe = probes.StepProbe(len(model.layers)) if planned else None
         sqs: list = [0.0] * (2 * len(model.layers))
         model.forward(xb, partial(self._observe_forward, probe) if planned else None)
         out = model.output
         lo = self.loss(out.z, out.a, tb, probe=True)
         loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
-        grads = model.backward(lo.grad_z, cfg.loss.l2, partial(self._observe_grads, probe, sqs) if planned else None)
+        observe = partial(self._observe_grads, probe, sqs) if planned and not fused else None
+        grads = model.backward(lo.grad_z, cfg.loss.l2, observe)
         flat = grads.flat()
         if not planned:
             sqs = [probes.sq_norm(g) for g in flat]
@@ -335,7 +357,7 @@ class Trainer:
         origin = self._forward_origin(xb, list(zip(probe.z, probe.a)) if probe is not None else None)
         if origin is None and not math.isfinite(loss_value):
             origin = {"pass": "forward", "tensor": "loss", "layer": None}
-        if origin is None:
+        if origin is None and not fused:
             origin = self._backward_origin(flat, sqs)
         full = planned or origin is not None
         if full and not planned:
@@ -365,12 +387,15 @@ class Trainer:
                 record["val_loss"] = self.loss(zv, av, self.t_val, probe=False).value + model.l2_penalty(cfg.loss.l2)
                 if self.data.task == "classification":
                     record["val_accuracy"] = self._accuracy(zv, av, self.data.y_val)
-        update_sqs = sqs
-        if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
-            factor = clip / grad_norm
-            update_sqs = [sq * factor * factor for sq in sqs]
-        # the update norms are free for SGD (lr * ||g||) and one pass over the update otherwise
-        norms = self.optimizer.step(flat, want_norms=True, grad_sqs=update_sqs)
+        if fused:
+            norms, origin = self._fused_update(flat, probe, sqs, record, layer_stats, origin)
+        else:
+            update_sqs = sqs
+            if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
+                factor = clip / grad_norm
+                update_sqs = [sq * factor * factor for sq in sqs]
+            # the update norms are free for SGD (lr * ||g||) and one pass over the update otherwise
+            norms = self.optimizer.step(flat, want_norms=True, grad_sqs=update_sqs)
         update_origin = self._update_origin(norms)
         if origin is None:
             record["nonfinite"] = update_origin

@@ -101,11 +101,15 @@ def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel
     rng = np.random.default_rng(n)
     p = rng.standard_normal(n).astype(np.float32)
     g = (rng.standard_normal(n) * 1e3).astype(np.float32)
+    g[n // 2] = 0.0
     want = p.copy()
     want += np.multiply(g, -0.0137)
-    sq = kernel_on.axpy(p, g, -0.0137)
+    sq, n_, g_sq, g_min, g_max, g_zeros = kernel_on.axpy(p, g, -0.0137)
     assert np.array_equal(p.view(np.int32), want.view(np.int32))
     assert sq == pytest.approx(float(np.dot(want.astype(np.float64), want.astype(np.float64))), rel=1e-6)
+    # the gradient's statistics, read in the same pass, are what stats(g) finds
+    _, _, ss, mn, mx, zeros, _ = kernel_on.stats(g)
+    assert (n_, g_min, g_max, g_zeros) == (n, mn, mx, zeros) and g_sq == pytest.approx(ss, rel=1e-6)
 
 
 @needs_kernel
