@@ -102,10 +102,13 @@ hsum_epi32(__m256i c)
 }
 
 /* signs == 0: sum, sum of squares, min, max, zeros. signs == 1: also the sum and sum of squares
-   of max(x, 0), the count of x > 0 and the count of |x| > sat. */
+   of max(x, 0), the count of x > 0 and the count of |x| > sat, and when `colmax` is given (rows of
+   `cols` entries, a multiple of 8) the running column maximum, so that the dead units need no
+   second read. */
 __attribute__((target("avx2,fma"))) static void
-pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, Stats *out)
+pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, float *colmax, Py_ssize_t cols, Stats *out)
 {
+    Py_ssize_t j = 0; /* the column of x[i] when colmax is given */
     const __m256 vsat = _mm256_set1_ps(sat);
     Lanes a, b;
     lanes_init(&a);
@@ -118,8 +121,14 @@ pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, Stats *out)
     Py_ssize_t i = 0;
     while (i + 16 * BLOCK <= n) {
         if (signs) { /* one set: two would not fit in the registers */
-            for (int k = 0; k < 2 * BLOCK; k++, i += 8)
-                lanes_add(&a, _mm256_loadu_ps(x + i), 1, vsat);
+            for (int k = 0; k < 2 * BLOCK; k++, i += 8) {
+                __m256 v = _mm256_loadu_ps(x + i);
+                lanes_add(&a, v, 1, vsat);
+                if (colmax != NULL) {
+                    _mm256_storeu_ps(colmax + j, _mm256_max_ps(_mm256_loadu_ps(colmax + j), v));
+                    j = j + 8 == cols ? 0 : j + 8;
+                }
+            }
         } else {
             for (int k = 0; k < BLOCK; k++, i += 16) {
                 lanes_add(&a, _mm256_loadu_ps(x + i), 0, vsat);
@@ -135,8 +144,14 @@ pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, Stats *out)
             a.nz = a.np = a.ns = b.nz = b.np = b.ns = _mm256_setzero_si256();
         }
     }
-    for (; i + 8 <= n; i += 8)
-        lanes_add(&a, _mm256_loadu_ps(x + i), signs, vsat);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        lanes_add(&a, v, signs, vsat);
+        if (signs && colmax != NULL) {
+            _mm256_storeu_ps(colmax + j, _mm256_max_ps(_mm256_loadu_ps(colmax + j), v));
+            j = j + 8 == cols ? 0 : j + 8;
+        }
+    }
     lanes_flush(&a, &b, tot, signs);
     double t[8][4];
     for (int k = 0; k < 8; k++)
@@ -204,15 +219,15 @@ dead_avx2(const float *x, Py_ssize_t rows, Py_ssize_t cols, float *colmax)
 }
 
 /* p += alpha * g (each product rounded to float32, then the sum: what NumPy's two ufuncs give, bit
-   for bit), returning the sum of squares of the updated p: the norm the next step's record needs,
-   taken while p is in the registers anyway. */
-__attribute__((target("avx2,fma"))) static double
-axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *gs)
+   for bit). In the same pass: the sum and sum of squares of the updated p (the next step's record
+   of p, taken while p is in the registers anyway) and g's sum of squares, min, max and zeros. */
+__attribute__((target("avx2,fma"))) static void
+axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats *gs)
 {
     const __m256 va = _mm256_set1_ps(alpha), zero = _mm256_setzero_ps();
-    __m256 q = zero, gq = zero, lo = _mm256_set1_ps(HUGE_VALF), hi = _mm256_set1_ps(-HUGE_VALF);
+    __m256 s = zero, q = zero, gq = zero, lo = _mm256_set1_ps(HUGE_VALF), hi = _mm256_set1_ps(-HUGE_VALF);
     __m256i nz = _mm256_setzero_si256();
-    __m256d tot = _mm256_setzero_pd(), gtot = tot;
+    __m256d stot = _mm256_setzero_pd(), tot = stot, gtot = stot;
     int64_t zeros = 0;
     int32_t blocks = 0;
     Py_ssize_t i = 0;
@@ -221,29 +236,34 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *gs)
             __m256 vg = _mm256_loadu_ps(g + i);
             __m256 a = _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(vg, va));
             _mm256_storeu_ps(p + i, a);
+            s = _mm256_add_ps(s, a);
             q = _mm256_add_ps(q, _mm256_mul_ps(a, a));
             gq = _mm256_add_ps(gq, _mm256_mul_ps(vg, vg));
             lo = _mm256_min_ps(lo, vg);
             hi = _mm256_max_ps(hi, vg);
             nz = _mm256_sub_epi32(nz, _mm256_castps_si256(_mm256_cmp_ps(vg, zero, _CMP_EQ_OQ)));
         }
+        stot = _mm256_add_pd(stot, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
+        stot = _mm256_add_pd(stot, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)));
         tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
         tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
         gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_castps256_ps128(gq)));
         gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_extractf128_ps(gq, 1)));
-        q = gq = zero;
+        s = q = gq = zero;
         if (++blocks == (1 << 20)) {
             blocks = 0;
             zeros += hsum_epi32(nz);
             nz = _mm256_setzero_si256();
         }
     }
-    double t[4], u[4];
+    double t[4], u[4], w[4];
     float l8[8], h8[8];
+    _mm256_storeu_pd(w, stot);
     _mm256_storeu_pd(t, tot);
     _mm256_storeu_pd(u, gtot);
     _mm256_storeu_ps(l8, lo);
     _mm256_storeu_ps(h8, hi);
+    double sum = (w[0] + w[1]) + (w[2] + w[3]);
     double sumsq = (t[0] + t[1]) + (t[2] + t[3]);
     gs->sumsq = (u[0] + u[1]) + (u[2] + u[3]);
     gs->min = HUGE_VAL;
@@ -257,13 +277,15 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *gs)
         float prod = g[i] * alpha;
         double v = g[i];
         p[i] = p[i] + prod;
+        sum += (double)p[i];
         sumsq += (double)p[i] * (double)p[i];
         gs->sumsq += v * v;
         gs->min = v < gs->min ? v : gs->min;
         gs->max = v > gs->max ? v : gs->max;
         gs->zeros += v == 0.0;
     }
-    return sumsq;
+    ps->sum = sum;
+    ps->sumsq = sumsq;
 }
 
 static int
@@ -323,10 +345,20 @@ stats(PyObject *self, PyObject *args)
         return PyErr_NoMemory();
     }
     Stats r;
+    int fused = signs && colmax != NULL && cols % 8 == 0;
     Py_BEGIN_ALLOW_THREADS
-    pass_avx2((const float *)view.buf, n, signs, (float)sat, &r);
-    if (colmax != NULL)
-        r.dead = dead_avx2((const float *)view.buf, n / cols, cols, colmax);
+    if (fused) {
+        for (Py_ssize_t c = 0; c < cols; c++)
+            colmax[c] = -HUGE_VALF;
+        pass_avx2((const float *)view.buf, n, signs, (float)sat, colmax, cols, &r);
+        r.dead = 0;
+        for (Py_ssize_t c = 0; c < cols; c++)
+            r.dead += colmax[c] <= 0.0f;
+    } else {
+        pass_avx2((const float *)view.buf, n, signs, (float)sat, NULL, 0, &r);
+        if (colmax != NULL)
+            r.dead = dead_avx2((const float *)view.buf, n / cols, cols, colmax);
+    }
     Py_END_ALLOW_THREADS
     PyMem_RawFree(colmax);
     PyBuffer_Release(&view);
@@ -371,15 +403,14 @@ axpy(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
-    double sumsq;
-    Stats gs;
+    Stats ps, gs;
     Py_ssize_t n = pv.len / (Py_ssize_t)sizeof(float);
     Py_BEGIN_ALLOW_THREADS
-    sumsq = axpy_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha, &gs);
+    axpy_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha, &ps, &gs);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&pv);
     PyBuffer_Release(&gv);
-    return Py_BuildValue("(dndddL)", sumsq, n, gs.sumsq, gs.min, gs.max, (long long)gs.zeros);
+    return Py_BuildValue("(ddndddL)", ps.sum, ps.sumsq, n, gs.sumsq, gs.min, gs.max, (long long)gs.zeros);
 #else
     return NULL;
 #endif
@@ -393,9 +424,9 @@ static PyMethodDef methods[] = {
      "One pass over a C-contiguous float32 array. pos_*: of max(a, 0); saturated: |a| > sat;\n"
      "dead: columns of an (n/cols) x cols matrix whose entries are all <= 0 (-1 unless cols > 0)."},
     {"axpy", axpy, METH_VARARGS,
-     "axpy(p, g, alpha) -> (p_sumsq, n, g_sumsq, g_min, g_max, g_zeros)\n\n"
-     "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum of squares\n"
-     "of the updated p and, read in the same pass, g's statistics (as stats(g) gives them)."},
+     "axpy(p, g, alpha) -> (p_sum, p_sumsq, n, g_sumsq, g_min, g_max, g_zeros)\n\n"
+     "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum and sum of\n"
+     "squares of the updated p and, read in the same pass, g's statistics (as stats(g) gives them)."},
     {NULL, NULL, 0, NULL},
 };
 

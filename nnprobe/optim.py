@@ -28,8 +28,10 @@ class Optimizer:
         self.params = params
         self.lr = lr
         self.t = 0
-        #: per parameter, its sum of squares right after the last step when that step measured it (SGD on
-        #: the C kernel), else None: the next step's weight norm, without another pass over the weights
+        #: per parameter, its sum and sum of squares right after the last step when that step measured
+        #: them (SGD on the C kernel), else None: the next step's record of the parameters, without
+        #: another pass over them
+        self.sums_after: list[Optional[float]] = [None] * len(params)
         self.sqs_after: list[Optional[float]] = [None] * len(params)
 
     def step(self, grads: list[np.ndarray], want_norms: bool = True,
@@ -42,7 +44,7 @@ class Optimizer:
         self.t += 1
         norms: list[float] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
-            self.sqs_after[i] = None
+            self.sums_after[i] = self.sqs_after[i] = None
             delta = self._delta(i, p, g)
             p += delta
             if want_norms:
@@ -85,9 +87,9 @@ class SGD(Optimizer):
             known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
             if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
                     and g.flags.c_contiguous and (known is not None or not want_norms)):
-                self.sqs_after[i] = k.axpy(p, g, -self.lr)[0]
+                self.sums_after[i], self.sqs_after[i] = k.axpy(p, g, -self.lr)[:2]
             else:
-                self.sqs_after[i] = None
+                self.sums_after[i] = self.sqs_after[i] = None
                 delta = self._delta(i, p, g)
                 p += delta
                 if want_norms and known is None:
@@ -111,7 +113,7 @@ class SGD(Optimizer):
         norms: list[float] = []
         passes: list[tuple] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
-            self.sqs_after[i], *got = k.axpy(p, g, -self.lr)
+            self.sums_after[i], self.sqs_after[i], *got = k.axpy(p, g, -self.lr)
             known = self._known_norm(p, got[1])
             if known is None:  # a non-finite or huge gradient: measure the update itself
                 known = math.sqrt(_sq(np.multiply(g, -self.lr, dtype=p.dtype)))

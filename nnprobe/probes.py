@@ -542,16 +542,21 @@ class StepProbe:
         self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
 
     def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True,
-               w_sq: Optional[float] = None) -> None:
+               w_sq: Optional[float] = None, b_sums: tuple = (None, None)) -> None:
         """`distribution`: W's mean, std, min, max and sign fraction too, not only its norm.
-        `w_sq`: W's sum of squares when already measured (finite only if every entry is)."""
+        `w_sq`, `b_sums`: W's sum of squares and b's (sum, sum of squares) when already measured (the
+        sum of squares is finite only if every entry is)."""
         if distribution:
             self.W[i] = weight_stats(W)
         elif w_sq is not None and w_sq < INF:
             self.W[i] = {"norm": math.sqrt(w_sq), "nonfinite": 0}
         else:
             self.W[i] = weight_norm_stats(W)
-        self.b[i] = bias_stats(b)
+        b_sum, b_sq = b_sums
+        if b_sq is not None and b_sq < INF and b.size:
+            self.b[i] = {"norm": math.sqrt(b_sq), "mean": b_sum / b.size}
+        else:
+            self.b[i] = bias_stats(b)
 
     def grads(self, i: int, gW: np.ndarray, gb: np.ndarray, sq_w: Optional[float] = None,
               sq_b: Optional[float] = None) -> None:

@@ -222,7 +222,9 @@ class Trainer:
                 probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
             # the weight distribution is what the init is judged by (step 0); later steps need only the norm,
             # which the last update may have measured already
-            probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=self.optimizer.sqs_after[2 * i])
+            opt = self.optimizer
+            probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=opt.sqs_after[2 * i],
+                         b_sums=(opt.sums_after[2 * i + 1], opt.sqs_after[2 * i + 1]))
         return probe
 
     def _fused_update(self, flat: list[np.ndarray], probe: probes.StepProbe, sqs: list, record: dict,

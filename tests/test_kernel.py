@@ -104,9 +104,11 @@ def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel
     g[n // 2] = 0.0
     want = p.copy()
     want += np.multiply(g, -0.0137)
-    sq, n_, g_sq, g_min, g_max, g_zeros = kernel_on.axpy(p, g, -0.0137)
+    total, sq, n_, g_sq, g_min, g_max, g_zeros = kernel_on.axpy(p, g, -0.0137)
     assert np.array_equal(p.view(np.int32), want.view(np.int32))
-    assert sq == pytest.approx(float(np.dot(want.astype(np.float64), want.astype(np.float64))), rel=1e-6)
+    w = want.astype(np.float64)
+    assert sq == pytest.approx(float(np.dot(w, w)), rel=1e-6)
+    assert total == pytest.approx(float(w.sum()), rel=1e-6, abs=1e-6 * float(np.abs(w).sum()))
     # the gradient's statistics, read in the same pass, are what stats(g) finds
     _, _, ss, mn, mx, zeros, _ = kernel_on.stats(g)
     assert (n_, g_min, g_max, g_zeros) == (n, mn, mx, zeros) and g_sq == pytest.approx(ss, rel=1e-6)
@@ -120,6 +122,7 @@ def test_sgd_reports_the_sums_of_squares_only_where_it_measured_them(kernel_on):
     norms = opt.step(grads, want_norms=True, grad_sqs=[48.0, 16.0])
     assert norms == pytest.approx([0.5 * math.sqrt(48.0), 0.5 * 4.0])
     assert opt.sqs_after[0] == 0.0 and opt.sqs_after[1] is None  # 1 - 0.5 * 2 = 0; float64 takes NumPy's path
+    assert opt.sums_after[0] == 0.0 and opt.sums_after[1] is None
     assert np.all(params[0] == 0) and np.all(params[1] == 0)
     adam = make_optimizer(params, validate_config(_raw("adam"), source="test").optimizer)
     adam.step(grads)
