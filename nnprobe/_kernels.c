@@ -227,59 +227,100 @@ dead_avx2(const float *x, Py_ssize_t rows, Py_ssize_t cols, float *colmax)
 /* p += alpha * g (each product rounded to float32, then the sum: what NumPy's two ufuncs give, bit
    for bit). In the same pass: the sum and sum of squares of the updated p (the next step's record
    of p, taken while p is in the registers anyway) and g's sum of squares, min, max and zeros. */
+/* One update's accumulators: p's new sum and sum of squares, g's sum of squares, min, max and zeros. */
+typedef struct {
+    __m256 s, q, gq, lo, hi;
+    __m256i nz;
+} AxLanes;
+
+__attribute__((target("avx2,fma"))) static inline void
+ax_init(AxLanes *L)
+{
+    L->s = L->q = L->gq = _mm256_setzero_ps();
+    L->lo = _mm256_set1_ps(HUGE_VALF);
+    L->hi = _mm256_set1_ps(-HUGE_VALF);
+    L->nz = _mm256_setzero_si256();
+}
+
+__attribute__((target("avx2,fma"))) static inline void
+ax_step(AxLanes *L, float *p, const float *g, __m256 va)
+{
+    __m256 vg = _mm256_loadu_ps(g);
+    __m256 a = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(vg, va));
+    _mm256_storeu_ps(p, a);
+    L->s = _mm256_add_ps(L->s, a);
+    L->q = _mm256_add_ps(L->q, _mm256_mul_ps(a, a));
+    L->gq = _mm256_add_ps(L->gq, _mm256_mul_ps(vg, vg));
+    L->lo = _mm256_min_ps(L->lo, vg);
+    L->hi = _mm256_max_ps(L->hi, vg);
+    L->nz = _mm256_sub_epi32(L->nz, _mm256_castps_si256(_mm256_cmp_ps(vg, _mm256_setzero_ps(), _CMP_EQ_OQ)));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256d
+widen_sum(__m256d tot, __m256 x)
+{
+    tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+    return _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+}
+
+__attribute__((target("avx2,fma"))) static inline double
+hsum4(__m256d x)
+{
+    double v[4];
+    _mm256_storeu_pd(v, x);
+    return (v[0] + v[1]) + (v[2] + v[3]);
+}
+
+/* p += alpha * g (each product rounded to float32, then the sum: what NumPy's two ufuncs give, bit
+   for bit). In the same pass: the sum and sum of squares of the updated p (the next step's record
+   of p, taken while p is in the registers anyway) and g's sum of squares, min, max and zeros. Two
+   sets of accumulators take alternate vectors, so that no addition waits for the previous one. */
 __attribute__((target("avx2,fma"))) static void
 axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats *gs)
 {
-    const __m256 va = _mm256_set1_ps(alpha), zero = _mm256_setzero_ps();
-    __m256 s = zero, q = zero, gq = zero, lo = _mm256_set1_ps(HUGE_VALF), hi = _mm256_set1_ps(-HUGE_VALF);
-    __m256i nz = _mm256_setzero_si256();
+    const __m256 va = _mm256_set1_ps(alpha);
+    AxLanes A, B;
+    ax_init(&A);
+    ax_init(&B);
     __m256d stot = _mm256_setzero_pd(), tot = stot, gtot = stot;
     int64_t zeros = 0;
     int32_t blocks = 0;
     Py_ssize_t i = 0;
-    while (i + 8 * BLOCK <= n) {
-        for (int k = 0; k < BLOCK; k++, i += 8) {
-            __m256 vg = _mm256_loadu_ps(g + i);
-            __m256 a = _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(vg, va));
-            _mm256_storeu_ps(p + i, a);
-            s = _mm256_add_ps(s, a);
-            q = _mm256_add_ps(q, _mm256_mul_ps(a, a));
-            gq = _mm256_add_ps(gq, _mm256_mul_ps(vg, vg));
-            lo = _mm256_min_ps(lo, vg);
-            hi = _mm256_max_ps(hi, vg);
-            nz = _mm256_sub_epi32(nz, _mm256_castps_si256(_mm256_cmp_ps(vg, zero, _CMP_EQ_OQ)));
+    while (i + 16 * BLOCK <= n) {
+        for (int k = 0; k < BLOCK; k++, i += 16) {
+            ax_step(&A, p + i, g + i, va);
+            ax_step(&B, p + i + 8, g + i + 8, va);
         }
-        stot = _mm256_add_pd(stot, _mm256_cvtps_pd(_mm256_castps256_ps128(s)));
-        stot = _mm256_add_pd(stot, _mm256_cvtps_pd(_mm256_extractf128_ps(s, 1)));
-        tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
-        tot = _mm256_add_pd(tot, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
-        gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_castps256_ps128(gq)));
-        gtot = _mm256_add_pd(gtot, _mm256_cvtps_pd(_mm256_extractf128_ps(gq, 1)));
-        s = q = gq = zero;
-        if (++blocks == (1 << 20)) {
+        stot = widen_sum(stot, _mm256_add_ps(A.s, B.s));
+        tot = widen_sum(tot, _mm256_add_ps(A.q, B.q));
+        gtot = widen_sum(gtot, _mm256_add_ps(A.gq, B.gq));
+        A.s = A.q = A.gq = B.s = B.q = B.gq = _mm256_setzero_ps();
+        if (++blocks == (1 << 20)) { /* int32 lane counts (BLOCK a block): move them out before they wrap */
             blocks = 0;
-            zeros += hsum_epi32(nz);
-            nz = _mm256_setzero_si256();
+            zeros += hsum_epi32(A.nz) + hsum_epi32(B.nz);
+            A.nz = B.nz = _mm256_setzero_si256();
         }
     }
-    double t[4], u[4], w[4];
-    float l8[8], h8[8];
-    _mm256_storeu_pd(w, stot);
-    _mm256_storeu_pd(t, tot);
-    _mm256_storeu_pd(u, gtot);
-    _mm256_storeu_ps(l8, lo);
-    _mm256_storeu_ps(h8, hi);
-    double sum = (w[0] + w[1]) + (w[2] + w[3]);
-    double sumsq = (t[0] + t[1]) + (t[2] + t[3]);
-    gs->sumsq = (u[0] + u[1]) + (u[2] + u[3]);
+    for (; i + 8 <= n; i += 8)
+        ax_step(&A, p + i, g + i, va);
+    stot = widen_sum(stot, A.s);
+    tot = widen_sum(tot, A.q);
+    gtot = widen_sum(gtot, A.gq);
+    float l8[8], h8[8], l8b[8], h8b[8];
+    _mm256_storeu_ps(l8, A.lo);
+    _mm256_storeu_ps(h8, A.hi);
+    _mm256_storeu_ps(l8b, B.lo);
+    _mm256_storeu_ps(h8b, B.hi);
+    double sum = hsum4(stot), sumsq = hsum4(tot);
+    gs->sumsq = hsum4(gtot);
     gs->min = HUGE_VAL;
     gs->max = -HUGE_VAL;
-    for (int k = 0; k < 8; k++) {
-        gs->min = fmin(gs->min, l8[k]);
-        gs->max = fmax(gs->max, h8[k]);
+    for (int k = 0; k < 8; k++) { /* untouched lanes hold +-inf, which min and max ignore */
+        gs->min = fmin(gs->min, fmin(l8[k], l8b[k]));
+        gs->max = fmax(gs->max, fmax(h8[k], h8b[k]));
     }
-    gs->zeros = zeros + hsum_epi32(nz);
-    for (; i < n; i++) {
+    gs->zeros = zeros + hsum_epi32(A.nz) + hsum_epi32(B.nz);
+    for (; i < n; i++) { /* the last n % 8 entries */
         float prod = g[i] * alpha;
         double v = g[i];
         p[i] = p[i] + prod;
@@ -292,6 +333,24 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats 
     }
     ps->sum = sum;
     ps->sumsq = sumsq;
+}
+
+/* p += alpha * g alone, for a step that records nothing (the same rounding as above). */
+__attribute__((target("avx2,fma"))) static void
+axpy_plain_avx2(float *p, const float *g, Py_ssize_t n, float alpha)
+{
+    const __m256 va = _mm256_set1_ps(alpha);
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = _mm256_add_ps(_mm256_loadu_ps(p + i), _mm256_mul_ps(_mm256_loadu_ps(g + i), va));
+        __m256 b = _mm256_add_ps(_mm256_loadu_ps(p + i + 8), _mm256_mul_ps(_mm256_loadu_ps(g + i + 8), va));
+        _mm256_storeu_ps(p + i, a);
+        _mm256_storeu_ps(p + i + 8, b);
+    }
+    for (; i < n; i++) {
+        float prod = g[i] * alpha;
+        p[i] = p[i] + prod;
+    }
 }
 
 static int
@@ -382,7 +441,8 @@ axpy(PyObject *self, PyObject *args)
 {
     PyObject *pobj, *gobj;
     double alpha;
-    if (!PyArg_ParseTuple(args, "OOd:axpy", &pobj, &gobj, &alpha))
+    int measure = 1;
+    if (!PyArg_ParseTuple(args, "OOd|p:axpy", &pobj, &gobj, &alpha, &measure))
         return NULL;
     if (!have_avx2()) {
         PyErr_SetString(PyExc_RuntimeError, "axpy() needs a CPU with AVX2; check available() first");
@@ -412,10 +472,15 @@ axpy(PyObject *self, PyObject *args)
     Stats ps, gs;
     Py_ssize_t n = pv.len / (Py_ssize_t)sizeof(float);
     Py_BEGIN_ALLOW_THREADS
-    axpy_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha, &ps, &gs);
+    if (measure)
+        axpy_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha, &ps, &gs);
+    else
+        axpy_plain_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&pv);
     PyBuffer_Release(&gv);
+    if (!measure)
+        Py_RETURN_NONE;
     return Py_BuildValue("(ddndddL)", ps.sum, ps.sumsq, n, gs.sumsq, gs.min, gs.max, (long long)gs.zeros);
 #else
     return NULL;
@@ -430,9 +495,10 @@ static PyMethodDef methods[] = {
      "One pass over a C-contiguous float32 array. pos_*: of max(a, 0); saturated: |a| > sat;\n"
      "dead: columns of an (n/cols) x cols matrix whose entries are all <= 0 (-1 unless cols > 0)."},
     {"axpy", axpy, METH_VARARGS,
-     "axpy(p, g, alpha) -> (p_sum, p_sumsq, n, g_sumsq, g_min, g_max, g_zeros)\n\n"
+     "axpy(p, g, alpha, measure=True) -> (p_sum, p_sumsq, n, g_sumsq, g_min, g_max, g_zeros), or None\n\n"
      "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum and sum of\n"
-     "squares of the updated p and, read in the same pass, g's statistics (as stats(g) gives them)."},
+     "squares of the updated p and, read in the same pass, g's statistics (as stats(g) gives them); with\n"
+     "measure=False only the update."},
     {NULL, NULL, 0, NULL},
 };
 

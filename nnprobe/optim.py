@@ -77,7 +77,8 @@ class SGD(Optimizer):
     def step(self, grads: list[np.ndarray], want_norms: bool = True,
              grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
         """On the C kernel, p += -lr g in one pass over float32 p and g (NumPy's rounding, bit for bit)
-        that also measures p's new sum of squares; NumPy's two ufuncs otherwise."""
+        that, when norms are wanted, also measures p's new sum and sum of squares; NumPy's two ufuncs
+        otherwise."""
         k = kernel.active
         if k is None:
             return super().step(grads, want_norms, grad_sqs)
@@ -87,7 +88,11 @@ class SGD(Optimizer):
             known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
             if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
                     and g.flags.c_contiguous and (known is not None or not want_norms)):
-                self.sums_after[i], self.sqs_after[i] = k.axpy(p, g, -self.lr)[:2]
+                if want_norms:  # a probed run: the next record's p comes with the update
+                    self.sums_after[i], self.sqs_after[i] = k.axpy(p, g, -self.lr)[:2]
+                else:
+                    k.axpy(p, g, -self.lr, False)
+                    self.sums_after[i] = self.sqs_after[i] = None
             else:
                 self.sums_after[i] = self.sqs_after[i] = None
                 delta = self._delta(i, p, g)

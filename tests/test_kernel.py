@@ -109,6 +109,11 @@ def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel
     w = want.astype(np.float64)
     assert sq == pytest.approx(float(np.dot(w, w)), rel=1e-6)
     assert total == pytest.approx(float(w.sum()), rel=1e-6, abs=1e-6 * float(np.abs(w).sum()))
+    start = (want - np.multiply(g, -0.0137)).astype(np.float32)
+    again, expected = start.copy(), start.copy()
+    expected += np.multiply(g, -0.0137)
+    assert kernel_on.axpy(again, g, -0.0137, False) is None  # the update alone, for unprobed steps
+    assert np.array_equal(again.view(np.int32), expected.view(np.int32))
     # the gradient's statistics, read in the same pass, are what stats(g) finds
     _, _, ss, mn, mx, zeros, _ = kernel_on.stats(g)
     assert (n_, g_min, g_max, g_zeros) == (n, mn, mx, zeros) and g_sq == pytest.approx(ss, rel=1e-6)
