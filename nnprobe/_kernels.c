@@ -335,6 +335,94 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats 
     ps->sumsq = sumsq;
 }
 
+/* A ReLU layer's forward after its GEMM: z += b (row by row), a = max(z, 0) exactly as NumPy's
+   np.maximum gives it (NaN propagates with its payload, -0.0 becomes +0.0), and, when `measure`,
+   the statistics stats(z, signs=True, cols) would read, all in one pass over z. */
+__attribute__((target("avx2,fma"))) static void
+bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t cols, int measure,
+               float *colmax, Stats *out)
+{
+    const __m256 zero = _mm256_setzero_ps(), vsat = zero;
+    Lanes A, B;
+    lanes_init(&A);
+    lanes_init(&B); /* stays empty: lanes_flush adds the two sets */
+    __m256d tot[8];
+    for (int k = 0; k < 8; k++)
+        tot[k] = _mm256_setzero_pd();
+    double sum = 0.0, sumsq = 0.0, lo = HUGE_VAL, hi = -HUGE_VAL, pos_sum = 0.0, pos_sumsq = 0.0;
+    int64_t positives = 0;
+    int in_block = 0;
+    Py_ssize_t vec = cols - cols % 8;
+    if (measure)
+        for (Py_ssize_t j = 0; j < cols; j++)
+            colmax[j] = -HUGE_VALF;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        float *zr = z + r * cols, *ar = a + r * cols;
+        Py_ssize_t j = 0;
+        for (; j < vec; j += 8) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(zr + j), _mm256_loadu_ps(b + j));
+            _mm256_storeu_ps(zr + j, v);
+            __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+            _mm256_storeu_ps(ar + j, _mm256_blendv_ps(_mm256_max_ps(v, zero), v, nan));
+            if (measure) {
+                lanes_add(&A, v, 1, 0, vsat);
+                _mm256_storeu_ps(colmax + j, _mm256_max_ps(_mm256_loadu_ps(colmax + j), v));
+                if (++in_block == 2 * BLOCK) {
+                    in_block = 0;
+                    lanes_flush(&A, &B, tot, 1);
+                }
+            }
+        }
+        for (; j < cols; j++) { /* narrow layers, and what is left of a row */
+            float v = zr[j] + b[j];
+            zr[j] = v;
+            ar[j] = v != v ? v : (v > 0.0f ? v : 0.0f);
+            if (measure) {
+                double d = v, pv = d > 0.0 ? d : 0.0;
+                sum += d;
+                sumsq += d * d;
+                lo = d < lo ? d : lo;
+                hi = d > hi ? d : hi;
+                pos_sum += pv;
+                pos_sumsq += pv * pv;
+                positives += d > 0.0;
+                colmax[j] = v > colmax[j] ? v : colmax[j];
+            }
+        }
+    }
+    if (!measure)
+        return;
+    lanes_flush(&A, &B, tot, 1);
+    double t[8][4];
+    for (int k = 0; k < 8; k++)
+        _mm256_storeu_pd(t[k], tot[k]);
+    double sums[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 4; i++)
+            sums[k] += t[2 * k][i] + t[2 * k + 1][i];
+    float l8[8], h8[8];
+    _mm256_storeu_ps(l8, A.lo);
+    _mm256_storeu_ps(h8, A.hi);
+    for (int k = 0; k < 8; k++) { /* untouched lanes hold +-inf, which min and max ignore */
+        lo = fmin(lo, l8[k]);
+        hi = fmax(hi, h8[k]);
+    }
+    Stats r;
+    r.sum = sum + sums[0];
+    r.sumsq = sumsq + sums[1];
+    r.pos_sum = pos_sum + sums[2];
+    r.pos_sumsq = pos_sumsq + sums[3];
+    r.min = lo;
+    r.max = hi;
+    r.zeros = -1;
+    r.positives = positives + hsum_epi32(A.np);
+    r.saturated = 0;
+    r.dead = 0;
+    for (Py_ssize_t j = 0; j < cols; j++)
+        r.dead += colmax[j] <= 0.0f;
+    *out = r;
+}
+
 /* p += alpha * g alone, for a step that records nothing (the same rounding as above). */
 __attribute__((target("avx2,fma"))) static void
 axpy_plain_avx2(float *p, const float *g, Py_ssize_t n, float alpha)
@@ -487,6 +575,66 @@ axpy(PyObject *self, PyObject *args)
 #endif
 }
 
+static PyObject *
+bias_relu(PyObject *self, PyObject *args)
+{
+    PyObject *zobj, *bobj, *aobj;
+    int measure = 0;
+    if (!PyArg_ParseTuple(args, "OOO|p:bias_relu", &zobj, &bobj, &aobj, &measure))
+        return NULL;
+    if (!have_avx2()) {
+        PyErr_SetString(PyExc_RuntimeError, "bias_relu() needs a CPU with AVX2; check available() first");
+        return NULL;
+    }
+#ifdef HAVE_AVX2_KERNEL
+    Py_buffer zv, bv, av;
+    if (PyObject_GetBuffer(zobj, &zv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(bobj, &bv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&zv);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(aobj, &av, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&zv);
+        PyBuffer_Release(&bv);
+        return NULL;
+    }
+    const char *err = NULL;
+    Py_ssize_t cols = bv.len / (Py_ssize_t)sizeof(float), n = zv.len / (Py_ssize_t)sizeof(float);
+    if (zv.format == NULL || bv.format == NULL || av.format == NULL || strcmp(zv.format, "f") != 0
+        || strcmp(bv.format, "f") != 0 || strcmp(av.format, "f") != 0)
+        err = "bias_relu() takes C-contiguous float32 arrays";
+    else if (cols == 0 || zv.ndim != 2 || zv.shape[1] != cols || av.len != zv.len)
+        err = "bias_relu(): z must be rows x len(b), and a the same size as z";
+    else if (av.buf == zv.buf || av.buf == bv.buf)
+        err = "bias_relu(): a must be a separate array";
+    float *colmax = NULL;
+    if (err == NULL && measure && (colmax = PyMem_RawMalloc((size_t)cols * sizeof(float))) == NULL)
+        err = "bias_relu(): out of memory";
+    if (err != NULL) {
+        PyBuffer_Release(&zv);
+        PyBuffer_Release(&bv);
+        PyBuffer_Release(&av);
+        PyErr_SetString(PyExc_ValueError, err);
+        return NULL;
+    }
+    Stats r;
+    Py_BEGIN_ALLOW_THREADS
+    bias_relu_avx2((float *)zv.buf, (const float *)bv.buf, (float *)av.buf, n / cols, cols, measure, colmax, &r);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(colmax);
+    PyBuffer_Release(&zv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&av);
+    if (!measure)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nddddLddLLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
+                         r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead);
+#else
+    return NULL;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"available", available, METH_NOARGS, "available() -> bool: this CPU runs the kernel (x86-64 with AVX2)."},
     {"stats", stats, METH_VARARGS,
@@ -494,6 +642,9 @@ static PyMethodDef methods[] = {
      "  or, with signs, (n, sum, sumsq, min, max, -1, pos_sum, pos_sumsq, positives, saturated, dead)\n\n"
      "One pass over a C-contiguous float32 array. pos_*: of max(a, 0); saturated: |a| > sat;\n"
      "dead: columns of an (n/cols) x cols matrix whose entries are all <= 0 (-1 unless cols > 0)."},
+    {"bias_relu", bias_relu, METH_VARARGS,
+     "bias_relu(z, b, a, measure=False) -> None, or stats(z, signs=True, cols=len(b)) of the new z\n\n"
+     "z += b (b added to every row), a[:] = np.maximum(z, 0) bit for bit, in one pass (float32, C-contiguous)."},
     {"axpy", axpy, METH_VARARGS,
      "axpy(p, g, alpha, measure=True) -> (p_sum, p_sumsq, n, g_sumsq, g_min, g_max, g_zeros), or None\n\n"
      "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum and sum of\n"

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from nnprobe import kernel
 from nnprobe.activations import Activation, ReLU, hidden_activation, output_activation
 from nnprobe.init import init_bias, init_weights
 
@@ -54,6 +55,8 @@ class Dense:
         self.x: Optional[np.ndarray] = None
         self.z: Optional[np.ndarray] = None
         self.a: Optional[np.ndarray] = None
+        #: what the fused ReLU pass measured of z on the last forward(measure=True), else None
+        self.measured: Optional[tuple] = None
 
     @property
     def fan_in(self) -> int:
@@ -63,13 +66,23 @@ class Dense:
     def units(self) -> int:
         return self.W.shape[1]
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, measure: bool = False) -> np.ndarray:
+        """`measure`: the probes will want z's statistics; a fused ReLU pass takes them on the way."""
         self.x = x
         z = x @ self.W
-        z += self.b
+        k = kernel.active
+        if (k is not None and type(self.activation) is ReLU and z.dtype == self.b.dtype == np.float32
+                and z.ndim == 2 and z.flags.c_contiguous and self.b.flags.c_contiguous):
+            # z += b and max(z, 0) in one pass, bit for bit NumPy's two ufuncs (tests/test_kernel.py)
+            a = np.empty_like(z)
+            self.measured = k.bias_relu(z, self.b, a, measure)
+        else:
+            z += self.b
+            a = self.activation.forward(z)
+            self.measured = None
         self.z = z
-        self.a = self.activation.forward(z)
-        return self.a
+        self.a = a
+        return a
 
 
 @dataclass
@@ -103,7 +116,7 @@ class MLP:
     def forward(self, x: np.ndarray, observe: Optional[Callable[[int, "Dense"], None]] = None) -> np.ndarray:
         """`observe(i, layer)` runs right after layer i, while its z and a are still in the cache."""
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x)
+            x = layer.forward(x, observe is not None)
             if observe is not None:
                 observe(i, layer)
         return x

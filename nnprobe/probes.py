@@ -210,11 +210,13 @@ def _gradient_from(n: int, ss: float, mn: float, mx: float, zeros: int,
     return out, ss
 
 
-def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> Optional[tuple[dict, dict]]:
+def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
+                    measured: Optional[tuple] = None) -> Optional[tuple[dict, dict]]:
     """forward_stats from one pass over z (and, unless a follows from z, one over a); None unless all finite.
 
     The pass over z also sums max(z, 0) and its square and counts z > 0: for the built-in ReLU,
-    a = max(z, 0) exactly, so its statistics need no read of a at all.
+    a = max(z, 0) exactly, so its statistics need no read of a at all. `measured`: that pass's
+    result when the layer's fused ReLU forward already made it (Dense.forward), so z is not read.
     """
     rows, cols = z.shape
     zflat = z.reshape(-1)
@@ -230,7 +232,9 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
         a_stats["dead"] = dead
         return z_stats, a_stats
     sat = INF if saturation is None else saturation
-    n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = kernel.active.stats(zflat, True, cols, sat)
+    if measured is None or kind != "relu" or saturation is not None:
+        measured = kernel.active.stats(zflat, True, cols, sat)
+    n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = measured
     if not ss < INF:
         return None
     z_stats = _moments_from(zflat, n, total, ss, mn, mx)
@@ -372,7 +376,8 @@ def _sat_frac(flat: np.ndarray, saturation: float) -> float:
 # ---------------------------------------------------------------- public: one layer's forward tensors
 
 
-def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> tuple[dict, dict]:
+def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
+                  measured: Optional[tuple] = None) -> tuple[dict, dict]:
     """The `z` and `a` objects of a layer record, sharing passes where the activation allows.
 
     kind "relu": a is max(z, 0) from the built-in ReLU, so a's min and max follow from z's and
@@ -380,7 +385,7 @@ def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[
     itself. Anything else reads each tensor on its own.
     """
     if _kernel_for(z) and z.ndim == 2 and z.flags.c_contiguous:
-        got = _kernel_forward(z, a, kind, saturation)
+        got = _kernel_forward(z, a, kind, saturation, measured)
         if got is not None:
             return got
     if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and z.ndim == 2 and z.shape[0] >= 16 \
@@ -538,8 +543,10 @@ class StepProbe:
         self.gW: list = [None] * n_layers
         self.gb: list = [None] * n_layers
 
-    def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
-        self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
+    def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
+                measured: Optional[tuple] = None) -> None:
+        """`measured`: what the layer's fused ReLU pass read of z (Dense.forward), when it did."""
+        self.z[i], self.a[i] = forward_stats(z, a, kind, saturation, measured)
 
     def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True,
                w_sq: Optional[float] = None, b_sums: tuple = (None, None)) -> None:

@@ -242,7 +242,7 @@ class Trainer:
         return norms, origin
 
     def _observe_forward(self, probe: probes.StepProbe, i: int, layer) -> None:
-        probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation)
+        probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation, layer.measured)
 
     def _observe_grads(self, probe: probes.StepProbe, sqs: list, i: int, gW: np.ndarray, gb: np.ndarray) -> None:
         """A planned step's gradient statistics and squared norms, taken once each gradient exists."""

@@ -96,6 +96,50 @@ def test_rejects_what_it_cannot_read(kernel_on):
 
 
 @needs_kernel
+@pytest.mark.parametrize("rows,cols", [(1, 1), (100, 3), (7, 13), (33, 16), (5, 24), (64, 256)])
+def test_fused_bias_relu_is_numpys_bit_for_bit_and_measures_z(kernel_on, rows, cols):
+    rng = np.random.default_rng(rows * cols)
+    z0 = rng.standard_normal((rows, cols)).astype(np.float32)
+    b = rng.standard_normal(cols).astype(np.float32)
+    flat = z0.reshape(-1)
+    flat[::5] = -np.resize(b, flat.size)[::5]  # exact zeros after the add
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-45], dtype=np.float32)
+    k = min(flat.size, specials.size)
+    flat[:k] = specials[:k] - b[np.arange(k) % cols]  # NaN payloads, infinities, signed zeros, subnormals
+    want_z = z0.copy()
+    want_z += b
+    want_a = np.maximum(want_z, 0)
+    for measure in (False, True):
+        z, a = z0.copy(), np.empty_like(z0)
+        got = kernel_on.bias_relu(z, b, a, measure)
+        assert np.array_equal(z.view(np.int32), want_z.view(np.int32))
+        assert np.array_equal(a.view(np.int32), want_a.view(np.int32))
+        assert (got is None) == (not measure)
+    # what it measured is what a separate pass over the same z finds
+    finite = z0.copy()
+    finite.reshape(-1)[:k] = 0.5
+    z, a = finite.copy(), np.empty_like(finite)
+    got = kernel_on.bias_relu(z, b, a, True)
+    ref = kernel_on.stats(z.reshape(-1), True, cols)
+    assert got[0] == ref[0] and got[3:6] == ref[3:6] and got[8:] == ref[8:]
+    for g, r in zip(got[1:3] + got[6:8], ref[1:3] + ref[6:8]):
+        assert g == pytest.approx(r, rel=1e-6, abs=1e-9)
+
+
+@needs_kernel
+def test_fused_bias_relu_rejects_what_it_cannot_do(kernel_on):
+    z = np.ones((4, 3), dtype=np.float32)
+    with pytest.raises(ValueError):
+        kernel_on.bias_relu(z, np.ones(2, dtype=np.float32), np.empty_like(z))  # 12 entries would be 6 rows of 2: the shape says 3
+    with pytest.raises(ValueError):
+        kernel_on.bias_relu(z, np.ones(5, dtype=np.float32), np.empty_like(z))
+    with pytest.raises(ValueError):
+        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), z)  # a must not be z
+    with pytest.raises(ValueError):
+        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty((4, 4), dtype=np.float32))
+
+
+@needs_kernel
 @pytest.mark.parametrize("n", SIZES)
 def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel_on, n):
     rng = np.random.default_rng(n)
