@@ -103,15 +103,11 @@ class SGD(Optimizer):
                 norms.append(known)
         return norms if want_norms else None
 
-    def can_fuse(self) -> bool:
-        """step_measured() can run: the kernel is in use and every parameter is C-contiguous float32."""
-        return kernel.active is not None and all(p.dtype == np.float32 and p.flags.c_contiguous for p in self.params)
-
     def step_measured(self, grads: list[np.ndarray]) -> tuple[list[float], list[tuple]]:
         """The update in one kernel pass per parameter that also reads each gradient's statistics.
 
         Returns the update norms and, per gradient, (n, sum of squares, min, max, zeros) of that pass.
-        Only when can_fuse(); the gradients must be C-contiguous float32 arrays shaped like their parameters.
+        Only while the kernel is in use, for C-contiguous float32 parameters and gradients of their shapes.
         """
         k = kernel.active
         self.t += 1

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 import nnprobe
-from nnprobe import probes
+from nnprobe import kernel, probes
 from nnprobe.activations import Identity, ReLU
 from nnprobe.config import Config, dump_config
 from nnprobe.data import Dataset, load_dataset
@@ -149,7 +149,8 @@ class Trainer:
         # per layer, which passes the forward statistics may share (probes.forward_stats)
         # plain SGD without clipping in float32: the update can take the gradients' statistics (_fused_update)
         self._fusable = (config.optimizer.kind == "sgd" and config.optimizer.clip_grad_norm is None
-                         and self.dtype == np.float32)
+                         and self.dtype == np.float32
+                         and all(p.dtype == np.float32 and p.flags.c_contiguous for p in self.optimizer.params))
         self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
                             else "other" for l in self.model.layers]
         # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
@@ -268,6 +269,8 @@ class Trainer:
         return None
 
     def _backward_origin(self, grads, sqs: list[float]) -> Optional[dict]:
+        if math.isfinite(sum(sqs)):  # every sum of squares finite: every gradient is
+            return None
         for i in range(len(self.model.layers) - 1, -1, -1):
             name = self.model.layers[i].name
             for j, tensor in ((2 * i, "weight-gradient"), (2 * i + 1, "bias-gradient")):
@@ -286,6 +289,11 @@ class Trainer:
         origin = None
         params = self.optimizer.params
         measured = self.optimizer.sqs_after
+        if None not in measured and math.isfinite(sum(measured)):
+            # the update measured every parameter and all are finite; the bounds are not needed while it
+            # keeps measuring, and are rebuilt from a dot product if it stops
+            self._bound = [None] * len(params)
+            return None
         for j, p in enumerate(params):
             bound, step_norm = self._bound[j], norms[j]
             if measured[j] is None and bound is not None and bound + step_norm < self._bound_limit:
@@ -338,7 +346,7 @@ class Trainer:
         # with plain SGD on the C kernel the gradients are not read in the backward pass at all: the update
         # reads each one anyway and takes its statistics in the same pass (_fused_update), after the record
         # has everything that needs the weights before the update
-        fused = planned and self._fusable and self.optimizer.can_fuse()
+        fused = planned and self._fusable and kernel.active is not None
         probe = probes.StepProbe(len(model.layers)) if planned else None
         sqs: list = [0.0] * (2 * len(model.layers))
         model.forward(xb, partial(self._observe_forward, probe) if planned else None)
