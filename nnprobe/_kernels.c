@@ -458,6 +458,40 @@ have_avx2(void)
 
 #endif
 
+/* For the entry points: the CPU check, and C-contiguous float32 buffers taken and given back together. */
+static int
+need_avx2(const char *name)
+{
+    if (have_avx2())
+        return 0;
+    PyErr_Format(PyExc_RuntimeError, "%s() needs a CPU with AVX2; check available() first", name);
+    return -1;
+}
+
+static void
+release_all(Py_buffer *views, int count)
+{
+    for (int k = 0; k < count; k++)
+        PyBuffer_Release(&views[k]);
+}
+
+static int
+get_f32(const char *name, int count, PyObject **objs, const int *writable, Py_buffer *views)
+{
+    for (int k = 0; k < count; k++) {
+        if (PyObject_GetBuffer(objs[k], &views[k], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable[k] ? PyBUF_WRITABLE : 0)) < 0) {
+            release_all(views, k);
+            return -1;
+        }
+        if (views[k].format == NULL || strcmp(views[k].format, "f") != 0) {
+            release_all(views, k + 1);
+            PyErr_Format(PyExc_TypeError, "%s() takes C-contiguous float32 arrays", name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *
 available(PyObject *self, PyObject *unused)
 {
@@ -471,21 +505,13 @@ stats(PyObject *self, PyObject *args)
     Py_ssize_t cols = 0;
     int signs = 0;
     double sat = HUGE_VAL;
-    if (!PyArg_ParseTuple(args, "O|pnd:stats", &obj, &signs, &cols, &sat))
+    if (!PyArg_ParseTuple(args, "O|pnd:stats", &obj, &signs, &cols, &sat) || need_avx2("stats") < 0)
         return NULL;
-    if (!have_avx2()) {
-        PyErr_SetString(PyExc_RuntimeError, "stats() needs a CPU with AVX2; check available() first");
-        return NULL;
-    }
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer view;
-    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+    const int writable[1] = {0};
+    if (get_f32("stats", 1, &obj, writable, &view) < 0)
         return NULL;
-    if (view.format == NULL || strcmp(view.format, "f") != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_TypeError, "stats() takes a C-contiguous float32 array");
-        return NULL;
-    }
     Py_ssize_t n = view.len / (Py_ssize_t)sizeof(float);
     if (cols < 0 || (cols > 0 && n % cols != 0)) {
         PyBuffer_Release(&view);
@@ -530,30 +556,19 @@ axpy(PyObject *self, PyObject *args)
     PyObject *pobj, *gobj;
     double alpha;
     int measure = 1;
-    if (!PyArg_ParseTuple(args, "OOd|p:axpy", &pobj, &gobj, &alpha, &measure))
+    if (!PyArg_ParseTuple(args, "OOd|p:axpy", &pobj, &gobj, &alpha, &measure) || need_avx2("axpy") < 0)
         return NULL;
-    if (!have_avx2()) {
-        PyErr_SetString(PyExc_RuntimeError, "axpy() needs a CPU with AVX2; check available() first");
-        return NULL;
-    }
 #ifdef HAVE_AVX2_KERNEL
-    Py_buffer pv, gv;
-    if (PyObject_GetBuffer(pobj, &pv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+    Py_buffer views[2];
+    PyObject *objs[2] = {pobj, gobj};
+    const int writable[2] = {1, 0};
+    if (get_f32("axpy", 2, objs, writable, views) < 0)
         return NULL;
-    if (PyObject_GetBuffer(gobj, &gv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&pv);
-        return NULL;
-    }
-    const char *err = NULL;
-    if (pv.format == NULL || gv.format == NULL || strcmp(pv.format, "f") != 0 || strcmp(gv.format, "f") != 0)
-        err = "axpy() takes C-contiguous float32 arrays";
-    else if (pv.len != gv.len)
-        err = "axpy(): p and g differ in size";
-    else if (pv.buf == gv.buf)
-        err = "axpy(): p and g are the same array";
+    Py_buffer pv = views[0], gv = views[1];
+    const char *err = pv.len != gv.len ? "axpy(): p and g differ in size"
+                      : pv.buf == gv.buf ? "axpy(): p and g are the same array" : NULL;
     if (err != NULL) {
-        PyBuffer_Release(&pv);
-        PyBuffer_Release(&gv);
+        release_all(views, 2);
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
@@ -565,8 +580,7 @@ axpy(PyObject *self, PyObject *args)
     else
         axpy_plain_avx2((float *)pv.buf, (const float *)gv.buf, n, (float)alpha);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&pv);
-    PyBuffer_Release(&gv);
+    release_all(views, 2);
     if (!measure)
         Py_RETURN_NONE;
     return Py_BuildValue("(ddndddL)", ps.sum, ps.sumsq, n, gs.sumsq, gs.min, gs.max, (long long)gs.zeros);
@@ -580,31 +594,18 @@ bias_relu(PyObject *self, PyObject *args)
 {
     PyObject *zobj, *bobj, *aobj;
     int measure = 0;
-    if (!PyArg_ParseTuple(args, "OOO|p:bias_relu", &zobj, &bobj, &aobj, &measure))
+    if (!PyArg_ParseTuple(args, "OOO|p:bias_relu", &zobj, &bobj, &aobj, &measure) || need_avx2("bias_relu") < 0)
         return NULL;
-    if (!have_avx2()) {
-        PyErr_SetString(PyExc_RuntimeError, "bias_relu() needs a CPU with AVX2; check available() first");
-        return NULL;
-    }
 #ifdef HAVE_AVX2_KERNEL
-    Py_buffer zv, bv, av;
-    if (PyObject_GetBuffer(zobj, &zv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+    Py_buffer views[3];
+    PyObject *objs[3] = {zobj, bobj, aobj};
+    const int writable[3] = {1, 0, 1};
+    if (get_f32("bias_relu", 3, objs, writable, views) < 0)
         return NULL;
-    if (PyObject_GetBuffer(bobj, &bv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&zv);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(aobj, &av, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&zv);
-        PyBuffer_Release(&bv);
-        return NULL;
-    }
+    Py_buffer zv = views[0], bv = views[1], av = views[2];
     const char *err = NULL;
     Py_ssize_t cols = bv.len / (Py_ssize_t)sizeof(float), n = zv.len / (Py_ssize_t)sizeof(float);
-    if (zv.format == NULL || bv.format == NULL || av.format == NULL || strcmp(zv.format, "f") != 0
-        || strcmp(bv.format, "f") != 0 || strcmp(av.format, "f") != 0)
-        err = "bias_relu() takes C-contiguous float32 arrays";
-    else if (cols == 0 || zv.ndim != 2 || zv.shape[1] != cols || av.len != zv.len)
+    if (cols == 0 || zv.ndim != 2 || zv.shape[1] != cols || av.len != zv.len)
         err = "bias_relu(): z must be rows x len(b), and a the same size as z";
     else if (av.buf == zv.buf || av.buf == bv.buf)
         err = "bias_relu(): a must be a separate array";
@@ -612,9 +613,7 @@ bias_relu(PyObject *self, PyObject *args)
     if (err == NULL && measure && (colmax = PyMem_RawMalloc((size_t)cols * sizeof(float))) == NULL)
         err = "bias_relu(): out of memory";
     if (err != NULL) {
-        PyBuffer_Release(&zv);
-        PyBuffer_Release(&bv);
-        PyBuffer_Release(&av);
+        release_all(views, 3);
         PyErr_SetString(PyExc_ValueError, err);
         return NULL;
     }
@@ -623,9 +622,7 @@ bias_relu(PyObject *self, PyObject *args)
     bias_relu_avx2((float *)zv.buf, (const float *)bv.buf, (float *)av.buf, n / cols, cols, measure, colmax, &r);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(colmax);
-    PyBuffer_Release(&zv);
-    PyBuffer_Release(&bv);
-    PyBuffer_Release(&av);
+    release_all(views, 3);
     if (!measure)
         Py_RETURN_NONE;
     return Py_BuildValue("(nddddLddLLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
@@ -653,8 +650,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "One-pass float32 tensor statistics, and an SGD update that also gives the new norm.", -1,
-                                    methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
+                                    "One-pass float32 tensor statistics, inside a ReLU layer's forward and SGD's "
+                                    "update where those read the tensor anyway.", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC
 PyInit__kernels(void)
