@@ -426,6 +426,8 @@ def _metadata(config: Config, config_path: Optional[Path], user_code: list[dict]
         "numpy": np.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        # which code took the statistics: the one-pass C kernel or NumPy passes (the same numbers)
+        "stats": "kernel" if kernel.in_use() else "numpy",
         "name": config.name,
         "seed": config.seed,
         "config_file": str(config_path) if config_path else None,

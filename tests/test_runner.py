@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nnprobe import kernel
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
 from nnprobe.errors import RunDirError
@@ -89,6 +90,7 @@ def test_run_directory_contents(tmp_path):
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["steps"] == 6 and meta["seed"] == 0
     assert meta["numpy"] == np.__version__
+    assert meta["stats"] == ("kernel" if kernel.in_use() else "numpy")
     summary = json.loads((run / "findings.json").read_text())
     assert summary == result.to_json()
     assert summary["status"] == "completed" and summary["steps"] == 6
