@@ -2,7 +2,8 @@
 
 A step is timed through the code `nnprobe train` runs (`runner.train`'s loop body):
 `Trainer.step` (forward, loss, backward, probes, record building, update),
-`LogWriter.write` to a temporary steps.jsonl, `Digest.observe` and `DetectorSuite.observe`.
+`LogWriter.write` to a temporary steps.jsonl, and `RecordObservers.observe` (the stop_on
+detectors at once; the digest and the other detectors in batches of observers.BATCH records).
 Probes off (`probes.enabled: false`) and on (every step a full record), and PyTorch when it
 is installed, run in alternating blocks after a short pause (SETTLE); each block's first steps
 are dropped (they pay for the other variant's cache footprint), ratios are taken per round and
@@ -25,6 +26,7 @@ from nnprobe.config import Config, validate_config
 from nnprobe.data import load_dataset
 from nnprobe.detectors import DetectorSuite
 from nnprobe.digest import Digest
+from nnprobe.observers import BATCH, RecordObservers
 from nnprobe.runlog import LogWriter
 from nnprobe.runner import Trainer
 
@@ -65,11 +67,13 @@ def _settle() -> None:
 
 # Rounds: on a shared 2-core machine single rounds of the same ratio scatter by +-30 % (a neighbour's
 # burst lands in one block and not the other); 15-21 rounds keep the median within a few percent.
+# Blocks are whole multiples of BATCH, so that each timed block holds its full share of the batched
+# digest and detector work (StepLoop.block).
 NETWORKS = [
-    Network("1-3-1", 1, (3,), 1, 100, block=300, rounds=15),
-    Network("784-64x3-10", 784, (64, 64, 64), 10, 256, block=60, rounds=15),
-    Network("784-256x3-10", 784, (256, 256, 256), 10, 256, block=24, rounds=21),
-    Network("784-1024x3-10", 784, (1024, 1024, 1024), 10, 256, block=6, rounds=21),
+    Network("1-3-1", 1, (3,), 1, 100, block=10 * BATCH, rounds=15),
+    Network("784-64x3-10", 784, (64, 64, 64), 10, 256, block=2 * BATCH, rounds=15),
+    Network("784-256x3-10", 784, (256, 256, 256), 10, 256, block=BATCH, rounds=21),
+    Network("784-1024x3-10", 784, (1024, 1024, 1024), 10, 256, block=BATCH, rounds=11),
 ]
 
 
@@ -121,6 +125,7 @@ class StepLoop:
         self.suite = DetectorSuite(config, start)
         self.digest = Digest(start)
         self.stop_codes = set(config.stop_on)
+        self.observers = RecordObservers(self.suite, self.digest, self.stop_codes)
         self.writer = LogWriter(Path(tempfile.mkdtemp(dir=workdir)) / "steps.jsonl")
         self.writer.write(start)
         self.batches = self.trainer.batches()
@@ -131,13 +136,25 @@ class StepLoop:
         record = self.trainer.step(self.step_no, next(self.batches))
         self.writer.write(record)
         self.step_no += 1
-        self.digest.observe(record)
-        newly = self.suite.observe(record)
-        [c for c in newly if c in self.stop_codes]  # train() checks stop_on here; the bench keeps going
+        self.observers.observe(record)  # train() stops on what this returns; the bench keeps going
         self.last_record = record
 
     def run(self, n: int) -> list[float]:
         return time_each(self.one, n)
+
+    def block(self, n: int) -> float:
+        """Mean seconds per step over n steps (a multiple of BATCH), after DROP untimed ones.
+
+        The held-back records are flushed before the clock starts, so the block holds exactly
+        n / BATCH batches: a mean, not a median, so that they count (a median would drop them).
+        """
+        for _ in range(DROP):
+            self.one()
+        self.observers.flush()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.one()
+        return (time.perf_counter() - t0) / n
 
     def close(self) -> None:
         self.writer.close()
@@ -174,8 +191,14 @@ class TorchLoop:
         self.opt.step()
         loss.item()  # the Python float nnprobe's record holds
 
-    def run(self, n: int) -> list[float]:
-        return time_each(self.one, n)
+    def block(self, n: int) -> float:
+        """Mean seconds per step over n steps, after DROP untimed ones (as StepLoop.block)."""
+        for _ in range(DROP):
+            self.one()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.one()
+        return (time.perf_counter() - t0) / n
 
 
 def torch_version() -> Optional[str]:
@@ -216,31 +239,31 @@ def measure_network(net: Network, quick: bool, with_torch: bool, workdir: Path,
                     log: Callable[[str], None] = lambda s: None) -> dict:
     """Alternating blocks of probes-off, probes-on (and PyTorch) steps; per-round ratios and their medians."""
     rounds = max(3, net.rounds // 2) if quick else net.rounds
-    block = max(4, net.block // 2) if quick else net.block
+    block = net.block  # a multiple of BATCH, quick or not
     off = StepLoop(network_config(net, probes=False), workdir)
     on = StepLoop(network_config(net, probes=True), workdir)
-    variants: dict[str, Callable[[int], list[float]]] = {"off": off.run, "on": on.run}
+    variants: dict[str, Callable[[int], float]] = {"off": off.block, "on": on.block}
     torch_loop = None
     if with_torch:
         torch_loop = TorchLoop(net, off.trainer)
-        variants["torch"] = torch_loop.run
+        variants["torch"] = torch_loop.block
     names = list(variants)
-    for name in names:  # warm-up: first-touch allocations, BLAS buffers, caches
-        variants[name](max(3, block // 2))
+    with np.errstate(all="ignore"):
+        for name in names:  # warm-up: first-touch allocations, BLAS buffers, caches
+            variants[name](block)
     times: dict[str, list[float]] = {n: [] for n in names}
     ratio_on, ratio_torch = [], []
     with np.errstate(all="ignore"):
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
-            block_median = {}
+            block_mean = {}
             for name in order:
                 _settle()
-                t = variants[name](block + DROP)[DROP:]
-                times[name] += t
-                block_median[name] = _median(t)
-            ratio_on.append(block_median["on"] / block_median["off"])
+                block_mean[name] = variants[name](block)
+                times[name].append(block_mean[name])
+            ratio_on.append(block_mean["on"] / block_mean["off"])
             if torch_loop is not None:
-                ratio_torch.append(block_median["off"] / block_median["torch"])
+                ratio_torch.append(block_mean["off"] / block_mean["torch"])
             log(f"  {net.name} round {r + 1}/{rounds}: on/off {ratio_on[-1]:.3f}"
                 + (f", numpy/torch {ratio_torch[-1]:.3f}" if ratio_torch else ""))
     for loop in (off, on):
@@ -266,7 +289,7 @@ def measure_network(net: Network, quick: bool, with_torch: bool, workdir: Path,
     return result
 
 
-def probe_breakdown(net: Network, workdir: Path, steps: int = 40) -> dict:
+def probe_breakdown(net: Network, workdir: Path, steps: int = 2 * BATCH) -> dict:
     """Where a probed step's extra time goes: the probes' own functions, the log line, the digest, the detectors.
 
     Measured by wrapping those functions with timers during a separate run (wrapping costs a
@@ -295,7 +318,7 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 40) -> dict:
                (probes, "gradient_stats", "gW/gb statistics (NumPy path)"),
                (probes, "sq_norm", "squared norms (NumPy path: every gradient)"),
                (runlog, "dumps", "JSON encoding"),
-               (Digest, "observe", "digest.observe"), (DetectorSuite, "observe", "detectors.observe")]
+               (RecordObservers, "observe", "digest + detectors (batches included)")]
     restore = []
     loop = None
     try:

@@ -32,6 +32,7 @@ from nnprobe.errors import RunDirError
 from nnprobe.expectations import evaluate_expectations
 from nnprobe.losses import Loss
 from nnprobe.model import MLP, build_mlp, output_units
+from nnprobe.observers import RecordObservers
 from nnprobe.optim import clip_by_global_norm, make_optimizer
 from nnprobe.result import RunResult
 from nnprobe.runlog import SCHEMA_VERSION, LogWriter
@@ -457,6 +458,7 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
     suite = DetectorSuite(config, start)
     digest = Digest(start)
     stop_codes = set(config.stop_on)
+    observers = RecordObservers(suite, digest, stop_codes)
     flag = _StopFlag()
     status, stopped_by, steps_done, last_loss = "completed", None, 0, None
     t0 = time.perf_counter()
@@ -472,13 +474,11 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
                 record = trainer.step(step, next(batches))
                 writer.write(record)
                 steps_done, last_loss = step + 1, record["loss"]
-                digest.observe(record)
-                newly = suite.observe(record)
+                newly = observers.observe(record)
                 if progress is not None:
                     progress(step + 1, trainer.total_steps, last_loss)
-                hit = [c for c in newly if c in stop_codes]
-                if hit:
-                    status, stopped_by = "diverged", hit[0]
+                if newly:
+                    status, stopped_by = "diverged", newly[0]
                     break
                 if flag.signal is not None:
                     status = "interrupted"
@@ -496,6 +496,7 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
         raise
     finally:
         writer.close()
+    observers.flush()
     duration = time.perf_counter() - t0
     digest.finish(end)
     findings = suite.finish(end)
