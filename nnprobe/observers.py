@@ -23,17 +23,11 @@ class RecordObservers:
         self.digest = digest
         self._live = [d for d in suite.detectors if d.code in stop_codes]
         self._batched = [d for d in suite.detectors if d.code not in stop_codes]
-        self._fired = {f.code for f in suite.static_findings()}
         self._pending: list[dict] = []
 
     def observe(self, record: dict) -> list[str]:
         """Feed one step record; return the stop_on codes that first fired at it."""
-        newly: list[str] = []
-        for det in self._live:
-            det.observe(record)
-            if det.first_step is not None and det.code not in self._fired:
-                self._fired.add(det.code)
-                newly.append(det.code)
+        newly = self.suite.observe(record, self._live)
         self._pending.append(record)
         if len(self._pending) >= BATCH:
             self.flush()

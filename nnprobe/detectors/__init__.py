@@ -78,10 +78,11 @@ class DetectorSuite:
     def static_findings(self) -> list[Finding]:
         return list(self._static)
 
-    def observe(self, record: dict[str, Any]) -> list[str]:
-        """Feed one record; return the codes that first fired at it (drives stop_on)."""
+    def observe(self, record: dict[str, Any], detectors: Optional[list[Detector]] = None) -> list[str]:
+        """Feed one record to every detector (or to `detectors`, some of them); return the codes that
+        first fired at it (drives stop_on)."""
         newly: list[str] = []
-        for det in self.detectors:
+        for det in self.detectors if detectors is None else detectors:
             det.observe(record)
             if det.first_step is not None and det.code not in self._fired:
                 self._fired.add(det.code)
