@@ -25,13 +25,20 @@ class RecordObservers:
         self._batched = [d for d in suite.detectors if d.code not in stop_codes]
         self._pending: list[dict] = []
 
-    def observe(self, record: dict) -> list[str]:
-        """Feed one step record; return the stop_on codes that first fired at it."""
+    def observe(self, record: dict, flush: bool = True) -> list[str]:
+        """Feed one step record; return the stop_on codes that first fired at it.
+
+        `flush=False` leaves a full batch for the caller to flush (the bench times it on its own).
+        """
         newly = self.suite.observe(record, self._live)
         self._pending.append(record)
-        if len(self._pending) >= BATCH:
+        if flush and self.full:
             self.flush()
         return newly
+
+    @property
+    def full(self) -> bool:
+        return len(self._pending) >= BATCH
 
     def flush(self) -> None:
         """Everything held back, now: call before reading the digest or the findings."""
