@@ -330,7 +330,8 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 2 * BATCH) -> dict
                (probes, "gradient_stats", "gW/gb statistics (NumPy path)"),
                (probes, "sq_norm", "squared norms (NumPy path: every gradient)"),
                (runlog, "dumps", "JSON encoding"),
-               (RecordObservers, "observe", "digest + detectors (batches included)")]
+               (RecordObservers, "observe", "stop_on detectors (every record)"),
+               (RecordObservers, "flush", "digest + other detectors (in batches)")]
     restore = []
     loop = None
     try:

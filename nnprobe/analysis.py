@@ -10,6 +10,7 @@ from nnprobe.detectors import DetectorSuite
 from nnprobe.digest import Digest
 from nnprobe.errors import ConfigError, RunDirError
 from nnprobe.expectations import evaluate_expectations
+from nnprobe.observers import RecordObservers
 from nnprobe.result import RunResult
 from nnprobe.runlog import LogContents, iter_records
 
@@ -36,20 +37,20 @@ def load_run(run_dir: Path | str) -> RunResult:
         raise RunDirError(f"{run_dir}: is a file, not a run directory.")
     config = load_run_config(run_dir)
     contents = LogContents()
-    suite: Optional[DetectorSuite] = None
-    digest: Optional[Digest] = None
+    observers: Optional[RecordObservers] = None
     for record in iter_records(run_dir / "steps.jsonl", contents):
-        if suite is None:
-            suite, digest = DetectorSuite(config, contents.start), Digest(contents.start)
-        digest.observe(record)
-        suite.observe(record)
+        if observers is None:  # the same feeding as `train`, in batches: nothing here can stop a run
+            observers = RecordObservers(DetectorSuite(config, contents.start), Digest(contents.start), set())
+        observers.observe(record)
     if contents.start is None:
         raise RunDirError(
             f"{run_dir / 'steps.jsonl'}: no readable start record (the first line), so the layers and data "
             "the log describes are unknown. " + ("; ".join(contents.problems[:3]) or "The log is empty.")
         )
-    if suite is None:
-        suite, digest = DetectorSuite(config, contents.start), Digest(contents.start)
+    if observers is None:
+        observers = RecordObservers(DetectorSuite(config, contents.start), Digest(contents.start), set())
+    observers.flush()
+    suite, digest = observers.suite, observers.digest
     end = contents.end
     problems = list(contents.problems)
     if end is None:

@@ -1,4 +1,4 @@
-"""The digest and the detectors, fed every step record of a training run, in order.
+"""The digest and the detectors, fed every step record of a run, in order (`train` and `diagnose`).
 
 A training step evicts the interpreter's code and data from the caches (every GEMM and every
 pass over the weights streams more than L2 holds), so per-record Python run once a step costs
