@@ -110,7 +110,7 @@ def _targets(results: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter logs (a smoke run, ~1 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and shorter logs (a smoke run, ~1.5 min)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json",
                         help="where to write the JSON (default: bench/results.json)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison even when installed")
