@@ -132,12 +132,16 @@ class StepLoop:
         self.step_no = 0
         self.last_record: Optional[dict] = None
 
-    def one(self) -> None:
+    def _step(self) -> None:
+        """The loop body up to a full batch, which it leaves for the caller to flush (and time)."""
         record = self.trainer.step(self.step_no, next(self.batches))
         self.writer.write(record)
         self.step_no += 1
         self.observers.observe(record, flush=False)  # train() stops on what this returns; the bench goes on
         self.last_record = record
+
+    def one(self) -> None:
+        self._step()
         if self.observers.full:
             self.observers.flush()
 
@@ -159,16 +163,12 @@ class StepLoop:
         steps, batches = [], 0.0
         for _ in range(n):
             t0 = clock()
-            record = self.trainer.step(self.step_no, next(self.batches))
-            self.writer.write(record)
-            self.step_no += 1
-            observers.observe(record, flush=False)
+            self._step()
             t1 = clock()
             steps.append(t1 - t0)
             if observers.full:
                 observers.flush()
                 batches += clock() - t1
-            self.last_record = record
         return statistics.median(steps) + batches / n
 
     def close(self) -> None:

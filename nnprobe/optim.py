@@ -85,6 +85,7 @@ class SGD(Optimizer):
         self.t += 1
         norms: list[float] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
+            self.sums_after[i] = self.sqs_after[i] = None
             known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
             if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
                     and g.flags.c_contiguous and (known is not None or not want_norms)):
@@ -92,9 +93,7 @@ class SGD(Optimizer):
                     self.sums_after[i], self.sqs_after[i] = k.axpy(p, g, -self.lr)[:2]
                 else:
                     k.axpy(p, g, -self.lr, False)
-                    self.sums_after[i] = self.sqs_after[i] = None
             else:
-                self.sums_after[i] = self.sqs_after[i] = None
                 delta = self._delta(i, p, g)
                 p += delta
                 if want_norms and known is None:

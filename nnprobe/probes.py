@@ -425,11 +425,16 @@ def _relu_activation_stats(a: np.ndarray, zmin: float, zmax: float) -> dict:
 def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = None) -> dict:
     """norm, max |entry| and non-finite count of a gradient; `sq`: its sum of squares when already known."""
     flat, _ = _flat(g)
-    n = flat.size
     if _kernel_for(flat):
         got = _kernel_gradient(flat, with_zero_frac)
         if got is not None:
             return got[0]
+    return _numpy_gradient_stats(flat, with_zero_frac, sq)
+
+
+def _numpy_gradient_stats(flat: np.ndarray, with_zero_frac: bool, sq: Optional[float]) -> dict:
+    """gradient_stats in NumPy passes (a non-finite `sq` goes straight to the exact census)."""
+    n = flat.size
     if 0 < n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -458,12 +463,13 @@ def gradient_stats(g: np.ndarray, with_zero_frac: bool, sq: Optional[float] = No
 
 def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, float]:
     """gradient_stats and the sum of squares (the global norm's share), from one pass where the kernel runs."""
-    if _kernel_for(g) and g.flags.c_contiguous:
-        got = _kernel_gradient(g.reshape(-1), with_zero_frac)
+    flat, _ = _flat(g)
+    if _kernel_for(flat):
+        got = _kernel_gradient(flat, with_zero_frac)
         if got is not None:
             return got
-    sq = sq_norm(g)
-    return gradient_stats(g, with_zero_frac, sq), sq
+    sq = float(_dot(flat, flat)) if flat.size else 0.0
+    return _numpy_gradient_stats(flat, with_zero_frac, sq), sq
 
 
 def gradient_stats_from_pass(g: np.ndarray, got: tuple, with_zero_frac: bool) -> tuple[dict, float]:
@@ -472,7 +478,7 @@ def gradient_stats_from_pass(g: np.ndarray, got: tuple, with_zero_frac: bool) ->
     out = _gradient_from(*got, with_zero_frac)
     if out is not None:
         return out
-    return gradient_stats(g, with_zero_frac), got[1]
+    return _numpy_gradient_stats(_flat(g)[0], with_zero_frac, got[1]), got[1]
 
 
 def weight_stats(W: np.ndarray) -> dict:

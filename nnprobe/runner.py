@@ -147,11 +147,11 @@ class Trainer:
             self.total_steps = config.training.steps or 1000
         self.probing = config.probes.enabled
         self.every = config.probes.every
-        # per layer, which passes the forward statistics may share (probes.forward_stats)
         # plain SGD without clipping in float32: the update can take the gradients' statistics (_fused_update)
         self._fusable = (config.optimizer.kind == "sgd" and config.optimizer.clip_grad_norm is None
                          and self.dtype == np.float32
                          and all(p.dtype == np.float32 and p.flags.c_contiguous for p in self.optimizer.params))
+        # per layer, which passes the forward statistics may share (probes.forward_stats)
         self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
                             else "other" for l in self.model.layers]
         # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
@@ -218,13 +218,13 @@ class Trainer:
         taken = probe is not None
         if probe is None:
             probe = probes.StepProbe(len(self.model.layers))
+        opt = self.optimizer
         for i, layer in enumerate(self.model.layers):
             if not taken:
                 self._observe_forward(probe, i, layer)
                 probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
             # the weight distribution is what the init is judged by (step 0); later steps need only the norm,
             # which the last update may have measured already
-            opt = self.optimizer
             probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=opt.sqs_after[2 * i],
                          b_sums=(opt.sums_after[2 * i + 1], opt.sqs_after[2 * i + 1]))
         return probe
@@ -343,9 +343,8 @@ class Trainer:
         # a planned full step reads every tensor the step makes once, right after it is made (while it is
         # still in the cache): z and a in the forward pass, each gradient (all its statistics and its sum
         # of squares) in the backward pass; any other step reads each gradient once for its sum of squares
-        # (the global norm, the backward non-finite check)
-        # with plain SGD on the C kernel the gradients are not read in the backward pass at all: the update
-        # reads each one anyway and takes its statistics in the same pass (_fused_update), after the record
+        # (the global norm, the backward non-finite check). With plain SGD on the C kernel the gradients
+        # are not read in the backward pass at all: the update reads each one anyway and takes its statistics in the same pass (_fused_update), after the record
         # has everything that needs the weights before the update
         fused = planned and self._fusable and kernel.active is not None
         probe = probes.StepProbe(len(model.layers)) if planned else None
