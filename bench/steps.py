@@ -329,7 +329,7 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 2 * BATCH) -> dict
                (probes, "gradient_stats_with_sq", "gW/gb statistics with their norms"),
                (probes, "gradient_stats", "gW/gb statistics (NumPy path)"),
                (probes, "sq_norm", "squared norms (NumPy path: every gradient)"),
-               (runlog, "dumps", "JSON encoding"),
+               (runlog.LogWriter, "write", "log line (encode, write, flush)"),
                (RecordObservers, "observe", "stop_on detectors (every record)"),
                (RecordObservers, "flush", "digest + other detectors (in batches)")]
     restore = []

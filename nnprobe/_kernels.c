@@ -30,8 +30,9 @@
 typedef struct {
     double sum, sumsq, min, max;
     int64_t zeros;
-    double pos_sum, pos_sumsq; /* of max(x, 0): a ReLU's output, without reading it */
+    double pos_sum, pos_sumsq; /* of max(x, 0): a ReLU's output, without reading it (a leaky ReLU's: of a) */
     int64_t positives, saturated, dead;
+    double a_min, a_max; /* a leaky ReLU's output only */
 } Stats;
 
 #ifdef HAVE_AVX2_KERNEL
@@ -77,6 +78,21 @@ lanes_add(Lanes *a, __m256 v, int signs, int sat_on, __m256 vsat)
         return;
     __m256 absv = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
     a->ns = _mm256_sub_epi32(a->ns, _mm256_castps_si256(_mm256_cmp_ps(absv, vsat, _CMP_GT_OQ)));
+}
+
+/* A leaky ReLU's pre-activation v and output av (gt: v > 0) into one set: v's sums, min, max and
+   positives as lanes_add gives them with signs, and in the pos_* sums and the zero count, av's. */
+__attribute__((target("avx2,fma"))) static inline void
+lanes_add_leaky(Lanes *a, __m256 v, __m256 av, __m256 gt)
+{
+    a->s = _mm256_add_ps(a->s, v);
+    a->q = _mm256_add_ps(a->q, _mm256_mul_ps(v, v));
+    a->lo = _mm256_min_ps(a->lo, v);
+    a->hi = _mm256_max_ps(a->hi, v);
+    a->ps = _mm256_add_ps(a->ps, av);
+    a->pq = _mm256_add_ps(a->pq, _mm256_mul_ps(av, av));
+    a->np = _mm256_sub_epi32(a->np, _mm256_castps_si256(gt));
+    a->nz = _mm256_sub_epi32(a->nz, _mm256_castps_si256(_mm256_cmp_ps(av, _mm256_setzero_ps(), _CMP_EQ_OQ)));
 }
 
 /* Both sets' float sums into the float64 totals, and their float sums reset. */
@@ -337,12 +353,14 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats 
 
 /* A ReLU layer's forward after its GEMM: z += b (row by row), a = max(z, 0) exactly as NumPy's
    np.maximum gives it (NaN propagates with its payload, -0.0 becomes +0.0), and, when `measure`,
-   the statistics stats(z, signs=True, cols) would read, all in one pass over z. */
+   the statistics stats(z, signs=True, cols) would read, all in one pass over z.
+   `leaky`: a = z > 0 ? z : z * slope instead, as np.where(z > 0, z, z * slope) gives it in float32,
+   and the pos_* sums, the zero count, a_min and a_max are of that a. */
 __attribute__((target("avx2,fma"))) static void
 bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t cols, int measure,
-               float *colmax, Stats *out)
+               int leaky, float slope, float *colmax, Stats *out)
 {
-    const __m256 zero = _mm256_setzero_ps(), vsat = zero;
+    const __m256 zero = _mm256_setzero_ps(), vsat = zero, vslope = _mm256_set1_ps(slope);
     Lanes A, B;
     lanes_init(&A);
     lanes_init(&B); /* stays empty: lanes_flush adds the two sets */
@@ -350,7 +368,7 @@ bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t c
     for (int k = 0; k < 8; k++)
         tot[k] = _mm256_setzero_pd();
     double sum = 0.0, sumsq = 0.0, lo = HUGE_VAL, hi = -HUGE_VAL, pos_sum = 0.0, pos_sumsq = 0.0;
-    int64_t positives = 0;
+    int64_t positives = 0, zeros = 0;
     int in_block = 0;
     Py_ssize_t vec = cols - cols % 8;
     if (measure)
@@ -362,10 +380,20 @@ bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t c
         for (; j < vec; j += 8) {
             __m256 v = _mm256_add_ps(_mm256_loadu_ps(zr + j), _mm256_loadu_ps(b + j));
             _mm256_storeu_ps(zr + j, v);
-            __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-            _mm256_storeu_ps(ar + j, _mm256_blendv_ps(_mm256_max_ps(v, zero), v, nan));
+            __m256 gt = zero, av;
+            if (leaky) {
+                gt = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
+                av = _mm256_blendv_ps(_mm256_mul_ps(v, vslope), v, gt);
+            } else {
+                __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+                av = _mm256_blendv_ps(_mm256_max_ps(v, zero), v, nan);
+            }
+            _mm256_storeu_ps(ar + j, av);
             if (measure) {
-                lanes_add(&A, v, 1, 0, vsat);
+                if (leaky)
+                    lanes_add_leaky(&A, v, av, gt);
+                else
+                    lanes_add(&A, v, 1, 0, vsat);
                 _mm256_storeu_ps(colmax + j, _mm256_max_ps(_mm256_loadu_ps(colmax + j), v));
                 if (++in_block == 2 * BLOCK) {
                     in_block = 0;
@@ -376,9 +404,11 @@ bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t c
         for (; j < cols; j++) { /* narrow layers, and what is left of a row */
             float v = zr[j] + b[j];
             zr[j] = v;
-            ar[j] = v != v ? v : (v > 0.0f ? v : 0.0f);
+            float av = leaky ? (v > 0.0f ? v : v * slope) : (v != v ? v : (v > 0.0f ? v : 0.0f));
+            ar[j] = av;
             if (measure) {
-                double d = v, pv = d > 0.0 ? d : 0.0;
+                double d = v, pv = leaky ? (double)av : (d > 0.0 ? d : 0.0);
+                zeros += av == 0.0f;
                 sum += d;
                 sumsq += d * d;
                 lo = d < lo ? d : lo;
@@ -414,12 +444,15 @@ bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t c
     r.pos_sumsq = pos_sumsq + sums[3];
     r.min = lo;
     r.max = hi;
-    r.zeros = -1;
+    r.zeros = leaky ? zeros + hsum_epi32(A.nz) : -1;
     r.positives = positives + hsum_epi32(A.np);
     r.saturated = 0;
     r.dead = 0;
     for (Py_ssize_t j = 0; j < cols; j++)
         r.dead += colmax[j] <= 0.0f;
+    /* x -> x > 0 ? x : float32(x * slope) never decreases for slope > 0: a's extremes are z's, mapped */
+    r.a_min = lo > 0.0 ? lo : (double)((float)lo * slope);
+    r.a_max = hi > 0.0 ? hi : (double)((float)hi * slope);
     *out = r;
 }
 
@@ -592,10 +625,19 @@ axpy(PyObject *self, PyObject *args)
 static PyObject *
 bias_relu(PyObject *self, PyObject *args)
 {
-    PyObject *zobj, *bobj, *aobj;
+    PyObject *zobj, *bobj, *aobj, *slopeobj = Py_None;
     int measure = 0;
-    if (!PyArg_ParseTuple(args, "OOO|p:bias_relu", &zobj, &bobj, &aobj, &measure) || need_avx2("bias_relu") < 0)
+    if (!PyArg_ParseTuple(args, "OOO|pO:bias_relu", &zobj, &bobj, &aobj, &measure, &slopeobj) ||
+        need_avx2("bias_relu") < 0)
         return NULL;
+    int leaky = slopeobj != Py_None;
+    double slope = leaky ? PyFloat_AsDouble(slopeobj) : 0.0;
+    if (slope == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (leaky && !(slope > 0.0 && slope < HUGE_VAL)) {
+        PyErr_SetString(PyExc_ValueError, "bias_relu(): slope must be positive and finite");
+        return NULL;
+    }
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[3];
     PyObject *objs[3] = {zobj, bobj, aobj};
@@ -619,12 +661,17 @@ bias_relu(PyObject *self, PyObject *args)
     }
     Stats r;
     Py_BEGIN_ALLOW_THREADS
-    bias_relu_avx2((float *)zv.buf, (const float *)bv.buf, (float *)av.buf, n / cols, cols, measure, colmax, &r);
+    bias_relu_avx2((float *)zv.buf, (const float *)bv.buf, (float *)av.buf, n / cols, cols, measure, leaky,
+                   (float)slope, colmax, &r);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(colmax);
     release_all(views, 3);
     if (!measure)
         Py_RETURN_NONE;
+    if (leaky)
+        return Py_BuildValue("(nddddLddLLLdd)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
+                             r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead,
+                             r.a_min, r.a_max);
     return Py_BuildValue("(nddddLddLLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
                          r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead);
 #else
@@ -640,8 +687,10 @@ static PyMethodDef methods[] = {
      "One pass over a C-contiguous float32 array. pos_*: of max(a, 0); saturated: |a| > sat;\n"
      "dead: columns of an (n/cols) x cols matrix whose entries are all <= 0 (-1 unless cols > 0)."},
     {"bias_relu", bias_relu, METH_VARARGS,
-     "bias_relu(z, b, a, measure=False) -> None, or stats(z, signs=True, cols=len(b)) of the new z\n\n"
-     "z += b (b added to every row), a[:] = np.maximum(z, 0) bit for bit, in one pass (float32, C-contiguous)."},
+     "bias_relu(z, b, a, measure=False, slope=None) -> None, or stats(z, signs=True, cols=len(b)) of the new z\n\n"
+     "z += b (b added to every row), a[:] = np.maximum(z, 0) bit for bit, in one pass (float32, C-contiguous).\n"
+     "With a slope (> 0), a[:] = np.where(z > 0, z, z * slope) bit for bit instead, and the statistics are\n"
+     "(n, sum, sumsq, min, max, a_zeros, a_sum, a_sumsq, positives, 0, dead, a_min, a_max): z's, and a's."},
     {"axpy", axpy, METH_VARARGS,
      "axpy(p, g, alpha, measure=True) -> (p_sum, p_sumsq, n, g_sumsq, g_min, g_max, g_zeros), or None\n\n"
      "p += float32(alpha) * g in place (float32, C-contiguous; NumPy's rounding), returning the sum and sum of\n"

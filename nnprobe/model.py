@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
 from nnprobe import kernel
-from nnprobe.activations import Activation, ReLU, hidden_activation, output_activation
+from nnprobe.activations import Activation, LeakyReLU, ReLU, hidden_activation, output_activation
 from nnprobe.init import init_bias, init_weights
 
 _BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
@@ -43,6 +44,22 @@ def _column_sums(dz: np.ndarray) -> np.ndarray:
     return ones @ dz
 
 
+_NOT_FUSED = object()
+
+
+def _fused_slope(activation: Activation):
+    """The kernel's bias_relu slope argument for this activation (None: ReLU), or _NOT_FUSED.
+
+    A leaky slope of 0 stays with NumPy: np.where gives -0.0 where the ReLU gives +0.0.
+    """
+    kind = type(activation)
+    if kind is ReLU:
+        return None
+    if kind is LeakyReLU and 0.0 < activation.slope < math.inf:
+        return activation.slope
+    return _NOT_FUSED
+
+
 class Dense:
     """z = x W + b, a = f(z); forward keeps x, z and a, which backward and the probes read."""
 
@@ -71,11 +88,12 @@ class Dense:
         self.x = x
         z = x @ self.W
         k = kernel.active
-        if (k is not None and type(self.activation) is ReLU and z.dtype == self.b.dtype == np.float32
+        slope = _fused_slope(self.activation)
+        if (k is not None and slope is not _NOT_FUSED and z.dtype == self.b.dtype == np.float32
                 and z.ndim == 2 and z.flags.c_contiguous and self.b.flags.c_contiguous):
-            # z += b and max(z, 0) in one pass, bit for bit NumPy's two ufuncs (tests/test_kernel.py)
+            # z += b and the (leaky) ReLU in one pass, bit for bit NumPy's ufuncs (tests/test_kernel.py)
             a = np.empty_like(z)
-            self.measured = k.bias_relu(z, self.b, a, measure)
+            self.measured = k.bias_relu(z, self.b, a, measure, slope)
         else:
             z += self.b
             a = self.activation.forward(z)

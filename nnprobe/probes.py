@@ -216,7 +216,8 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
 
     The pass over z also sums max(z, 0) and its square and counts z > 0: for the built-in ReLU,
     a = max(z, 0) exactly, so its statistics need no read of a at all. `measured`: that pass's
-    result when the layer's fused ReLU forward already made it (Dense.forward), so z is not read.
+    result when the layer's fused ReLU forward already made it (Dense.forward), so z is not read;
+    for the leaky ReLU that pass measured a too (13 fields), so neither is read.
     """
     rows, cols = z.shape
     zflat = z.reshape(-1)
@@ -229,6 +230,17 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
         z_stats["sat_frac"] = None if saturation is None else _sat_frac(zflat, saturation)
         a_stats = {k: z_stats[k] for k in ("mean", "std", "min", "max", "nan", "posinf", "neginf")}
         a_stats["zero_frac"] = zeros / n
+        a_stats["dead"] = dead
+        return z_stats, a_stats
+    if measured is not None and len(measured) == 13 and saturation is None:
+        # the fused leaky-ReLU pass measured a as well as z (kernel bias_relu with a slope)
+        n, total, ss, mn, mx, a_zeros, a_sum, a_ss, _, _, dead, a_min, a_max = measured
+        if not (ss < INF and a_ss < INF):  # a slope > 1 can overflow a finite z
+            return None
+        z_stats = _moments_from(zflat, n, total, ss, mn, mx)
+        z_stats["sat_frac"] = None
+        a_stats = _moments_from(a.reshape(-1), n, a_sum, a_ss, a_min, a_max)
+        a_stats["zero_frac"] = a_zeros / n
         a_stats["dead"] = dead
         return z_stats, a_stats
     sat = INF if saturation is None else saturation

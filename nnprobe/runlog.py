@@ -15,6 +15,11 @@ from typing import Any, Iterator, Optional
 
 from nnprobe.errors import RunDirError
 
+try:
+    import orjson
+except ImportError:  # a declared dependency; the stdlib encoder does the same, slower
+    orjson = None
+
 SCHEMA_VERSION = 1
 _NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -41,17 +46,55 @@ def _decode(value: Any) -> Any:
     return value
 
 
-# One encoder for every line (json.dumps builds a new one per call). Records are trees built by
-# nnprobe, never cyclic, and skipping the circular-reference bookkeeping halves the encoding time.
+# The fallback encoder, for a record orjson cannot take. One encoder for every line (json.dumps builds
+# a new one per call); records are trees built by nnprobe, never cyclic, and skipping the
+# circular-reference bookkeeping halves the encoding time.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False)
+
+# orjson writes a NaN or an infinity as null, like a None. These keys hold None or a finite value, never
+# a non-finite float: a null under one of them is a None. Any other null sends the record through the
+# walk that tells the two apart.
+_NONE_ONLY_NULLS = (b'"nonfinite":null', b'"loss_in":null', b'"sat_frac":null')
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(map(_has_nonfinite, value.values()))
+    if isinstance(value, (list, tuple)):
+        return any(map(_has_nonfinite, value))
+    return False
+
+
+def _orjson_line(record: dict) -> Optional[bytes]:
+    try:
+        out = orjson.dumps(record)
+    except TypeError:  # a numpy scalar, a huge int, a non-string key: the stdlib encoder takes those
+        return None
+    nulls = out.count(b"null")
+    if nulls and nulls != sum(map(out.count, _NONE_ONLY_NULLS)) and _has_nonfinite(record):
+        out = orjson.dumps(_encode(record))
+    return out
+
+
+def encode_line(record: dict) -> bytes:
+    """One line of strict JSON, without its newline. orjson (Ryu's shortest round-trip digits) takes
+    a record ~15x faster than the stdlib encoder, whose float repr is most of a probed step's record
+    cost; both write the same float64 values bit for bit."""
+    if orjson is not None:
+        out = _orjson_line(record)
+        if out is not None:
+            return out
+    try:
+        text = _ENCODER.encode(record)
+    except ValueError:
+        text = _ENCODER.encode(_encode(record))
+    return text.encode("utf-8")
 
 
 def dumps(record: dict) -> str:
-    """One line of strict JSON; the walk that encodes non-finite floats runs only when needed."""
-    try:
-        return _ENCODER.encode(record)
-    except ValueError:
-        return _ENCODER.encode(_encode(record))
+    return encode_line(record).decode("utf-8")
 
 
 def loads(line: str) -> dict:
@@ -68,10 +111,10 @@ class LogWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._fh = open(self.path, "x", encoding="utf-8")
+        self._fh = open(self.path, "xb")
 
     def write(self, record: dict) -> None:
-        self._fh.write(dumps(record) + "\n")
+        self._fh.write(encode_line(record) + b"\n")
         self._fh.flush()
 
     def close(self) -> None:

@@ -127,6 +127,59 @@ def test_fused_bias_relu_is_numpys_bit_for_bit_and_measures_z(kernel_on, rows, c
 
 
 @needs_kernel
+@pytest.mark.parametrize("slope", [0.01, 0.3, 1.0, 3.0, 1e-40])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (100, 3), (7, 13), (33, 16), (5, 24), (64, 256)])
+def test_fused_bias_leaky_relu_is_numpys_bit_for_bit_and_measures_z_and_a(kernel_on, rows, cols, slope):
+    """slope=1e-40 (a float32 subnormal) makes every negative product underflow to -0.0: a's zero count."""
+    from nnprobe.activations import LeakyReLU
+
+    rng = np.random.default_rng(rows * cols + 1)
+    z0 = rng.standard_normal((rows, cols)).astype(np.float32)
+    b = rng.standard_normal(cols).astype(np.float32)
+    flat = z0.reshape(-1)
+    flat[::5] = -np.resize(b, flat.size)[::5]
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-45, -3e38], dtype=np.float32)
+    k = min(flat.size, specials.size)
+    flat[:k] = specials[:k] - b[np.arange(k) % cols]
+    want_z = z0.copy()
+    want_z += b
+    with np.errstate(over="ignore", under="ignore"):
+        want_a = LeakyReLU(slope).forward(want_z)  # the activation the model would otherwise run
+    for measure in (False, True):
+        z, a = z0.copy(), np.empty_like(z0)
+        got = kernel_on.bias_relu(z, b, a, measure, slope)
+        assert np.array_equal(z.view(np.int32), want_z.view(np.int32))
+        assert np.array_equal(a.view(np.int32), want_a.view(np.int32))
+        assert (got is None) == (not measure)
+    # what it measured: z as a separate pass finds it, and a against NumPy on the a it wrote
+    finite = z0.copy()
+    finite.reshape(-1)[:k] = rng.standard_normal(k)
+    finite.reshape(-1)[rows * cols // 2] = 0.0  # an exact zero in z
+    z, a = finite.copy(), np.empty_like(finite)
+    got = kernel_on.bias_relu(z, b, a, True, slope)
+    ref = kernel_on.stats(z.reshape(-1), True, cols)
+    assert len(got) == 13
+    assert got[0] == ref[0] and got[3:5] == ref[3:5] and got[8] == ref[8] and got[10] == ref[10]
+    for g, r in zip(got[1:3], ref[1:3]):
+        assert g == pytest.approx(r, rel=1e-6, abs=1e-9)
+    ad = a.astype(np.float64).reshape(-1)
+    assert got[5] == int(np.count_nonzero(a == 0))
+    assert got[6] == pytest.approx(ad.sum(), rel=1e-6, abs=1e-6 * np.abs(ad).sum())
+    assert got[7] == pytest.approx(np.dot(ad, ad), rel=1e-6, abs=1e-30)
+    assert (got[11], got[12]) == (float(a.min()), float(a.max()))
+
+
+@needs_kernel
+def test_fused_bias_leaky_relu_refuses_a_slope_it_cannot_order(kernel_on):
+    z = np.ones((4, 3), dtype=np.float32)
+    for slope in (0.0, -0.5, math.inf, math.nan):
+        with pytest.raises(ValueError):
+            kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty_like(z), True, slope)
+    with pytest.raises(TypeError):
+        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty_like(z), True, "0.1")
+
+
+@needs_kernel
 def test_fused_bias_relu_rejects_what_it_cannot_do(kernel_on):
     z = np.ones((4, 3), dtype=np.float32)
     with pytest.raises(ValueError):
@@ -216,7 +269,8 @@ def _close(a, b, path=""):
 
 
 @needs_kernel
-@pytest.mark.parametrize("optimizer,activation", [("sgd", "relu"), ("sgd", "tanh"), ("adam", "relu")])
+@pytest.mark.parametrize("optimizer,activation", [("sgd", "relu"), ("sgd", "tanh"), ("sgd", "leaky_relu"),
+                                                  ("adam", "relu"), ("adam", "leaky_relu")])
 def test_a_run_is_the_same_with_the_kernel_on_and_off(optimizer, activation):
     on, off = _records(_raw(optimizer, activation), True), _records(_raw(optimizer, activation), False)
     # the update is NumPy's bit for bit, so the training itself is identical ...

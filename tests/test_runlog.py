@@ -9,8 +9,19 @@ import struct
 
 import pytest
 
+from nnprobe import runlog
 from nnprobe.errors import RunDirError
 from nnprobe.runlog import SCHEMA_VERSION, LogContents, LogWriter, dumps, iter_records, loads
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def encoder(request, monkeypatch):
+    """Every writing test runs on both encoders: orjson, and the stdlib one it falls back to."""
+    if request.param == "stdlib":
+        monkeypatch.setattr(runlog, "orjson", None)
+    else:
+        pytest.importorskip("orjson")
+    return request.param
 
 
 def strict(line: str):
@@ -31,7 +42,7 @@ FLOATS = [0.1 + 0.2, 1e-320, 5e-324, -0.0, 2.0**-1074, 1.7976931348623157e308, -
 
 
 @pytest.mark.parametrize("value", FLOATS, ids=[repr(v) for v in FLOATS])
-def test_finite_floats_round_trip_bit_for_bit(value):
+def test_finite_floats_round_trip_bit_for_bit(value, encoder):
     line = dumps({"type": "step", "loss": value, "nested": [{"x": value}]})
     back = loads(line)
     assert bits(back["loss"]) == bits(value)
@@ -39,7 +50,7 @@ def test_finite_floats_round_trip_bit_for_bit(value):
     strict(line)
 
 
-def test_non_finite_values_round_trip_and_every_line_is_strict_json():
+def test_non_finite_values_round_trip_and_every_line_is_strict_json(encoder):
     record = {"type": "step", "step": 3, "loss": math.nan, "grad_norm": math.inf,
               "layers": [{"name": "dense1", "z": {"min": -math.inf, "max": math.inf, "mean": math.nan}}],
               "pair": (math.nan, 1.5), "nonfinite": None}
@@ -57,7 +68,7 @@ def test_non_finite_values_round_trip_and_every_line_is_strict_json():
     assert back["nonfinite"] is None and back["step"] == 3
 
 
-def test_numpy_scalars_encode_like_floats():
+def test_numpy_scalars_encode_like_floats(encoder):
     np = pytest.importorskip("numpy")
     line = dumps({"a": np.float64("nan"), "b": np.float64(0.1)})
     strict(line)
@@ -65,17 +76,62 @@ def test_numpy_scalars_encode_like_floats():
     assert math.isnan(back["a"]) and back["b"] == 0.1
 
 
-def test_healthy_records_are_compact_and_untouched():
+def test_healthy_records_are_compact_and_untouched(encoder):
     record = {"type": "step", "step": 0, "full": False, "loss": 0.5, "name": "Infinity and beyond"}
     line = dumps(record)
     assert line == '{"type":"step","step":0,"full":false,"loss":0.5,"name":"Infinity and beyond"}'
     assert loads(line) == record
 
 
+def test_random_float64_bit_patterns_round_trip_through_the_stdlib_parser(encoder):
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 2**64, size=4000, dtype=np.uint64).view(np.float64)
+    values = [float(v) for v in values[np.isfinite(values)]]
+    values += [float(v) for v in rng.standard_normal(1000).astype(np.float32)]  # float32 statistics
+    line = dumps({"type": "step", "values": values})
+    back = json.loads(line)["values"]  # diagnose reads with the stdlib parser
+    assert [bits(v) for v in back] == [bits(v) for v in values]
+
+
+NONE_ONLY = {"nonfinite": None, "loss_in": None, "sat_frac": None}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("where", ["top", "nested", "list"])
+def test_a_non_finite_float_is_never_written_as_null(bad, where, encoder):
+    """orjson writes NaN as null: beside None values (under the keys that hold one on every healthy step,
+    and under others), a non-finite float must still come out as its string."""
+    record = {"type": "step", **NONE_ONLY, "grad_norm": None, "loss": 1.0,
+              "layers": [{"name": "dense1", "z": {"sat_frac": None, "mean": 0.5}, "update_ratio": None}],
+              "pair": [1.0, 2.0]}
+    if where == "top":
+        record["loss"] = bad
+    elif where == "nested":
+        record["layers"][0]["z"]["mean"] = bad
+    else:
+        record["pair"][1] = bad
+    line = dumps(record)
+    assert line.count("null") == 6  # the six None values, nothing else
+    strict(line)
+    back = loads(line)
+    got = {"top": back["loss"], "nested": back["layers"][0]["z"]["mean"], "list": back["pair"][1]}[where]
+    assert bits(got) == bits(bad) or (math.isnan(bad) and math.isnan(got))
+    assert back["nonfinite"] is None and back["grad_norm"] is None and back["layers"][0]["update_ratio"] is None
+
+
+@pytest.mark.parametrize("nones", [NONE_ONLY, {**NONE_ONLY, "grad_norm": None}, {"val_loss": None}])
+def test_none_values_stay_null_beside_finite_floats(nones, encoder):
+    record = {"type": "step", "loss": 0.25, "layers": [{"z": {"mean": -1.5, "sat_frac": None}}], **nones}
+    line = dumps(record)
+    assert line.count("null") == len(nones) + 1
+    assert loads(line) == record
+
+
 # ---------------------------------------------------------------- writing
 
 
-def test_writer_flushes_each_record_and_never_overwrites(tmp_path):
+def test_writer_flushes_each_record_and_never_overwrites(tmp_path, encoder):
     path = tmp_path / "steps.jsonl"
     writer = LogWriter(path)
     writer.write({"type": "start", "schema": SCHEMA_VERSION})

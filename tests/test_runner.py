@@ -328,3 +328,53 @@ def test_sigint_mid_run_keeps_every_line_and_marks_the_run_interrupted(tmp_path)
     assert meta["status"] == "interrupted" and meta["steps"] == len(steps)
     assert meta["interrupted_by"] == "SIGINT"
 
+
+
+# ---------------------------------------------------------------- the log's two encoders
+
+
+def same_value(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return np.float64(a).tobytes() == np.float64(b).tobytes() or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("make", [exploding_config, lambda: config(training={"steps": 12, "batch_size": 7})],
+                         ids=["diverging", "healthy"])
+def test_orjson_and_stdlib_logs_read_back_the_same(tmp_path, monkeypatch, make):
+    pytest.importorskip("orjson")
+    from nnprobe import runlog
+
+    train(make(), out_dir=tmp_path / "fast", progress=None)
+    monkeypatch.setattr(runlog, "orjson", None)
+    train(make(), out_dir=tmp_path / "stdlib", progress=None)
+    fast, slow = records(tmp_path / "fast"), records(tmp_path / "stdlib")
+    assert len(fast) == len(slow) > 2
+    for a, b in zip(fast[1:-1], slow[1:-1]):  # the start and end records carry timings
+        assert same_value(a, b), a["step"]
+
+
+def test_healthy_step_records_need_no_walk_for_non_finite_values(tmp_path, monkeypatch):
+    """A null in orjson's line is a None or a NaN; on a healthy step every null sits under a key that holds
+    only None or finite values, so the record is written without the walk that tells them apart."""
+    pytest.importorskip("orjson")
+    from nnprobe import runlog
+
+    walked = []
+    inner = runlog._has_nonfinite
+
+    def counting(value):
+        if isinstance(value, dict) and "type" in value:
+            walked.append(value["type"])
+        return inner(value)
+
+    monkeypatch.setattr(runlog, "_has_nonfinite", counting)
+    cfg = config(model={"hidden": [5, 4], "activation": "relu", "init": "he_normal", "bias_init": "zeros"},
+                 training={"steps": 10, "batch_size": 7}, probes={"every": 3})
+    train(cfg, out_dir=tmp_path / "run", progress=None)
+    assert "step" not in walked
+    assert len(records(tmp_path / "run")) == 12
