@@ -107,15 +107,18 @@ def loads(line: str) -> dict:
 
 
 class LogWriter:
-    """Appends records to steps.jsonl, flushing each so a killed run leaves whole lines."""
+    """Appends records to steps.jsonl, each line in one write() of an unbuffered file, so a killed run
+    leaves whole lines and nothing waits in a buffer."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._fh = open(self.path, "xb")
+        self._fh = open(self.path, "xb", buffering=0)
 
     def write(self, record: dict) -> None:
-        self._fh.write(encode_line(record) + b"\n")
-        self._fh.flush()
+        line = encode_line(record) + b"\n"
+        done = self._fh.write(line)
+        while done < len(line):  # a regular file takes it all at once, short of a full disk or a signal
+            done += self._fh.write(memoryview(line)[done:])
 
     def close(self) -> None:
         if not self._fh.closed:
