@@ -74,6 +74,8 @@ class Dense:
         self.a: Optional[np.ndarray] = None
         #: what the fused ReLU pass measured of z on the last forward(measure=True), else None
         self.measured: Optional[tuple] = None
+        #: the leaky slope when the last forward ran the kernel's leaky ReLU (z is float32, C-contiguous)
+        self.fused_slope: Optional[float] = None
 
     @property
     def fan_in(self) -> int:
@@ -94,10 +96,11 @@ class Dense:
             # z += b and the (leaky) ReLU in one pass, bit for bit NumPy's ufuncs (tests/test_kernel.py)
             a = np.empty_like(z)
             self.measured = k.bias_relu(z, self.b, a, measure, slope)
+            self.fused_slope = slope
         else:
             z += self.b
             a = self.activation.forward(z)
-            self.measured = None
+            self.measured = self.fused_slope = None
         self.z = z
         self.a = a
         return a
@@ -175,6 +178,10 @@ class MLP:
                 below = self.layers[i - 1]
                 if type(below.activation) is ReLU:
                     dz = _relu_backprop(below.z, dz @ layer.W.T)
+                elif below.fused_slope is not None and kernel.active is not None and dz.dtype == np.float32:
+                    # LeakyReLU.vjp bit for bit, in place in the fresh product that nothing else holds
+                    dz = dz @ layer.W.T
+                    kernel.active.leaky_backprop(below.z, dz, below.fused_slope)
                 else:
                     dz = below.activation.vjp(below.z, below.a, dz @ layer.W.T)
         return Gradients(dW, db)

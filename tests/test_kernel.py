@@ -180,6 +180,41 @@ def test_fused_bias_leaky_relu_refuses_a_slope_it_cannot_order(kernel_on):
 
 
 @needs_kernel
+@pytest.mark.parametrize("slope", [0.01, 0.0, 2.5, -0.5])
+@pytest.mark.parametrize("n", SIZES)
+def test_leaky_backprop_is_the_activations_vjp_bit_for_bit(kernel_on, n, slope):
+    from nnprobe.activations import LeakyReLU
+
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32) * np.float32(1e30)  # g * 2.5 overflows now and then
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45], dtype=np.float32)
+    k = min(n, specials.size)
+    z[:k] = specials[:k]
+    g[-k:] = specials[::-1][:k]  # NaN gradients beside finite z, and the other way round
+    with np.errstate(all="ignore"):
+        want = LeakyReLU(slope).vjp(z, None, g.copy())
+    got = g.copy()
+    assert kernel_on.leaky_backprop(z, got, slope) is None
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@needs_kernel
+def test_leaky_backprop_rejects_what_it_cannot_do(kernel_on):
+    z = np.ones(6, dtype=np.float32)
+    with pytest.raises(ValueError):
+        kernel_on.leaky_backprop(z, np.ones(5, dtype=np.float32), 0.1)
+    with pytest.raises(ValueError):
+        kernel_on.leaky_backprop(z, z, 0.1)
+    with pytest.raises(TypeError):
+        kernel_on.leaky_backprop(z, np.ones(6), 0.1)  # float64
+    with pytest.raises(ValueError):  # read-only: the kernel writes g
+        g = np.ones(6, dtype=np.float32)
+        g.flags.writeable = False
+        kernel_on.leaky_backprop(z, g, 0.1)
+
+
+@needs_kernel
 def test_fused_bias_relu_rejects_what_it_cannot_do(kernel_on):
     z = np.ones((4, 3), dtype=np.float32)
     with pytest.raises(ValueError):
