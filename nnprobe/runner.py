@@ -23,7 +23,7 @@ import numpy as np
 
 import nnprobe
 from nnprobe import kernel, probes
-from nnprobe.activations import Identity, ReLU
+from nnprobe.activations import Activation, Identity, ReLU
 from nnprobe.config import Config, dump_config
 from nnprobe.data import Dataset, load_dataset
 from nnprobe.detectors import DetectorSuite
@@ -41,6 +41,10 @@ ProgressFn = Callable[[int, int, float], None]
 
 
 # ---------------------------------------------------------------- run directory
+
+
+#: z (and a) up to this size are summarised at the end of the step rather than when made (Trainer._observe_forward)
+_DEFER_BYTES = 1 << 17
 
 
 def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
@@ -154,6 +158,9 @@ class Trainer:
         # per layer, which passes the forward statistics may share (probes.forward_stats)
         self._stat_kinds = ["relu" if type(l.activation) is ReLU else "identity" if type(l.activation) is Identity
                             else "other" for l in self.model.layers]
+        # per layer, whether its forward statistics may wait until the end of the step: only nnprobe's own
+        # activations are known to leave z and a alone in the backward pass (user code may write into them)
+        self._may_defer = [type(l.activation).__module__ == Activation.__module__ for l in self.model.layers]
         # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
         # largest bound that proves an update finite (_update_origin)
         self._bound: list[Optional[float]] = [None] * (2 * len(self.model.layers))
@@ -220,8 +227,9 @@ class Trainer:
             probe = probes.StepProbe(len(self.model.layers))
         opt = self.optimizer
         for i, layer in enumerate(self.model.layers):
+            if not taken or probe.z[i] is None:
+                self._forward_stats(probe, i, layer)
             if not taken:
-                self._observe_forward(probe, i, layer)
                 probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
             # the weight distribution is what the init is judged by (step 0); later steps need only the norm,
             # which the last update may have measured already
@@ -244,6 +252,17 @@ class Trainer:
         return norms, origin
 
     def _observe_forward(self, probe: probes.StepProbe, i: int, layer) -> None:
+        """A planned step's pass over z (and a) as soon as the layer made them, while they are in the cache.
+
+        What needs no such pass waits for _probe_all, which takes all of it one layer after another at the
+        end of the step: a layer whose fused (leaky) ReLU pass measured z already, and tensors small enough
+        to stay in L2 meanwhile. The same Python run back to back instead of once between each layer's
+        GEMMs costs a third to a half as much (W=256: 19 -> 12 us a ReLU layer, in the step).
+        """
+        if not self._may_defer[i] or (layer.measured is None and layer.z.nbytes > _DEFER_BYTES):
+            self._forward_stats(probe, i, layer)
+
+    def _forward_stats(self, probe: probes.StepProbe, i: int, layer) -> None:
         probe.forward(i, layer.z, layer.a, self._stat_kinds[i], layer.activation.saturation, layer.measured)
 
     def _observe_grads(self, probe: probes.StepProbe, sqs: list, i: int, gW: np.ndarray, gb: np.ndarray) -> None:
