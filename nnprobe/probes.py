@@ -105,13 +105,13 @@ def _sum(flat: np.ndarray, rows: int) -> float:
     return float(_add(flat, dtype=_F64))
 
 
-def _std(flat: np.ndarray, mean: float, ss: float) -> float:
+def _std(x: np.ndarray, mean: float, ss: float) -> float:
     """sqrt(E[x^2] - mean^2), recomputed about the mean in float64 when the difference would cancel."""
-    n = flat.size
+    n = x.size
     msq = ss / n
     var = msq - mean * mean
     if var < _CANCEL * msq:
-        d = flat.astype(_F64)
+        d = x.astype(_F64).reshape(-1)
         d -= mean
         dm = float(_add(d)) / n
         var = float(_dot(d, d)) / n - dm * dm
@@ -188,9 +188,10 @@ def _kernel_for(arr: np.ndarray) -> bool:
     return kernel.active is not None and arr.dtype == _F32 and arr.size > 0
 
 
-def _moments_from(flat: np.ndarray, n: int, total: float, ss: float, mn: float, mx: float) -> dict:
+def _moments_from(x: np.ndarray, n: int, total: float, ss: float, mn: float, mx: float) -> dict:
+    """The moments object from a pass's sums; x (any shape) is read again only if the std would cancel."""
     mean = total / n
-    return {"mean": mean, "std": _std(flat, mean, ss), "min": mn, "max": mx, "nan": 0, "posinf": 0, "neginf": 0}
+    return {"mean": mean, "std": _std(x, mean, ss), "min": mn, "max": mx, "nan": 0, "posinf": 0, "neginf": 0}
 
 
 def _kernel_stats(flat: np.ndarray) -> Optional[tuple[dict, float, int]]:
@@ -226,15 +227,14 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
     result when the layer's fused ReLU forward already made it (Dense.forward), so z is not read;
     for the leaky ReLU that pass measured a too (13 fields), so neither is read.
     """
-    rows, cols = z.shape
-    zflat = z.reshape(-1)
+    cols = z.shape[1]  # the kernel reads any C-contiguous array as its flat buffer: no reshape needed
     identity = kind == "identity" and a is z
     if identity:  # a is z: its zero count is wanted, which the signed pass leaves out
-        n, total, ss, mn, mx, zeros, dead = kernel.active.stats(zflat, False, cols)
+        n, total, ss, mn, mx, zeros, dead = kernel.active.stats(z, False, cols)
         if not ss < INF:
             return None
-        z_stats = _moments_from(zflat, n, total, ss, mn, mx)
-        z_stats["sat_frac"] = None if saturation is None else _sat_frac(zflat, saturation)
+        z_stats = _moments_from(z, n, total, ss, mn, mx)
+        z_stats["sat_frac"] = None if saturation is None else _sat_frac(z.reshape(-1), saturation)
         a_stats = _identity_moments(z_stats)
         a_stats["zero_frac"] = zeros / n
         a_stats["dead"] = dead
@@ -244,27 +244,27 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
         n, total, ss, mn, mx, a_zeros, a_sum, a_ss, _, _, dead, a_min, a_max = measured
         if not (ss < INF and a_ss < INF):  # a slope > 1 can overflow a finite z
             return None
-        z_stats = _moments_from(zflat, n, total, ss, mn, mx)
+        z_stats = _moments_from(z, n, total, ss, mn, mx)
         z_stats["sat_frac"] = None
-        a_stats = _moments_from(a.reshape(-1), n, a_sum, a_ss, a_min, a_max)
+        a_stats = _moments_from(a, n, a_sum, a_ss, a_min, a_max)
         a_stats["zero_frac"] = a_zeros / n
         a_stats["dead"] = dead
         return z_stats, a_stats
     sat = INF if saturation is None else saturation
     if measured is None or kind != "relu" or saturation is not None:
-        measured = kernel.active.stats(zflat, True, cols, sat)
+        measured = kernel.active.stats(z, True, cols, sat)
     n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = measured
     if not ss < INF:
         return None
-    z_stats = _moments_from(zflat, n, total, ss, mn, mx)
+    z_stats = _moments_from(z, n, total, ss, mn, mx)
     z_stats["sat_frac"] = None if saturation is None else saturated / n
     if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
-        a_stats = _moments_from(a.reshape(-1), n, pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0)
+        a_stats = _moments_from(a, n, pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0)
         a_stats["zero_frac"] = (n - positives) / n
     else:
         if not _kernel_for(a) or not a.flags.c_contiguous:
             return None
-        k = _kernel_stats(a.reshape(-1))
+        k = _kernel_stats(a)
         if k is None:
             return None
         a_stats, _, zeros = k

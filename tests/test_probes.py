@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from nnprobe import kernel, probes
-from nnprobe.activations import HIDDEN, ReLU
+from nnprobe.activations import HIDDEN, ReLU, hidden_activation, output_activation
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
-from nnprobe.model import _relu_backprop
+from nnprobe.model import Dense, _relu_backprop
 from nnprobe.optim import SGD
 from nnprobe.runner import Trainer
 
@@ -446,3 +446,25 @@ def test_weight_norm_stats_against_numpy(dtype):
     assert bad["nonfinite"] == 2
     assert bad["norm"] == pytest.approx(float(np.linalg.norm(finite)), rel=1e-3 if dtype == "float16" else 1e-6)
     assert probes.weight_norm_stats(np.full((3, 3), np.nan, dtype=dtype)) == {"norm": None, "nonfinite": 9}
+
+
+@pytest.mark.parametrize("kind", ["normal", "offset"])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity"])
+@pytest.mark.parametrize("shape", [(100, 3), (33, 37), (64, 300)], ids=["100x3", "33x37", "64x300"])
+def test_a_layers_own_forward_pass_gives_the_reference_statistics(activation, shape, kind):
+    """Dense.forward(measure=True) as a probed step runs it: on the kernel, the fused (leaky) ReLU pass
+    measures z (and a) on the way; 'offset' (|mean| >> std) makes the std take its float64 re-read."""
+    rng = np.random.default_rng(11)
+    rows, units = shape
+    x = sample(rng, (rows, 4), "float32", "normal")
+    W = sample(rng, (4, units), "float32", "normal") * np.float32(0.01)
+    b = sample(rng, (units,), "float32", kind).reshape(units) + np.float32(0.5)  # z inherits b's offset
+    act = output_activation("identity") if activation == "identity" else hidden_activation(activation)
+    layer = Dense("dense1", W, b, act, activation)
+    layer.forward(x, measure=True)
+    stat_kind = "relu" if activation == "relu" else activation if activation == "identity" else "other"
+    z_stats, a_stats = probes.forward_stats(layer.z, layer.a, stat_kind, act.saturation, layer.measured)
+    check_moments(z_stats, ref_stats(layer.z), layer.z, "float32")
+    check_moments(a_stats, ref_stats(layer.a), layer.a, "float32")
+    assert a_stats["zero_frac"] == np.count_nonzero(layer.a == 0) / layer.a.size
+    assert a_stats["dead"] == ref_dead(layer.z)
