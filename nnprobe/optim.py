@@ -19,6 +19,8 @@ def _sq(x: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
+INF = math.inf
+
 # below these, ||delta||^2 cannot overflow in the parameter's dtype, so lr * ||g|| equals what a pass would find
 _SAFE_NORM = {"f": math.sqrt(float(np.finfo(np.float32).max)) / 4, "d": math.sqrt(float(np.finfo(np.float64).max)) / 4}
 
@@ -105,20 +107,26 @@ class SGD(Optimizer):
     def step_measured(self, grads: list[np.ndarray]) -> tuple[list[float], list[tuple]]:
         """The update in one kernel pass per parameter that also reads each gradient's statistics.
 
-        Returns the update norms and, per gradient, (n, sum of squares, min, max, zeros) of that pass.
-        Only while the kernel is in use, for C-contiguous float32 parameters and gradients of their shapes.
+        Returns the update norms and, per gradient, that pass's (p sum, p sum of squares, n, g sum of
+        squares, g min, g max, g zeros). Only while the kernel is in use, for C-contiguous float32
+        parameters and gradients of their shapes.
         """
-        k = kernel.active
+        axpy, minus_lr, lr = kernel.active.axpy, -self.lr, self.lr
+        safe = _SAFE_NORM["f"]
+        sums, sqs = self.sums_after, self.sqs_after
         self.t += 1
         norms: list[float] = []
         passes: list[tuple] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
-            self.sums_after[i], self.sqs_after[i], *got = k.axpy(p, g, -self.lr)
-            known = self._known_norm(p, got[1])
-            if known is None:  # a non-finite or huge gradient: measure the update itself
-                known = math.sqrt(_sq(np.multiply(g, -self.lr, dtype=p.dtype)))
+            got = axpy(p, g, minus_lr)
+            sums[i], sqs[i] = got[0], got[1]
+            grad_sq = got[3]
+            # ||lr g|| = lr ||g|| (_known_norm, inlined: this runs for every parameter of every probed step)
+            known = lr * math.sqrt(grad_sq) if grad_sq < INF else INF
+            if not known < safe:  # a non-finite or huge gradient: measure the update itself
+                known = math.sqrt(_sq(np.multiply(g, minus_lr, dtype=p.dtype)))
             norms.append(known)
-            passes.append(tuple(got))
+            passes.append(got)
         return norms, passes
 
     def _known_norm(self, p, grad_sq):

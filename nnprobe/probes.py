@@ -492,12 +492,14 @@ def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, f
 
 
 def gradient_stats_from_pass(g: np.ndarray, got: tuple, with_zero_frac: bool) -> tuple[dict, float]:
-    """gradient_stats_with_sq from (n, sum of squares, min, max, zeros) that another pass read (the fused
-    SGD update); NumPy's exact path when that pass found a non-finite entry."""
-    out = _gradient_from(*got, with_zero_frac)
+    """gradient_stats_with_sq from the fused SGD update's pass over g (optim.SGD.step_measured: p sum,
+    p sum of squares, n, g sum of squares, g min, g max, g zeros); NumPy's exact path when that pass
+    found a non-finite entry."""
+    _, _, n, ss, mn, mx, zeros = got
+    out = _gradient_from(n, ss, mn, mx, zeros, with_zero_frac)
     if out is not None:
         return out
-    return _numpy_gradient_stats(_flat(g)[0], with_zero_frac, got[1]), got[1]
+    return _numpy_gradient_stats(_flat(g)[0], with_zero_frac, ss), ss
 
 
 def weight_stats(W: np.ndarray) -> dict:
