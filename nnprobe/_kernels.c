@@ -750,8 +750,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
-                                    "One-pass float32 tensor statistics, inside a ReLU layer's forward and SGD's "
-                                    "update where those read the tensor anyway.", -1, methods, NULL, NULL, NULL, NULL};
+                                    "One-pass float32 tensor statistics, inside a (leaky) ReLU layer's forward and "
+                                    "SGD's update where those read the tensor anyway; the leaky ReLU's backward.", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC
 PyInit__kernels(void)
