@@ -541,6 +541,23 @@ get_f32(const char *name, int count, PyObject **objs, const int *writable, Py_bu
     return 0;
 }
 
+/* Two float32 buffers of the same size that are not the same memory (a kernel writes one of them
+   while it reads the other); `names` such as "p and g" for the messages. */
+static int
+get_f32_pair(const char *name, const char *names, PyObject *first, PyObject *second, const int writable[2],
+             Py_buffer views[2])
+{
+    PyObject *objs[2] = {first, second};
+    if (get_f32(name, 2, objs, writable, views) < 0)
+        return -1;
+    const char *what = views[0].len != views[1].len ? "differ in size" : views[0].buf == views[1].buf ? "are the same array" : NULL;
+    if (what == NULL)
+        return 0;
+    release_all(views, 2);
+    PyErr_Format(PyExc_ValueError, "%s(): %s %s", name, names, what);
+    return -1;
+}
+
 static PyObject *
 available(PyObject *self, PyObject *unused)
 {
@@ -609,18 +626,10 @@ axpy(PyObject *self, PyObject *args)
         return NULL;
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[2];
-    PyObject *objs[2] = {pobj, gobj};
     const int writable[2] = {1, 0};
-    if (get_f32("axpy", 2, objs, writable, views) < 0)
+    if (get_f32_pair("axpy", "p and g", pobj, gobj, writable, views) < 0)
         return NULL;
     Py_buffer pv = views[0], gv = views[1];
-    const char *err = pv.len != gv.len ? "axpy(): p and g differ in size"
-                      : pv.buf == gv.buf ? "axpy(): p and g are the same array" : NULL;
-    if (err != NULL) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, err);
-        return NULL;
-    }
     Stats ps, gs;
     Py_ssize_t n = pv.len / (Py_ssize_t)sizeof(float);
     Py_BEGIN_ALLOW_THREADS
@@ -704,17 +713,9 @@ leaky_backprop(PyObject *self, PyObject *args)
         return NULL;
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[2];
-    PyObject *objs[2] = {zobj, gobj};
     const int writable[2] = {0, 1};
-    if (get_f32("leaky_backprop", 2, objs, writable, views) < 0)
+    if (get_f32_pair("leaky_backprop", "z and g", zobj, gobj, writable, views) < 0)
         return NULL;
-    const char *err = views[0].len != views[1].len ? "leaky_backprop(): z and g differ in size"
-                      : views[0].buf == views[1].buf ? "leaky_backprop(): z and g are the same array" : NULL;
-    if (err != NULL) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, err);
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     leaky_backprop_avx2((const float *)views[0].buf, (float *)views[1].buf,
                         views[0].len / (Py_ssize_t)sizeof(float), (float)slope);
