@@ -17,6 +17,7 @@ start-up (imports, data, first steps) cancels.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -59,17 +60,11 @@ def _instructions(network: int, variant: str, steps: int) -> int:
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
                         "-m", "bench.instructions", "--child", str(network), variant, str(steps)],
                        cwd=ROOT, check=True, capture_output=True,
-                       env={**_env(), "OPENBLAS_NUM_THREADS": "1"})
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
         for line in out.read_text().splitlines():
             if line.startswith("summary:") or line.startswith("totals:"):
                 return int(line.split()[1])
     raise RuntimeError("callgrind wrote no instruction total")
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 def per_step(network: int, variant: str) -> float:

@@ -558,6 +558,17 @@ get_f32_pair(const char *name, const char *names, PyObject *first, PyObject *sec
     return -1;
 }
 
+/* The tuple of a pass with signs: (n, sum, sumsq, min, max, zeros, pos_sum, pos_sumsq, positives,
+   saturated, dead), and a leaky ReLU's a_min and a_max after them when `leaky` (the shorter format
+   leaves the last two arguments unread). */
+static PyObject *
+signed_result(Py_ssize_t n, const Stats *r, int leaky)
+{
+    return Py_BuildValue(leaky ? "(nddddLddLLLdd)" : "(nddddLddLLL)", n, r->sum, r->sumsq, r->min, r->max,
+                         (long long)r->zeros, r->pos_sum, r->pos_sumsq, (long long)r->positives,
+                         (long long)r->saturated, (long long)r->dead, leaky ? r->a_min : 0.0, leaky ? r->a_max : 0.0);
+}
+
 static PyObject *
 available(PyObject *self, PyObject *unused)
 {
@@ -609,8 +620,7 @@ stats(PyObject *self, PyObject *args)
     PyBuffer_Release(&view);
     if (!signs)
         return Py_BuildValue("(nddddLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, (long long)r.dead);
-    return Py_BuildValue("(nddddLddLLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
-                         r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead);
+    return signed_result(n, &r, 0);
 #else
     return NULL;
 #endif
@@ -693,12 +703,7 @@ bias_relu(PyObject *self, PyObject *args)
     release_all(views, 3);
     if (!measure)
         Py_RETURN_NONE;
-    if (leaky)
-        return Py_BuildValue("(nddddLddLLLdd)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
-                             r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead,
-                             r.a_min, r.a_max);
-    return Py_BuildValue("(nddddLddLLL)", n, r.sum, r.sumsq, r.min, r.max, (long long)r.zeros, r.pos_sum,
-                         r.pos_sumsq, (long long)r.positives, (long long)r.saturated, (long long)r.dead);
+    return signed_result(n, &r, leaky);
 #else
     return NULL;
 #endif

@@ -76,6 +76,7 @@ class Dense:
         self.measured: Optional[tuple] = None
         #: the leaky slope when the last forward ran the kernel's leaky ReLU (z is float32, C-contiguous)
         self.fused_slope: Optional[float] = None
+        self._kernel_slope = _fused_slope(activation)  # the activation is fixed: decided once
 
     @property
     def fan_in(self) -> int:
@@ -90,7 +91,7 @@ class Dense:
         self.x = x
         z = x @ self.W
         k = kernel.active
-        slope = _fused_slope(self.activation)
+        slope = self._kernel_slope
         if (k is not None and slope is not _NOT_FUSED and z.dtype == self.b.dtype == np.float32
                 and z.ndim == 2 and z.flags.c_contiguous and self.b.flags.c_contiguous):
             # z += b and the (leaky) ReLU in one pass, bit for bit NumPy's ufuncs (tests/test_kernel.py)

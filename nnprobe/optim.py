@@ -19,8 +19,6 @@ def _sq(x: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
-INF = math.inf
-
 # below these, ||delta||^2 cannot overflow in the parameter's dtype, so lr * ||g|| equals what a pass would find
 _SAFE_NORM = {"f": math.sqrt(float(np.finfo(np.float32).max)) / 4, "d": math.sqrt(float(np.finfo(np.float64).max)) / 4}
 
@@ -111,8 +109,7 @@ class SGD(Optimizer):
         squares, g min, g max, g zeros). Only while the kernel is in use, for C-contiguous float32
         parameters and gradients of their shapes.
         """
-        axpy, minus_lr, lr = kernel.active.axpy, -self.lr, self.lr
-        safe = _SAFE_NORM["f"]
+        axpy, minus_lr = kernel.active.axpy, -self.lr
         sums, sqs = self.sums_after, self.sqs_after
         self.t += 1
         norms: list[float] = []
@@ -120,10 +117,8 @@ class SGD(Optimizer):
         for i, (p, g) in enumerate(zip(self.params, grads)):
             got = axpy(p, g, minus_lr)
             sums[i], sqs[i] = got[0], got[1]
-            grad_sq = got[3]
-            # ||lr g|| = lr ||g|| (_known_norm, inlined: this runs for every parameter of every probed step)
-            known = lr * math.sqrt(grad_sq) if grad_sq < INF else INF
-            if not known < safe:  # a non-finite or huge gradient: measure the update itself
+            known = self._known_norm(p, got[3])
+            if known is None:  # a non-finite or huge gradient: measure the update itself
                 known = math.sqrt(_sq(np.multiply(g, minus_lr, dtype=p.dtype)))
             norms.append(known)
             passes.append(got)

@@ -239,28 +239,29 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
         a_stats["zero_frac"] = zeros / n
         a_stats["dead"] = dead
         return z_stats, a_stats
+    a_sums = None  # (sum, sum of squares, min, max, zeros) of a, when the pass over z gave them
     if measured is not None and len(measured) == 13 and saturation is None:
         # the fused leaky-ReLU pass measured a as well as z (kernel bias_relu with a slope)
         n, total, ss, mn, mx, a_zeros, a_sum, a_ss, _, _, dead, a_min, a_max = measured
-        if not (ss < INF and a_ss < INF):  # a slope > 1 can overflow a finite z
+        if not a_ss < INF:  # a slope > 1 can overflow a finite z
             return None
-        z_stats = _moments_from(z, n, total, ss, mn, mx)
-        z_stats["sat_frac"] = None
-        a_stats = _moments_from(a, n, a_sum, a_ss, a_min, a_max)
-        a_stats["zero_frac"] = a_zeros / n
-        a_stats["dead"] = dead
-        return z_stats, a_stats
-    sat = INF if saturation is None else saturation
-    if measured is None or kind != "relu" or saturation is not None:
-        measured = kernel.active.stats(z, True, cols, sat)
-    n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = measured
+        a_sums = (a_sum, a_ss, a_min, a_max, a_zeros)
+        sat_frac = None
+    else:
+        if measured is None or kind != "relu" or saturation is not None:
+            measured = kernel.active.stats(z, True, cols, INF if saturation is None else saturation)
+        n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = measured
+        sat_frac = None if saturation is None else saturated / n
+        if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
+            a_sums = (pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0, n - positives)
     if not ss < INF:
         return None
     z_stats = _moments_from(z, n, total, ss, mn, mx)
-    z_stats["sat_frac"] = None if saturation is None else saturated / n
-    if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
-        a_stats = _moments_from(a, n, pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0)
-        a_stats["zero_frac"] = (n - positives) / n
+    z_stats["sat_frac"] = sat_frac
+    if a_sums is not None:
+        a_sum, a_ss, a_min, a_max, a_zeros = a_sums
+        a_stats = _moments_from(a, n, a_sum, a_ss, a_min, a_max)
+        a_stats["zero_frac"] = a_zeros / n
     else:
         if not _kernel_for(a) or not a.flags.c_contiguous:
             return None

@@ -219,8 +219,9 @@ class Trainer:
                    probe: Optional[probes.StepProbe] = None) -> probes.StepProbe:
         """The full statistics of this step, from the arrays forward and backward cached (W not yet updated).
 
-        `probe`: a planned step's, whose forward and gradient statistics were taken as those tensors
-        were made (_observe_forward, _observe_grads); only W and b are left.
+        `probe`: a planned step's, whose gradient statistics and some forward ones were taken as those
+        tensors were made (_observe_forward, _observe_grads); the forward statistics left for the end of
+        the step, and W and b, are taken here.
         """
         taken = probe is not None
         if probe is None:
@@ -359,12 +360,13 @@ class Trainer:
 
         last = self.total_steps - 1
         planned = step % self.every == 0 or step == last
-        # a planned full step reads every tensor the step makes once, right after it is made (while it is
-        # still in the cache): z and a in the forward pass, each gradient (all its statistics and its sum
-        # of squares) in the backward pass; any other step reads each gradient once for its sum of squares
-        # (the global norm, the backward non-finite check). With plain SGD on the C kernel the gradients
-        # are not read in the backward pass at all: the update reads each one anyway and takes its statistics in the same pass (_fused_update), after the record
-        # has everything that needs the weights before the update
+        # a planned full step reads every tensor the step makes once, while it is still in the cache: z and
+        # a in the forward pass (or not at all, where the fused ReLU pass measured them), each gradient (all
+        # its statistics and its sum of squares) in the backward pass; any other step reads each gradient
+        # once for its sum of squares (the global norm, the backward non-finite check). With plain SGD on
+        # the C kernel the gradients are not read in the backward pass at all: the update reads each one
+        # anyway and takes its statistics in the same pass (_fused_update), after the record has
+        # everything that needs the weights before the update
         fused = planned and self._fusable and kernel.active is not None
         probe = probes.StepProbe(len(model.layers)) if planned else None
         sqs: list = [0.0] * (2 * len(model.layers))
