@@ -2,8 +2,9 @@
 
 A step is timed through the code `nnprobe train` runs (`runner.train`'s loop body):
 `Trainer.step` (forward, loss, backward, probes, record building, update),
-`LogWriter.write` to a temporary steps.jsonl, and `RecordObservers.observe` (the stop_on
-detectors at once; the digest and the other detectors in batches of observers.BATCH records).
+`LogWriter.write` to a temporary steps.jsonl (lines encoded and written in batches of
+runlog.HOLD_RECORDS), and `RecordObservers.observe` (the stop_on detectors at once; the digest
+and the other detectors in batches of observers.BATCH records).
 Probes off (`probes.enabled: false`) and on (every step a full record), and PyTorch when it
 is installed, run in alternating blocks after a short pause (SETTLE); each block's first steps
 are dropped (they pay for the other variant's cache footprint), ratios are taken per round and
@@ -135,13 +136,19 @@ class StepLoop:
     def _step(self) -> None:
         """The loop body up to a full batch, which it leaves for the caller to flush (and time)."""
         record = self.trainer.step(self.step_no, next(self.batches))
-        self.writer.write(record)
+        self.writer.write(record, flush=False)
         self.step_no += 1
         self.observers.observe(record, flush=False)  # train() stops on what this returns; the bench goes on
         self.last_record = record
 
     def one(self) -> None:
         self._step()
+        self._flush_full()
+
+    def _flush_full(self) -> None:
+        """The batched work: the held log lines and the held records' digest and detectors."""
+        if self.writer.full:
+            self.writer.flush()
         if self.observers.full:
             self.observers.flush()
 
@@ -150,24 +157,25 @@ class StepLoop:
 
     def block(self, n: int) -> float:
         """Seconds per step over n steps (a multiple of BATCH), after DROP untimed ones: the median
-        step (robust to a neighbour's burst) plus the batched digest and detector work spread over
-        the block's steps (a plain median would leave it out, as it falls on one step in BATCH).
+        step (robust to a neighbour's burst) plus the batched work (log lines, digest, detectors) spread
+        over the block's steps (a plain median would leave it out, as it falls on one step in BATCH).
 
         The held-back records are flushed before the clock starts, so the block holds exactly
         n / BATCH batches.
         """
         for _ in range(DROP):
             self.one()
+        self.writer.flush()
         self.observers.flush()
-        clock, observers = time.perf_counter, self.observers
+        clock, observers, writer = time.perf_counter, self.observers, self.writer
         steps, batches = [], 0.0
         for _ in range(n):
             t0 = clock()
             self._step()
             t1 = clock()
             steps.append(t1 - t0)
-            if observers.full:
-                observers.flush()
+            if observers.full or writer.full:
+                self._flush_full()
                 batches += clock() - t1
         return statistics.median(steps) + batches / n
 
@@ -329,7 +337,7 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 2 * BATCH) -> dict
                (probes, "gradient_stats_with_sq", "gW/gb statistics with their norms"),
                (probes, "gradient_stats", "gW/gb statistics (NumPy path)"),
                (probes, "sq_norm", "squared norms (NumPy path: every gradient)"),
-               (runlog.LogWriter, "write", "log line (encode, write, flush)"),
+               (runlog.LogWriter, "flush", "log lines (encoded and written in batches)"),
                (RecordObservers, "observe", "stop_on detectors (every record)"),
                (RecordObservers, "flush", "digest + other detectors (in batches)")]
     restore = []

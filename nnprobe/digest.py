@@ -14,6 +14,7 @@ The Digest is fed the same records as the detectors, live in `train` and offline
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -127,16 +128,18 @@ class Envelope:
         """Merge adjacent bucket pairs (doubling the width) until `step` falls in the last bucket or before."""
         while step // self.width >= self.cap:
             half = self.cap // 2
+            # whole lists at a time, not an index loop (half the time: a dozen envelopes merge together)
             lo, hi, sm, n, bad = self.lo, self.hi, self.sum, self.n, self.bad
-            for i in range(half):
-                a, b = 2 * i, 2 * i + 1
-                lo[i] = lo[a] if lo[a] < lo[b] else lo[b]
-                hi[i] = hi[a] if hi[a] > hi[b] else hi[b]
-                sm[i] = sm[a] + sm[b]
-                n[i] = n[a] + n[b]
-                bad[i] = bad[a] + bad[b]
-            for i in range(half, self.cap):
-                lo[i], hi[i], sm[i], n[i], bad[i] = INF, -INF, 0.0, 0, 0
+            lo[:half] = [a if a < b else b for a, b in zip(lo[0::2], lo[1::2])]
+            hi[:half] = [a if a > b else b for a, b in zip(hi[0::2], hi[1::2])]
+            sm[:half] = map(operator.add, sm[0::2], sm[1::2])
+            n[:half] = map(operator.add, n[0::2], n[1::2])
+            bad[:half] = map(operator.add, bad[0::2], bad[1::2])
+            lo[half:] = [INF] * half
+            hi[half:] = [-INF] * half
+            sm[half:] = [0.0] * half
+            n[half:] = [0] * half
+            bad[half:] = [0] * half
             self.width *= 2
         return step // self.width
 

@@ -120,6 +120,27 @@ def test_a_non_finite_float_is_never_written_as_null(bad, where, encoder):
     assert back["nonfinite"] is None and back["grad_norm"] is None and back["layers"][0]["update_ratio"] is None
 
 
+@pytest.mark.parametrize("bad", [math.nan, -math.inf])
+@pytest.mark.parametrize("key", ["nonfinite", "loss_in", "grad_norm", "sat_frac"])
+def test_a_non_finite_float_under_a_key_that_usually_holds_none_is_not_taken_for_one(bad, key, encoder):
+    """The writer skips its walk when the line's nulls are as many as the Nones under these keys: a float
+    there must not make the count come out even."""
+    record = {"type": "step", "nonfinite": None, "loss_in": None, "grad_norm": None,
+              "layers": [{"name": "dense1", "z": {"sat_frac": None}}, {"name": "dense2", "z": {"sat_frac": None}}]}
+    if key == "sat_frac":
+        record["layers"][1]["z"]["sat_frac"] = bad
+    else:
+        record[key] = bad
+    back = loads(dumps(record))
+    got = back["layers"][1]["z"]["sat_frac"] if key == "sat_frac" else back[key]
+    assert bits(got) == bits(bad) or (math.isnan(bad) and math.isnan(got))
+    record["layers"][0]["name"] = "null"  # the word in a name only adds to the count: the walk decides
+    back = loads(dumps(record))
+    got = back["layers"][1]["z"]["sat_frac"] if key == "sat_frac" else back[key]
+    assert back["layers"][0]["name"] == "null"
+    assert bits(got) == bits(bad) or (math.isnan(bad) and math.isnan(got))
+
+
 @pytest.mark.parametrize("nones", [NONE_ONLY, {**NONE_ONLY, "grad_norm": None}, {"val_loss": None}])
 def test_none_values_stay_null_beside_finite_floats(nones, encoder):
     record = {"type": "step", "loss": 0.25, "layers": [{"z": {"mean": -1.5, "sat_frac": None}}], **nones}
@@ -131,19 +152,74 @@ def test_none_values_stay_null_beside_finite_floats(nones, encoder):
 # ---------------------------------------------------------------- writing
 
 
-def test_writer_flushes_each_record_and_never_overwrites(tmp_path, encoder):
+def _lines(path) -> list[dict]:
+    return [strict(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def healthy(step: int) -> dict:
+    return {"type": "step", "step": step, "loss": 0.5, "nonfinite": None}
+
+
+def test_writer_holds_healthy_steps_and_writes_each_batch_whole(tmp_path, encoder, monkeypatch):
     path = tmp_path / "steps.jsonl"
-    writer = LogWriter(path)
+    writes = []
+    writer = LogWriter(path, hold=3)
+    inner = writer._fh.write
+    monkeypatch.setattr(writer._fh, "write", lambda data: writes.append(bytes(data)) or inner(data))
     writer.write({"type": "start", "schema": SCHEMA_VERSION})
-    # readable before close: the writer flushed the line
-    assert path.read_text(encoding="utf-8") == '{"type":"start","schema":1}\n'
-    writer.write({"type": "step", "step": 0, "loss": math.nan})
+    assert path.read_text(encoding="utf-8") == '{"type":"start","schema":1}\n'  # not a step: out at once
+    writer.write(healthy(0))
+    writer.write(healthy(1))
+    assert len(_lines(path)) == 1  # held
+    writer.write(healthy(2))
+    assert [r.get("step") for r in _lines(path)] == [None, 0, 1, 2]
+    assert len(writes) == 2 and writes[1].count(b"\n") == 3  # the batch in one write()
+    writer.write(healthy(3))
+    writer.write({"type": "step", "step": 4, "loss": math.nan, "nonfinite": {"pass": "forward"}})
+    # a non-finite step goes out at once, with what was held before it, in order
+    assert [r.get("step") for r in _lines(path)] == [None, 0, 1, 2, 3, 4]
+    assert math.isnan(loads(path.read_text(encoding="utf-8").splitlines()[-1])["loss"])
+    writer.write(healthy(5))
     writer.close()
     writer.close()  # idempotent
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert [strict(line)["type"] for line in lines] == ["start", "step"]
+    assert [r.get("step") for r in _lines(path)] == [None, 0, 1, 2, 3, 4, 5]
     with pytest.raises(FileExistsError):
         LogWriter(path)
+
+
+def test_writer_sends_what_it_holds_once_the_oldest_has_waited_hold_seconds(tmp_path, monkeypatch):
+    from nnprobe import runlog
+
+    now = [100.0]
+    monkeypatch.setattr(runlog.time, "monotonic", lambda: now[0])
+    path = tmp_path / "steps.jsonl"
+    writer = LogWriter(path, hold=100, hold_seconds=2.0)
+    writer.write(healthy(0))
+    now[0] += 1.5
+    writer.write(healthy(1))
+    assert path.read_text(encoding="utf-8") == ""
+    now[0] += 0.5  # the first has now waited 2 s
+    writer.write(healthy(2))
+    assert [r["step"] for r in _lines(path)] == [0, 1, 2]
+    now[0] += 1.9  # the clock restarts with the next held record
+    writer.write(healthy(3))
+    now[0] += 1.9
+    writer.write(healthy(4))
+    assert len(_lines(path)) == 3
+    writer.close()
+    assert [r["step"] for r in _lines(path)] == [0, 1, 2, 3, 4]
+
+
+def test_a_record_that_cannot_be_encoded_leaves_the_ones_held_before_it_on_disk(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    writer = LogWriter(path, hold=10)
+    writer.write(healthy(0))
+    writer.write(healthy(1))
+    writer.write({**healthy(2), "bad": object()})
+    with pytest.raises(TypeError):
+        writer.close()
+    assert [r["step"] for r in _lines(path)] == [0, 1]
+    assert writer._fh.closed
 
 
 # ---------------------------------------------------------------- reading
