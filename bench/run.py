@@ -36,6 +36,22 @@ TARGETS = {
 }
 
 
+# The issue's reference machine (a 2-core CI machine, OpenBLAS): its unprobed W=64 step, in microseconds.
+REFERENCE_W64_US = 700.0
+
+
+def _machine_speed(results: dict) -> dict | None:
+    """How fast this machine ran during the run, against the reference: the 1-3-1 bound is absolute, and a
+    shared machine's speed moves by 1.5x between runs. Context for the reader, not part of any target."""
+    by_net = {r["network"]: r for r in results.get("steps", [])}
+    w64, tiny = by_net.get("784-64x3-10"), by_net.get("1-3-1")
+    if not w64 or not tiny:
+        return None
+    factor = REFERENCE_W64_US / w64["off_us"]
+    return {"w64_off_us": w64["off_us"], "reference_w64_off_us": REFERENCE_W64_US,
+            "speed_vs_reference": round(factor, 3), "tiny_on_us_at_reference_speed": round(tiny["on_us"] * factor, 1)}
+
+
 def _say(text: str = "") -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -161,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError:
         pass
     results["targets"] = _targets(results)
+    results["machine_speed"] = _machine_speed(results)
 
     print(f"nnprobe {nnprobe.__version__} bench  ({results['environment']['cpu']}, "
           f"{results['environment']['cpus']} CPUs, NumPy {np.__version__}, "
@@ -190,6 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     for t in results["targets"]:
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         print(f"  [{mark:>12}] {t['text']}: {t['value']}")
+    speed = results["machine_speed"]
+    if speed:
+        print(f"\nThis machine's speed in this run: the unprobed W=64 step took {speed['w64_off_us']:.0f} us, "
+              f"against {speed['reference_w64_off_us']:.0f} us on the issue's reference machine "
+              f"(x{speed['speed_vs_reference']:.2f}); the probed 1-3-1 step at that speed: "
+              f"{speed['tiny_on_us_at_reference_speed']:.1f} us (context, not a target)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.out}")
