@@ -59,7 +59,7 @@ _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circul
 def _known_nones(record: dict) -> int:
     get = record.get
     count = (get("nonfinite", 0) is None) + (get("loss_in", 0) is None) + (get("grad_norm", 0) is None)
-    layers = record.get("layers")
+    layers = get("layers")
     if type(layers) is list:
         for layer in layers:
             z = layer.get("z") if type(layer) is dict else None
@@ -130,7 +130,8 @@ class LogWriter:
     cold from the step, then a write() system call); 32 lines encoded back to back and written
     at once cost a tenth of that. Records are held by reference: nnprobe never changes a
     record once written. What is held goes out at once with any record that is not a healthy
-    step (the start and end records, a step with a non-finite value), after HOLD_SECONDS, and
+    step (the start and end records, a step with a non-finite value), at the first write
+    HOLD_SECONDS after the oldest held one, and
     on close, which the run does on every way it ends (completed, stopped, Ctrl-C, SIGTERM, an
     exception). Only a process killed outright (SIGKILL, out of memory) loses what was held.
     Each batch is whole lines, so a killed run still leaves a log whose every complete line parses.
