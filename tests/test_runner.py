@@ -332,6 +332,24 @@ def test_a_signal_mid_run_keeps_every_line_and_marks_the_run_interrupted(tmp_pat
 
 
 
+def test_an_exception_mid_batch_still_writes_every_record_made_before_it(tmp_path, monkeypatch):
+    """The log holds healthy records back; a step that raises must not take them with it."""
+    inner = Trainer.step
+
+    def failing(self, step, idx):
+        if step == 40:
+            raise RuntimeError("boom")
+        return inner(self, step, idx)
+
+    monkeypatch.setattr(Trainer, "step", failing)
+    cfg = config(training={"steps": 100, "batch_size": 7})
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg, out_dir=tmp_path / "run", progress=None)
+    recs = records(tmp_path / "run")
+    assert [r["step"] for r in recs if r["type"] == "step"] == list(range(40))  # a batch of 32 and 8 held
+    assert recs[-1]["type"] == "end" and recs[-1]["status"] == "failed" and recs[-1]["steps"] == 40
+
+
 # ---------------------------------------------------------------- the log's two encoders
 
 
