@@ -119,6 +119,36 @@ hsum_epi32(__m256i c)
     return s;
 }
 
+/* The four float64 totals lanes_flush keeps (s, q, ps, pq; two halves of four lanes each), summed. */
+__attribute__((target("avx2,fma"))) static inline void
+totals_sum(const __m256d tot[8], double sums[4])
+{
+    double t[8][4];
+    for (int k = 0; k < 8; k++)
+        _mm256_storeu_pd(t[k], tot[k]);
+    for (int k = 0; k < 4; k++) {
+        sums[k] = 0.0;
+        for (int j = 0; j < 4; j++)
+            sums[k] += t[2 * k][j] + t[2 * k + 1][j];
+    }
+}
+
+/* Two sets' lane minima and maxima folded into *mn and *mx (untouched lanes hold +-inf, which fmin
+   and fmax ignore). */
+__attribute__((target("avx2,fma"))) static inline void
+fold_extremes(__m256 alo, __m256 ahi, __m256 blo, __m256 bhi, double *mn, double *mx)
+{
+    float l8[8], h8[8], l8b[8], h8b[8];
+    _mm256_storeu_ps(l8, alo);
+    _mm256_storeu_ps(h8, ahi);
+    _mm256_storeu_ps(l8b, blo);
+    _mm256_storeu_ps(h8b, bhi);
+    for (int k = 0; k < 8; k++) {
+        *mn = fmin(*mn, fmin(l8[k], l8b[k]));
+        *mx = fmax(*mx, fmax(h8[k], h8b[k]));
+    }
+}
+
 /* signs == 0: sum, sum of squares, min, max, zeros. signs == 1: also the sum and sum of squares
    of max(x, 0), the count of x > 0 and the count of |x| > sat, and when `colmax` is given (rows of
    `cols` entries, a multiple of 8) the running column maximum, so that the dead units need no
@@ -175,18 +205,8 @@ pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, float *colmax, Py_
         }
     }
     lanes_flush(&a, &b, tot, signs);
-    double t[8][4];
-    for (int k = 0; k < 8; k++)
-        _mm256_storeu_pd(t[k], tot[k]);
-    float l8[8], h8[8], l8b[8], h8b[8];
-    _mm256_storeu_ps(l8, a.lo);
-    _mm256_storeu_ps(h8, a.hi);
-    _mm256_storeu_ps(l8b, b.lo);
-    _mm256_storeu_ps(h8b, b.hi);
-    double sums[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int k = 0; k < 4; k++)
-        for (int j = 0; j < 4; j++)
-            sums[k] += t[2 * k][j] + t[2 * k + 1][j];
+    double sums[4];
+    totals_sum(tot, sums);
     Stats r;
     r.sum = sums[0];
     r.sumsq = sums[1];
@@ -194,10 +214,7 @@ pass_avx2(const float *x, Py_ssize_t n, int signs, float sat, float *colmax, Py_
     r.pos_sumsq = sums[3];
     r.min = HUGE_VAL;
     r.max = -HUGE_VAL;
-    for (int k = 0; k < 8; k++) { /* untouched lanes hold +-inf, which min and max ignore */
-        r.min = fmin(r.min, fmin(l8[k], l8b[k]));
-        r.max = fmax(r.max, fmax(h8[k], h8b[k]));
-    }
+    fold_extremes(a.lo, a.hi, b.lo, b.hi, &r.min, &r.max);
     r.zeros = zeros + hsum_epi32(a.nz) + hsum_epi32(b.nz);
     r.positives = positives + hsum_epi32(a.np) + hsum_epi32(b.np);
     r.saturated = saturated + hsum_epi32(a.ns) + hsum_epi32(b.ns);
@@ -240,9 +257,6 @@ dead_avx2(const float *x, Py_ssize_t rows, Py_ssize_t cols, float *colmax)
     return dead;
 }
 
-/* p += alpha * g (each product rounded to float32, then the sum: what NumPy's two ufuncs give, bit
-   for bit). In the same pass: the sum and sum of squares of the updated p (the next step's record
-   of p, taken while p is in the registers anyway) and g's sum of squares, min, max and zeros. */
 /* One update's accumulators: p's new sum and sum of squares, g's sum of squares, min, max and zeros. */
 typedef struct {
     __m256 s, q, gq, lo, hi;
@@ -322,19 +336,11 @@ axpy_avx2(float *p, const float *g, Py_ssize_t n, float alpha, Stats *ps, Stats 
     stot = widen_sum(stot, A.s);
     tot = widen_sum(tot, A.q);
     gtot = widen_sum(gtot, A.gq);
-    float l8[8], h8[8], l8b[8], h8b[8];
-    _mm256_storeu_ps(l8, A.lo);
-    _mm256_storeu_ps(h8, A.hi);
-    _mm256_storeu_ps(l8b, B.lo);
-    _mm256_storeu_ps(h8b, B.hi);
     double sum = hsum4(stot), sumsq = hsum4(tot);
     gs->sumsq = hsum4(gtot);
     gs->min = HUGE_VAL;
     gs->max = -HUGE_VAL;
-    for (int k = 0; k < 8; k++) { /* untouched lanes hold +-inf, which min and max ignore */
-        gs->min = fmin(gs->min, fmin(l8[k], l8b[k]));
-        gs->max = fmax(gs->max, fmax(h8[k], h8b[k]));
-    }
+    fold_extremes(A.lo, A.hi, B.lo, B.hi, &gs->min, &gs->max);
     gs->zeros = zeros + hsum_epi32(A.nz) + hsum_epi32(B.nz);
     for (; i < n; i++) { /* the last n % 8 entries */
         float prod = g[i] * alpha;
@@ -423,20 +429,9 @@ bias_relu_avx2(float *z, const float *b, float *a, Py_ssize_t rows, Py_ssize_t c
     if (!measure)
         return;
     lanes_flush(&A, &B, tot, 1);
-    double t[8][4];
-    for (int k = 0; k < 8; k++)
-        _mm256_storeu_pd(t[k], tot[k]);
-    double sums[4] = {0.0, 0.0, 0.0, 0.0};
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < 4; i++)
-            sums[k] += t[2 * k][i] + t[2 * k + 1][i];
-    float l8[8], h8[8];
-    _mm256_storeu_ps(l8, A.lo);
-    _mm256_storeu_ps(h8, A.hi);
-    for (int k = 0; k < 8; k++) { /* untouched lanes hold +-inf, which min and max ignore */
-        lo = fmin(lo, l8[k]);
-        hi = fmax(hi, h8[k]);
-    }
+    double sums[4];
+    totals_sum(tot, sums);
+    fold_extremes(A.lo, A.hi, B.lo, B.hi, &lo, &hi); /* B is empty: its lanes hold +-inf */
     Stats r;
     r.sum = sum + sums[0];
     r.sumsq = sumsq + sums[1];

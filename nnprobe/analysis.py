@@ -37,10 +37,14 @@ def load_run(run_dir: Path | str) -> RunResult:
         raise RunDirError(f"{run_dir}: is a file, not a run directory.")
     config = load_run_config(run_dir)
     contents = LogContents()
+
+    def observers_for(start: dict) -> RecordObservers:  # the same feeding as `train`; nothing here stops a run
+        return RecordObservers(DetectorSuite(config, start), Digest(start), set())
+
     observers: Optional[RecordObservers] = None
     for record in iter_records(run_dir / "steps.jsonl", contents):
-        if observers is None:  # the same feeding as `train`, in batches: nothing here can stop a run
-            observers = RecordObservers(DetectorSuite(config, contents.start), Digest(contents.start), set())
+        if observers is None:  # the start record is read by now: it comes before any step record
+            observers = observers_for(contents.start)
         observers.observe(record)
     if contents.start is None:
         raise RunDirError(
@@ -48,7 +52,7 @@ def load_run(run_dir: Path | str) -> RunResult:
             "the log describes are unknown. " + ("; ".join(contents.problems[:3]) or "The log is empty.")
         )
     if observers is None:
-        observers = RecordObservers(DetectorSuite(config, contents.start), Digest(contents.start), set())
+        observers = observers_for(contents.start)
     observers.flush()
     suite, digest = observers.suite, observers.digest
     end = contents.end

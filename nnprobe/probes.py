@@ -488,7 +488,7 @@ def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, f
         got = _kernel_gradient(flat, with_zero_frac)
         if got is not None:
             return got
-    sq = float(_dot(flat, flat)) if flat.size else 0.0
+    sq = sq_norm(flat)
     return _numpy_gradient_stats(flat, with_zero_frac, sq), sq
 
 
