@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "nnprobe._kernels",
-            ["nnprobe/_kernels.c"],
+            "nnprobe.probes._kernels",
+            ["nnprobe/probes/_kernels.c"],
             optional=True,
             # -fno-trapping-math lets the per-lane selects become SIMD blends; nothing is reassociated
             extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"],

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 from bench.steps import Network, network_config
-from nnprobe.analysis import load_run
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
-from nnprobe.runlog import LogContents, dumps, iter_records
-from nnprobe.runner import train
+from nnprobe.diagnose.load import load_run
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
+from nnprobe.train.runlog import LogContents, dumps, iter_records
+from nnprobe.train.loop import train
 
 
 def real_run(net: Network, steps: int, out: Path) -> Path:
@@ -109,7 +109,7 @@ def diagnose_breakdown(run_dir: Path, sample_size: int = 2000) -> dict:
     The read is timed over the whole log without keeping records (as load_run does); the
     digest and each detector are then fed a sample of records on their own.
     """
-    from nnprobe.analysis import load_run_config
+    from nnprobe.diagnose.load import load_run_config
 
     path = run_dir / "steps.jsonl"
     config = load_run_config(run_dir)

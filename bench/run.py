@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 import nnprobe  # noqa: E402
 from bench import logs, steps  # noqa: E402
-from nnprobe import kernel  # noqa: E402
+from nnprobe.probes import kernel  # noqa: E402
 
 TARGETS = {
     "probes_w256": ("full probes every step, W=256: on/off <= 1.10 (stretch 1.05)", 1.10),

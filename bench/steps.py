@@ -25,11 +25,11 @@ import numpy as np
 
 from nnprobe.config import Config, validate_config
 from nnprobe.data import load_dataset
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
-from nnprobe.observers import BATCH, RecordObservers
-from nnprobe.runlog import LogWriter
-from nnprobe.runner import Trainer
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
+from nnprobe.diagnose.observers import BATCH, RecordObservers
+from nnprobe.train.runlog import LogWriter
+from nnprobe.train.loop import Trainer
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,8 @@ def probe_breakdown(net: Network, workdir: Path, steps: int = 2 * BATCH) -> dict
     Measured by wrapping those functions with timers during a separate run (wrapping costs a
     little itself, so these are for attribution, not for the ratios above).
     """
-    from nnprobe import probes, runlog
+    from nnprobe.probes import statistics as probes
+    from nnprobe.train import runlog
 
     acc: dict[str, float] = {}
 

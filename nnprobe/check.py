@@ -73,7 +73,7 @@ def _unusable(config: str, verdict: str, message: str, classname: str = "nnprobe
     """An invalid or crashed config, with its JUnit error case and annotation."""
     import xml.etree.ElementTree as ET
 
-    from nnprobe.junit import annotation, error_suite
+    from nnprobe.reports.junit import annotation, error_suite
 
     title = "nnprobe invalid config" if verdict == "invalid" else "nnprobe crashed"
     return Outcome(config, verdict, message,
@@ -87,15 +87,15 @@ def run_one(config: str, out_root: str, fail_on: str = "error") -> Outcome:
 
     from nnprobe.config import load_config
     from nnprobe.errors import NnprobeError
-    from nnprobe.junit import github_annotations, junit_suite
-    from nnprobe.runner import train
+    from nnprobe.reports.junit import github_annotations, junit_suite
+    from nnprobe.train.loop import train
 
     path = Path(config)
     try:
         cfg = load_config(path)
         hidden, user_code = None, []
         if ":" in cfg.model.activation:
-            from nnprobe.user_code import prepare_user_activation
+            from nnprobe.nn.user_activations import prepare_user_activation
 
             hidden, user_code = prepare_user_activation(cfg, path.parent, check=True)
         result = train(cfg, None, config_path=path, runs_root=Path(out_root), hidden_activation=hidden,
@@ -181,7 +181,7 @@ class CheckReport:
     def junit(self) -> str:
         import xml.etree.ElementTree as ET
 
-        from nnprobe.junit import render_suites
+        from nnprobe.reports.junit import render_suites
 
         return render_suites(ET.fromstring(o.junit) for o in self.outcomes if o.junit)
 

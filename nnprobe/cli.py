@@ -72,19 +72,19 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
     elif fmt == "markdown":
-        from nnprobe.report import render_markdown
+        from nnprobe.reports.terminal import render_markdown
 
         click.echo(render_markdown(result), nl=False)
     elif fmt == "junit":
-        from nnprobe.junit import render_junit
+        from nnprobe.reports.junit import render_junit
 
         click.echo(render_junit(result, fail_on=fail_on), nl=False)
     else:
-        from nnprobe.report import render_text
+        from nnprobe.reports.terminal import render_text
 
         _console().print(render_text(result))
     if os.environ.get("GITHUB_ACTIONS"):
-        from nnprobe.junit import github_annotations
+        from nnprobe.reports.junit import github_annotations
 
         # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
         for line in github_annotations(result):
@@ -122,7 +122,7 @@ def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_
     nnprobe train configs/quickstart.yaml --set optimizer.lr=0.1 --format json
     """
     from nnprobe.config import load_config
-    from nnprobe.runner import train as run_training
+    from nnprobe.train.loop import train as run_training
 
     cfg = load_config(config, overrides)
     hidden, user_code = _user_activation(cfg, config, check=not no_gradcheck)
@@ -143,7 +143,7 @@ def _user_activation(cfg, config_path: Path, check: bool):
     """Load a 'module:name' activation (explicitly configured, never by a YAML tag)."""
     if ":" not in cfg.model.activation:
         return None, []
-    from nnprobe.user_code import prepare_user_activation
+    from nnprobe.nn.user_activations import prepare_user_activation
 
     return prepare_user_activation(cfg, config_path.parent, check=check)
 
@@ -192,11 +192,11 @@ def diagnose(ctx, run_dir: Path, fmt: str, fail_on: str, baseline: Optional[Path
     nnprobe diagnose runs/nan-cost-20261123-101500
     nnprobe diagnose RUN --baseline BASE_RUN --format junit > report.xml
     """
-    from nnprobe.analysis import load_run
+    from nnprobe.diagnose.load import load_run
 
     result = load_run(run_dir)
     if baseline is not None:
-        from nnprobe.baseline import compare_to_baseline
+        from nnprobe.diagnose.baseline import compare_to_baseline
 
         result.checks += compare_to_baseline(result, load_run(baseline), tolerance=tolerance)
     for problem in result.log_problems:
@@ -227,7 +227,7 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
         raise UserError("validate needs a CONFIG file (or --schema).")
     cfg = load_config(config, overrides)
     _user_activation(cfg, config, check=True)
-    from nnprobe.static import static_findings
+    from nnprobe.app import static_findings
 
     findings = static_findings(cfg)
     click.echo(f"{config}: valid ({cfg.name}: {cfg.data.source} data, hidden {cfg.model.hidden} "
@@ -252,8 +252,8 @@ def explain(code: Optional[str], fmt: str) -> None:
     nnprobe explain dead-relu
     nnprobe explain --format markdown > findings.md
     """
-    from nnprobe.detectors import REGISTRY, all_codes, explain as lookup
-    from nnprobe.report import render_explain, render_explain_list, render_explain_markdown
+    from nnprobe.diagnose.detectors import REGISTRY, all_codes, explain as lookup
+    from nnprobe.reports.terminal import render_explain, render_explain_list, render_explain_markdown
 
     all_codes()
     try:
@@ -278,8 +278,8 @@ def report(run_dir: Path, output: Optional[Path]) -> None:
     \b
     nnprobe report runs/nan-cost-20261123-101500 -o nan-cost.html
     """
-    from nnprobe.analysis import load_run
-    from nnprobe.html_report import render_html
+    from nnprobe.diagnose.load import load_run
+    from nnprobe.reports.html import render_html
 
     result = load_run(run_dir)
     html = render_html(result)

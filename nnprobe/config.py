@@ -151,7 +151,7 @@ class ExpectConfig(_Strict):
     @field_validator("findings_absent")
     @classmethod
     def _check_codes(cls, v: list[str]) -> list[str]:
-        from nnprobe.detectors import validate_codes
+        from nnprobe.diagnose.detectors import validate_codes
 
         validate_codes(v, "expect.findings_absent")
         return v
@@ -177,7 +177,7 @@ class Config(_Strict):
     @field_validator("ignore", "stop_on")
     @classmethod
     def _check_codes(cls, v: list[str], info) -> list[str]:
-        from nnprobe.detectors import validate_codes
+        from nnprobe.diagnose.detectors import validate_codes
 
         validate_codes(v, info.field_name)
         return v
@@ -185,7 +185,7 @@ class Config(_Strict):
     @field_validator("detectors")
     @classmethod
     def _check_detectors(cls, v: dict) -> dict:
-        from nnprobe.detectors import validate_detector_settings
+        from nnprobe.diagnose.detectors import validate_detector_settings
 
         validate_detector_settings(v)
         return v

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from nnprobe.activations import HIDDEN, Activation, LeakyReLU
+from nnprobe.nn.activations import HIDDEN, Activation, LeakyReLU
 from nnprobe.findings import Finding
 
 DEFAULT_TOL = 1e-4  # the gradient-mismatch detector's max_rel_error default (used if the registry lacks it)
@@ -57,7 +57,7 @@ def _fmt(x: Optional[float], spec: str = ".3g") -> str:
 
 def _detector(cfg):
     """The registry's gradient-mismatch detector with the config's overrides (severity, max_rel_error), or None."""
-    from nnprobe.detectors import REGISTRY, RunContext, all_codes
+    from nnprobe.diagnose.detectors import REGISTRY, RunContext, all_codes
 
     all_codes()
     cls = REGISTRY.get(CODE)
@@ -402,8 +402,8 @@ def gradcheck_config(cfg, config_dir: Path | str, *, config_label: str = "", bat
     UserCodeError; a wrong derivative becomes a gradient-mismatch finding.
     """
     from nnprobe.data import load_dataset
-    from nnprobe.runner import Trainer
-    from nnprobe.user_code import load_user_activation, user_code_info
+    from nnprobe.train.loop import Trainer
+    from nnprobe.nn.user_activations import load_user_activation, user_code_info
 
     tol = tolerance_for(cfg)
     cfg64 = cfg.model_copy(deep=True)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from nnprobe.activations import (
+from nnprobe.nn.activations import (
     HIDDEN,
     OUTPUT,
     RELU_FAMILY,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nnprobe.baseline import compare_to_baseline, config_differences
+from nnprobe.diagnose.baseline import compare_to_baseline, config_differences
 from nnprobe.cli import cli
 from nnprobe.errors import RunDirError
 from nnprobe.findings import Finding

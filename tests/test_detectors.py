@@ -14,8 +14,8 @@ from typing import Iterable, Optional
 import pytest
 
 from nnprobe.config import Config
-from nnprobe.detectors import REGISTRY, DetectorSuite, RunContext, all_codes, explain
-from nnprobe.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors import REGISTRY, DetectorSuite, RunContext, all_codes, explain
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
 
 NAN, INF = float("nan"), float("inf")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from nnprobe.digest import Digest, Envelope, has_dead_units
+from nnprobe.diagnose.digest import Digest, Envelope, has_dead_units
 from factories import layer_stats, start_record, step_record
 
 # -- records as docs/log-schema.md writes them ------------------------------------------------

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from nnprobe.cli import cli
 from nnprobe.config import validate_config
-from nnprobe.expectations import evaluate_expectations
+from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.findings import Finding
 from nnprobe.result import RunResult
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nnprobe.activations import HIDDEN, OUTPUT, LeakyReLU
+from nnprobe.nn.activations import HIDDEN, OUTPUT, LeakyReLU
 from nnprobe.cli import cli
 from nnprobe.config import validate_config
 from nnprobe.gradcheck import MAX_ENTRIES, check_activation, gradcheck_config, tolerance_for

@@ -9,14 +9,14 @@ from html.parser import HTMLParser
 
 import pytest
 
-from nnprobe.digest import Digest
+from nnprobe.diagnose.digest import Digest
 from nnprobe.errors import NnprobeError
 from nnprobe.findings import Finding
 from nnprobe.result import Check, RunResult
 
 pytest.importorskip("matplotlib")
 
-from nnprobe.html_report import render_html  # noqa: E402
+from nnprobe.reports.html import render_html  # noqa: E402
 from factories import layer_stats, step_record, start_record as _start_record
 
 # -- records as docs/log-schema.md writes them ------------------------------------------------

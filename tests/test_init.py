@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nnprobe.init import BIAS_INITS, WEIGHT_INITS, init_bias, init_weights
+from nnprobe.nn.initializers import BIAS_INITS, WEIGHT_INITS, init_bias, init_weights
 
 FAN_IN, FAN_OUT = 400, 300  # 120 000 samples
 N = FAN_IN * FAN_OUT

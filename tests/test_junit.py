@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from nnprobe.cli import cli
-from nnprobe.detectors import REGISTRY, Detector, all_codes
+from nnprobe.diagnose.detectors import REGISTRY, Detector, all_codes
 from nnprobe.findings import Finding
-from nnprobe.junit import annotation, github_annotations, junit_suite, render_junit
+from nnprobe.reports.junit import annotation, github_annotations, junit_suite, render_junit
 from nnprobe.result import Check, RunResult
 
 EXPLODING = """\
@@ -172,7 +172,7 @@ def test_annotations_name_the_relative_config_from_meta(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("boom.yaml").write_text(EXPLODING)
     assert run("train", "boom.yaml", "--out", "run", "--fail-on", "never").exit_code == 0
-    from nnprobe.analysis import load_run
+    from nnprobe.diagnose.load import load_run
 
     lines = github_annotations(load_run("run"))
     assert lines and all("file=boom.yaml," in line for line in lines)

@@ -1,4 +1,4 @@
-"""nnprobe/_kernels.c: the one-pass statistics and the fused SGD update against NumPy, and the
+"""nnprobe/probes/_kernels.c: the one-pass statistics and the fused SGD update against NumPy, and the
 trainer's records with the kernel on and off (the same run, bit for bit where the arithmetic is)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnprobe import kernel
+from nnprobe.probes import kernel
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
-from nnprobe.optim import SGD, make_optimizer
-from nnprobe.runner import Trainer
+from nnprobe.nn.optim import SGD, make_optimizer
+from nnprobe.train.loop import Trainer
 
 needs_kernel = pytest.mark.skipif(kernel._kernels is None or not kernel._kernels.available(),
                                   reason="the C kernel is not built here or the CPU lacks AVX2")
@@ -131,7 +131,7 @@ def test_fused_bias_relu_is_numpys_bit_for_bit_and_measures_z(kernel_on, rows, c
 @pytest.mark.parametrize("rows,cols", [(1, 1), (100, 3), (7, 13), (33, 16), (5, 24), (64, 256)])
 def test_fused_bias_leaky_relu_is_numpys_bit_for_bit_and_measures_z_and_a(kernel_on, rows, cols, slope):
     """slope=1e-40 (a float32 subnormal) makes every negative product underflow to -0.0: a's zero count."""
-    from nnprobe.activations import LeakyReLU
+    from nnprobe.nn.activations import LeakyReLU
 
     rng = np.random.default_rng(rows * cols + 1)
     z0 = rng.standard_normal((rows, cols)).astype(np.float32)
@@ -183,7 +183,7 @@ def test_fused_bias_leaky_relu_refuses_a_slope_it_cannot_order(kernel_on):
 @pytest.mark.parametrize("slope", [0.01, 0.0, 2.5, -0.5])
 @pytest.mark.parametrize("n", SIZES)
 def test_leaky_backprop_is_the_activations_vjp_bit_for_bit(kernel_on, n, slope):
-    from nnprobe.activations import LeakyReLU
+    from nnprobe.nn.activations import LeakyReLU
 
     rng = np.random.default_rng(n)
     z = rng.standard_normal(n).astype(np.float32)

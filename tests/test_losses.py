@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from nnprobe.activations import OUTPUT, Sigmoid, Softmax, output_activation
-from nnprobe.losses import Loss, one_hot, probability_stats
+from nnprobe.nn.activations import OUTPUT, Sigmoid, Softmax, output_activation
+from nnprobe.nn.losses import Loss, one_hot, probability_stats
 
 RTOL = 1e-6
 H = 1e-5

@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
-from nnprobe.activations import HIDDEN, OUTPUT
+from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.config import ModelConfig
-from nnprobe.losses import Loss, one_hot
-from nnprobe.model import MLP, build_mlp, output_units
+from nnprobe.nn.losses import Loss, one_hot
+from nnprobe.nn.model import MLP, build_mlp, output_units
 
 RTOL = 1e-6
 FLOOR = 1e-4  # below this a gradient entry is compared absolutely (FD roundoff: ~eps * loss / H)

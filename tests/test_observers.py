@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from nnprobe.config import load_config
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
-from nnprobe.observers import BATCH, RecordObservers
-from nnprobe.runlog import LogContents, iter_records
-from nnprobe.runner import train
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
+from nnprobe.diagnose.observers import BATCH, RecordObservers
+from nnprobe.train.runlog import LogContents, iter_records
+from nnprobe.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

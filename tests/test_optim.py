@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nnprobe.optim import OPTIMIZERS, SGD, clip_by_global_norm, make_optimizer
+from nnprobe.nn.optim import OPTIMIZERS, SGD, clip_by_global_norm, make_optimizer
 
 LR, MU, B1, B2, EPS = 0.1, 0.9, 0.9, 0.999, 1e-8
 GRADS = [

@@ -12,13 +12,14 @@ import math
 import numpy as np
 import pytest
 
-from nnprobe import kernel, probes
-from nnprobe.activations import HIDDEN, ReLU, hidden_activation, output_activation
+from nnprobe.probes import kernel
+from nnprobe.probes import statistics as probes
+from nnprobe.nn.activations import HIDDEN, ReLU, hidden_activation, output_activation
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
-from nnprobe.model import Dense, _relu_backprop
-from nnprobe.optim import SGD
-from nnprobe.runner import Trainer
+from nnprobe.nn.model import Dense, _relu_backprop
+from nnprobe.nn.optim import SGD
+from nnprobe.train.loop import Trainer
 
 DTYPES = ["float16", "float32", "float64"]
 # (rows, units): the Python path (<= 32 entries), NumPy reductions, and the GEMV paths (narrow and wide)

@@ -8,11 +8,11 @@ import math
 import pytest
 from rich.console import Console
 
-from nnprobe.detectors import REGISTRY, all_codes
-from nnprobe.detectors.base import Detector, Explanation, Threshold
-from nnprobe.digest import Digest, Envelope
+from nnprobe.diagnose.detectors import REGISTRY, all_codes
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.digest import Digest, Envelope
 from nnprobe.findings import Finding
-from nnprobe.report import (
+from nnprobe.reports.terminal import (
     fmt_num, render_explain, render_explain_list, render_markdown, render_text, sparkline,
 )
 from nnprobe.result import Check, RunResult

@@ -9,9 +9,9 @@ import struct
 
 import pytest
 
-from nnprobe import runlog
+from nnprobe.train import runlog
 from nnprobe.errors import RunDirError
-from nnprobe.runlog import SCHEMA_VERSION, LogContents, LogWriter, dumps, iter_records, loads
+from nnprobe.train.runlog import SCHEMA_VERSION, LogContents, LogWriter, dumps, iter_records, loads
 
 
 @pytest.fixture(params=["orjson", "stdlib"])
@@ -188,7 +188,7 @@ def test_writer_holds_healthy_steps_and_writes_each_batch_whole(tmp_path, encode
 
 
 def test_writer_sends_what_it_holds_once_the_oldest_has_waited_hold_seconds(tmp_path, monkeypatch):
-    from nnprobe import runlog
+    from nnprobe.train import runlog
 
     now = [100.0]
     monkeypatch.setattr(runlog.time, "monotonic", lambda: now[0])

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnprobe import kernel
+from nnprobe.probes import kernel
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
 from nnprobe.errors import RunDirError
-from nnprobe.runlog import loads
-from nnprobe.runner import Trainer, train
+from nnprobe.train.runlog import loads
+from nnprobe.train.loop import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -367,7 +367,7 @@ def same_value(a, b) -> bool:
                          ids=["diverging", "healthy"])
 def test_orjson_and_stdlib_logs_read_back_the_same(tmp_path, monkeypatch, make):
     pytest.importorskip("orjson")
-    from nnprobe import runlog
+    from nnprobe.train import runlog
 
     train(make(), out_dir=tmp_path / "fast", progress=None)
     monkeypatch.setattr(runlog, "orjson", None)
@@ -382,7 +382,7 @@ def test_healthy_step_records_need_no_walk_for_non_finite_values(tmp_path, monke
     """A null in orjson's line is a None or a NaN; on a healthy step every null sits under a key that holds
     only None or finite values, so the record is written without the walk that tells them apart."""
     pytest.importorskip("orjson")
-    from nnprobe import runlog
+    from nnprobe.train import runlog
 
     walked = []
     inner = runlog._has_nonfinite

@@ -14,10 +14,10 @@ import math
 import re
 from typing import Any, Optional, Sequence
 
-from nnprobe.digest import has_dead_units
+from nnprobe.diagnose.digest import has_dead_units
 from nnprobe.errors import NnprobeError
 from nnprobe.findings import Finding, sort_findings
-from nnprobe.report import (
+from nnprobe.reports.terminal import (
     LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, fix_line, fmt_num, layer_rows,
     severity_counts, status_words,
 )

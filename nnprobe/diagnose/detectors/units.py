@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from nnprobe.detectors import register
-from nnprobe.detectors._common import (
+from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._common import (
     RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, pct, record_layers,
     stat, step_of, yaml_number,
 )
-from nnprobe.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
 
 

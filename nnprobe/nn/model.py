@@ -8,9 +8,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from nnprobe import kernel
-from nnprobe.activations import Activation, LeakyReLU, ReLU, hidden_activation, output_activation
-from nnprobe.init import init_bias, init_weights
+from nnprobe.probes import kernel
+from nnprobe.nn.activations import Activation, LeakyReLU, ReLU, hidden_activation, output_activation
+from nnprobe.nn.initializers import init_bias, init_weights
 
 _BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _ones_cache: dict[tuple[int, np.dtype], np.ndarray] = {}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from nnprobe.detectors import register
-from nnprobe.detectors._common import (
+from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
 )
-from nnprobe.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
 
 SHOWN_FEATURES = 5

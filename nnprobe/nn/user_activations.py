@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from nnprobe.activations import Activation
+from nnprobe.nn.activations import Activation
 from nnprobe.errors import UserCodeError
 
 KEY = "model.activation"

@@ -10,8 +10,8 @@ record stream; records are not changed once written) at close to the warm cost.
 
 from __future__ import annotations
 
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
 
 #: records held back for the digest and the detectors that cannot stop the run
 BATCH = 32

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from nnprobe.detectors import register
-from nnprobe.detectors._common import PROBABILITY_OUTPUT, clean, finite, fmt
-from nnprobe.detectors.base import Detector, Explanation
+from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._common import PROBABILITY_OUTPUT, clean, finite, fmt
+from nnprobe.diagnose.detectors.base import Detector, Explanation
 from nnprobe.findings import Finding
 
 # Why each (loss kind, output) pair of the cross-entropy family is wrong; pairs not listed fit.

@@ -8,8 +8,8 @@ sum of squares proves every entry finite, so the NaN/+inf/-inf census (the full 
 scan) runs only when it is not: the every-step non-finite check costs one dot product, and
 on full-record steps the statistics are that check.
 
-Where the optional C kernel is built and the CPU has AVX2 (nnprobe/_kernels.c), a float32
-tensor is read once for all of its statistics instead (nnprobe.kernel says when, and switches it
+Where the optional C kernel is built and the CPU has AVX2 (nnprobe/probes/_kernels.c), a float32
+tensor is read once for all of its statistics instead (nnprobe.probes.kernel says when, and switches it
 off). Both paths give the same numbers and are tested against
 naive references.
 
@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnprobe import kernel
+from nnprobe.probes import kernel
 
 INF = float("inf")
 

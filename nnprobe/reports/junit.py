@@ -28,12 +28,12 @@ ANNOTATION_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 def _detector_codes(result: RunResult) -> list[str]:
     """The codes whose detectors ran on this run: registered, live (not gradcheck-only), not ignored or disabled."""
-    from nnprobe.detectors import REGISTRY, Detector, all_codes
+    from nnprobe.diagnose.detectors import REGISTRY, Detector, all_codes
 
     codes = all_codes()
     live = [c for c in codes if not (REGISTRY[c].observe is Detector.observe and REGISTRY[c].static is Detector.static)]
     try:
-        from nnprobe.analysis import load_run_config
+        from nnprobe.diagnose.load import load_run_config
 
         config = load_run_config(Path(result.run_dir))
     except Exception:  # the run's config is unreadable: every live detector is assumed to have run

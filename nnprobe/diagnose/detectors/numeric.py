@@ -6,11 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from nnprobe.detectors import register
-from nnprobe.detectors._common import (
+from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of,
 )
-from nnprobe.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding
 
 FLOAT16_MAX = 65504.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Optional
 
-from nnprobe.detectors.base import Detector, Explanation, RunContext, Threshold
+from nnprobe.diagnose.detectors.base import Detector, Explanation, RunContext, Threshold
 from nnprobe.findings import SEVERITIES, Finding, sort_findings
 
 REGISTRY: dict[str, type[Detector]] = {}
@@ -18,7 +18,7 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 def _load_all() -> None:
     """Import the detector modules once; each registers its classes."""
-    from nnprobe.detectors import catalog  # noqa: F401
+    from nnprobe.diagnose.detectors import catalog  # noqa: F401
 
 
 def all_codes() -> list[str]:

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from nnprobe import kernel
+from nnprobe.probes import kernel
 
 
 def _sq(x: np.ndarray) -> float:

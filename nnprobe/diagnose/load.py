@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 from nnprobe.config import Config, load_config
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
 from nnprobe.errors import ConfigError, RunDirError
-from nnprobe.expectations import evaluate_expectations
-from nnprobe.observers import RecordObservers
+from nnprobe.diagnose.expectations import evaluate_expectations
+from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.result import RunResult
-from nnprobe.runlog import LogContents, iter_records
+from nnprobe.train.runlog import LogContents, iter_records
 
 
 def load_run_config(run_dir: Path) -> Config:

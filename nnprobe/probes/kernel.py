@@ -1,4 +1,4 @@
-"""The optional C kernel (nnprobe/_kernels.c), and the switch that turns it off.
+"""The optional C kernel (nnprobe/probes/_kernels.c), and the switch that turns it off.
 
 It is used only where it was built and the CPU has AVX2; NNPROBE_NUMPY_STATS=1 in the
 environment, or use(False), makes nnprobe use NumPy alone (the same numbers, more passes).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 try:
-    from nnprobe import _kernels
+    from nnprobe.probes import _kernels
 except ImportError:  # built without a C compiler
     _kernels = None
 

@@ -22,20 +22,21 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 import nnprobe
-from nnprobe import kernel, probes
-from nnprobe.activations import Activation, Identity, ReLU
+from nnprobe.probes import kernel
+from nnprobe.probes import statistics as probes
+from nnprobe.nn.activations import Activation, Identity, ReLU
 from nnprobe.config import Config, dump_config
 from nnprobe.data import Dataset, load_dataset
-from nnprobe.detectors import DetectorSuite
-from nnprobe.digest import Digest
+from nnprobe.diagnose.detectors import DetectorSuite
+from nnprobe.diagnose.digest import Digest
 from nnprobe.errors import RunDirError
-from nnprobe.expectations import evaluate_expectations
-from nnprobe.losses import Loss
-from nnprobe.model import MLP, build_mlp, output_units
-from nnprobe.observers import RecordObservers
-from nnprobe.optim import clip_by_global_norm, make_optimizer
+from nnprobe.diagnose.expectations import evaluate_expectations
+from nnprobe.nn.losses import Loss
+from nnprobe.nn.model import MLP, build_mlp, output_units
+from nnprobe.diagnose.observers import RecordObservers
+from nnprobe.nn.optim import clip_by_global_norm, make_optimizer
 from nnprobe.result import RunResult
-from nnprobe.runlog import SCHEMA_VERSION, LogWriter
+from nnprobe.train.runlog import SCHEMA_VERSION, LogWriter
 
 ProgressFn = Callable[[int, int, float], None]
 

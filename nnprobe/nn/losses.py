@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnprobe.activations import Activation, Sigmoid, Softmax
+from nnprobe.nn.activations import Activation, Sigmoid, Softmax
 
 
 @dataclass

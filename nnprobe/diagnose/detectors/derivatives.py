@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nnprobe.detectors import register
-from nnprobe.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 
 
 @register

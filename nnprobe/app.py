@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnprobe.activations import Identity
+from nnprobe.nn.activations import Identity
 from nnprobe.config import Config
 from nnprobe.data import load_dataset
-from nnprobe.detectors import DetectorSuite
+from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.findings import Finding
 
 
 def start_record_for(config: Config) -> dict:
     """The start record `train` would write, built without training (data generated, model initialised)."""
-    from nnprobe.runner import Trainer
+    from nnprobe.train.loop import Trainer
 
     data_seq = np.random.SeedSequence(config.seed).spawn(1)[0]
     data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
