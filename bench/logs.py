@@ -23,7 +23,7 @@ from nnprobe.diagnose.load import load_run
 from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
 from nnprobe.train.runlog import LogContents, dumps, iter_records
-from nnprobe.train.loop import train
+from nnprobe.train.run import train
 
 
 def real_run(net: Network, steps: int, out: Path) -> Path:

@@ -1,6 +1,6 @@
 """Step time with probes off and on, PyTorch on the same network, and the GEMM peak, side by side.
 
-A step is timed through the code `nnprobe train` runs (`runner.train`'s loop body):
+A step is timed through the code `nnprobe train` runs (`nnprobe.train.run.train`'s loop body):
 `Trainer.step` (forward, loss, backward, probes, record building, update),
 `LogWriter.write` to a temporary steps.jsonl (lines encoded and written in batches of
 runlog.HOLD_RECORDS), and `RecordObservers.observe` (the stop_on detectors at once; the digest
@@ -117,7 +117,7 @@ def time_each(one: Callable[[], None], n: int) -> list[float]:
 
 
 class StepLoop:
-    """One run's objects and `runner.train`'s per-step body, timed step by step."""
+    """One run's objects and `nnprobe.train.run.train`'s per-step body, timed step by step."""
 
     def __init__(self, config: Config, workdir: Path) -> None:
         data = load_dataset(config.data, config.task, np.random.default_rng(np.random.SeedSequence(config.seed)))

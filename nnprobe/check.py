@@ -88,7 +88,7 @@ def run_one(config: str, out_root: str, fail_on: str = "error") -> Outcome:
     from nnprobe.config import load_config
     from nnprobe.errors import NnprobeError
     from nnprobe.reports.junit import github_annotations, junit_suite
-    from nnprobe.train.loop import train
+    from nnprobe.train.run import train
 
     path = Path(config)
     try:

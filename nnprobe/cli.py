@@ -122,7 +122,7 @@ def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_
     nnprobe train configs/quickstart.yaml --set optimizer.lr=0.1 --format json
     """
     from nnprobe.config import load_config
-    from nnprobe.train.loop import train as run_training
+    from nnprobe.train.run import train as run_training
 
     cfg = load_config(config, overrides)
     hidden, user_code = _user_activation(cfg, config, check=not no_gradcheck)

@@ -14,7 +14,7 @@ from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.observers import BATCH, RecordObservers
 from nnprobe.train.runlog import LogContents, iter_records
-from nnprobe.train.loop import train
+from nnprobe.train.run import train
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -20,7 +20,8 @@ from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
 from nnprobe.errors import RunDirError
 from nnprobe.train.runlog import loads
-from nnprobe.train.loop import Trainer, train
+from nnprobe.train.loop import Trainer
+from nnprobe.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 

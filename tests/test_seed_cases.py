@@ -12,7 +12,7 @@ import pytest
 
 from nnprobe.config import load_config
 from nnprobe.findings import Finding, at_or_above
-from nnprobe.train.loop import train
+from nnprobe.train.run import train
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

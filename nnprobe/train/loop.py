@@ -1,122 +1,26 @@
-"""Training with probes: one record per step into the run directory, detectors fed live.
-
-The loop runs under np.errstate(all="ignore"): NumPy's floating-point warnings would only
-repeat, less precisely, what the probes record (where the first NaN or inf was born).
-"""
+"""The trainer: one optimizer step of the config's MLP, and the step record the probes make of it."""
 
 from __future__ import annotations
 
-import json
 import math
-import platform
-import signal
-import sys
-import threading
-import time
-from contextlib import contextmanager
 from functools import partial
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 import nnprobe
-from nnprobe.probes import kernel
-from nnprobe.probes import statistics as probes
+from nnprobe.config import Config
+from nnprobe.data import Dataset
 from nnprobe.nn.activations import Activation, Identity, ReLU
-from nnprobe.config import Config, dump_config
-from nnprobe.data import Dataset, load_dataset
-from nnprobe.diagnose.detectors import DetectorSuite
-from nnprobe.diagnose.digest import Digest
-from nnprobe.errors import RunDirError
-from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.nn.losses import Loss
 from nnprobe.nn.model import MLP, build_mlp, output_units
-from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.nn.optim import clip_by_global_norm, make_optimizer
-from nnprobe.result import RunResult
-from nnprobe.train.runlog import SCHEMA_VERSION, LogWriter
-
-ProgressFn = Callable[[int, int, float], None]
-
-
-# ---------------------------------------------------------------- run directory
-
+from nnprobe.probes import kernel
+from nnprobe.probes import statistics as probes
+from nnprobe.train.runlog import SCHEMA_VERSION
 
 #: z (and a) up to this size are summarised at the end of the step rather than when made (Trainer._observe_forward)
 _DEFER_BYTES = 1 << 17
-
-
-def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
-    """A fresh directory for this run; never one that already holds a run."""
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if out_dir.exists():
-            if not out_dir.is_dir():
-                raise RunDirError(f"--out {out_dir}: exists and is not a directory; choose a new directory name.")
-            if any(out_dir.iterdir()):
-                raise RunDirError(
-                    f"--out {out_dir}: the directory is not empty; nnprobe never overwrites a run. "
-                    "Choose a new directory, or leave --out off to get a fresh one under runs/."
-                )
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"--out {out_dir}: cannot create the directory ({exc.strerror}).") from None
-        return out_dir
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    try:
-        runs_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"{runs_root}: cannot create the runs directory ({exc.strerror}); use --out DIR.") from None
-    for i in range(1, 1000):
-        candidate = runs_root / (f"{config.name}-{stamp}" + (f"-{i}" if i > 1 else ""))
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-    raise RunDirError(f"{runs_root}: could not find a free run directory name for {config.name!r}.")
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------- signals
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop finishes the step it is in, writes it, and stops."""
-
-    def __init__(self) -> None:
-        self.signal: Optional[str] = None
-
-    def __call__(self, signum, frame) -> None:
-        self.signal = signal.Signals(signum).name
-
-
-@contextmanager
-def _catch_signals(flag: _StopFlag) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-# ---------------------------------------------------------------- the trainer
 
 
 class Trainer:
@@ -437,97 +341,3 @@ class Trainer:
                 st["update_ratio"] = norms[2 * i] / w_norm if w_norm else None
             record["layers"] = layer_stats
         return record
-
-
-# ---------------------------------------------------------------- the run
-
-
-def _metadata(config: Config, config_path: Optional[Path], user_code: list[dict]) -> dict:
-    return {
-        "nnprobe": nnprobe.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-        # which code took the statistics: the one-pass C kernel or NumPy passes (the same numbers)
-        "stats": "kernel" if kernel.in_use() else "numpy",
-        "name": config.name,
-        "seed": config.seed,
-        "config_file": str(config_path) if config_path else None,
-        "status": "running",
-        "started": _now(),
-        "ended": None,
-        "duration_s": None,
-        "steps": 0,
-        "user_code": user_code,
-    }
-
-
-def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[ProgressFn] = None,
-          config_path: Optional[Path] = None, runs_root: Path = Path("runs"),
-          hidden_activation=None, user_code: Optional[list[dict]] = None) -> RunResult:
-    """Train one config into a fresh run directory and return the analysed result."""
-    seq = np.random.SeedSequence(config.seed)
-    data_seq = seq.spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
-    trainer = Trainer(config, data, hidden_activation)
-    run_dir = new_run_dir(config, out_dir, runs_root)
-    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    meta = _metadata(config, config_path, user_code or [])
-    _write_json(run_dir / "meta.json", meta)
-
-    start = trainer.start_record()
-    suite = DetectorSuite(config, start)
-    digest = Digest(start)
-    stop_codes = set(config.stop_on)
-    observers = RecordObservers(suite, digest, stop_codes)
-    flag = _StopFlag()
-    status, stopped_by, steps_done, last_loss = "completed", None, 0, None
-    t0 = time.perf_counter()
-    writer = LogWriter(run_dir / "steps.jsonl")
-    try:
-        with _catch_signals(flag), np.errstate(all="ignore"):
-            writer.write(start)
-            fired_static = stop_codes & {f.code for f in suite.static_findings()}
-            if fired_static:
-                status, stopped_by = "diverged", sorted(fired_static)[0]
-            batches = trainer.batches()
-            for step in range(trainer.total_steps if status == "completed" else 0):
-                record = trainer.step(step, next(batches))
-                writer.write(record)
-                steps_done, last_loss = step + 1, record["loss"]
-                newly = observers.observe(record)
-                if progress is not None:
-                    progress(step + 1, trainer.total_steps, last_loss)
-                if newly:
-                    status, stopped_by = "diverged", newly[0]
-                    break
-                if flag.signal is not None:
-                    status = "interrupted"
-                    break
-            end = {"type": "end", "status": status, "steps": steps_done,
-                   "final_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
-                   "stopped_by": stopped_by}
-            writer.write(end)
-    except BaseException:
-        # a bug or an interrupt outside a step: keep every record written so far and say how it ended
-        status = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "failed"
-        meta.update(status=status, ended=_now(), duration_s=round(time.perf_counter() - t0, 3), steps=steps_done)
-        _write_json(run_dir / "meta.json", meta)
-        writer.write({"type": "end", "status": status, "steps": steps_done, "final_loss": None, "stopped_by": None})
-        raise
-    finally:
-        writer.close()
-    observers.flush()
-    duration = time.perf_counter() - t0
-    digest.finish(end)
-    findings = suite.finish(end)
-    result = RunResult(
-        run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
-        start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
-    )
-    result.checks = evaluate_expectations(config, result)
-    meta.update(status=status, ended=_now(), duration_s=round(duration, 3), steps=steps_done,
-                step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
-    _write_json(run_dir / "meta.json", meta)
-    _write_json(run_dir / "findings.json", result.to_json())
-    return result

@@ -1,0 +1,80 @@
+"""The run directory: a fresh folder per run, never one that already holds a run, and its JSON files."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+import nnprobe
+from nnprobe.config import Config
+from nnprobe.errors import RunDirError
+from nnprobe.probes import kernel
+
+
+def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
+    """A fresh directory for this run; never one that already holds a run."""
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        if out_dir.exists():
+            if not out_dir.is_dir():
+                raise RunDirError(f"--out {out_dir}: exists and is not a directory; choose a new directory name.")
+            if any(out_dir.iterdir()):
+                raise RunDirError(
+                    f"--out {out_dir}: the directory is not empty; nnprobe never overwrites a run. "
+                    "Choose a new directory, or leave --out off to get a fresh one under runs/."
+                )
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"--out {out_dir}: cannot create the directory ({exc.strerror}).") from None
+        return out_dir
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{runs_root}: cannot create the runs directory ({exc.strerror}); use --out DIR.") from None
+    for i in range(1, 1000):
+        candidate = runs_root / (f"{config.name}-{stamp}" + (f"-{i}" if i > 1 else ""))
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunDirError(f"{runs_root}: could not find a free run directory name for {config.name!r}.")
+
+
+def write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def metadata(config: Config, config_path: Optional[Path], user_code: list[dict]) -> dict:
+    return {
+        "nnprobe": nnprobe.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        # which code took the statistics: the one-pass C kernel or NumPy passes (the same numbers)
+        "stats": "kernel" if kernel.in_use() else "numpy",
+        "name": config.name,
+        "seed": config.seed,
+        "config_file": str(config_path) if config_path else None,
+        "status": "running",
+        "started": now(),
+        "ended": None,
+        "duration_s": None,
+        "steps": 0,
+        "user_code": user_code,
+    }
+
+
