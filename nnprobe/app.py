@@ -1,14 +1,43 @@
-"""Static checks: the findings that follow from a config and its data before any training step."""
+"""Use-cases shared by the command line and `check`: train one config, and its static findings.
+
+The CLI only parses arguments and prints; `check` (and every later front door) calls the same
+functions, so that a config behaves alike whichever command ran it.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable, Optional
+
 import numpy as np
 
-from nnprobe.nn.activations import Identity
 from nnprobe.config import Config
 from nnprobe.data import load_dataset
 from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.findings import Finding
+from nnprobe.nn.activations import Identity
+from nnprobe.result import RunResult
+
+
+def user_activation(config: Config, config_dir: Path, check: bool = True):
+    """Load a 'module:name' activation (explicitly configured, never by a YAML tag): (activation, user_code)."""
+    if ":" not in config.model.activation:
+        return None, []
+    from nnprobe.nn.user_activations import prepare_user_activation
+
+    return prepare_user_activation(config, config_dir, check=check)
+
+
+def train_config(config: Config, *, config_path: Optional[Path] = None, out_dir: Optional[Path] = None,
+                 runs_root: Path = Path("runs"), progress: Optional[Callable[[int, int, float], None]] = None,
+                 check_user_code: bool = True) -> RunResult:
+    """Train one loaded config into a fresh run directory: what `train`, `check` and their successors run."""
+    from nnprobe.train.run import train
+
+    config_dir = Path(config_path).parent if config_path is not None else Path(".")
+    hidden, user_code = user_activation(config, config_dir, check=check_user_code)
+    return train(config, out_dir, progress=progress, config_path=config_path, runs_root=runs_root,
+                 hidden_activation=hidden, user_code=user_code)
 
 
 def start_record_for(config: Config) -> dict:
@@ -22,4 +51,5 @@ def start_record_for(config: Config) -> dict:
 
 
 def static_findings(config: Config) -> list[Finding]:
+    """The findings that follow from a config and its data before any training step."""
     return DetectorSuite(config, start_record_for(config)).static_findings()

@@ -85,21 +85,15 @@ def run_one(config: str, out_root: str, fail_on: str = "error") -> Outcome:
     """Load, check and train one config into a fresh run directory under out_root (runs in a worker process)."""
     import xml.etree.ElementTree as ET
 
+    from nnprobe.app import train_config
     from nnprobe.config import load_config
     from nnprobe.errors import NnprobeError
     from nnprobe.reports.junit import github_annotations, junit_suite
-    from nnprobe.train.run import train
 
     path = Path(config)
     try:
         cfg = load_config(path)
-        hidden, user_code = None, []
-        if ":" in cfg.model.activation:
-            from nnprobe.nn.user_activations import prepare_user_activation
-
-            hidden, user_code = prepare_user_activation(cfg, path.parent, check=True)
-        result = train(cfg, None, config_path=path, runs_root=Path(out_root), hidden_activation=hidden,
-                       user_code=user_code)
+        result = train_config(cfg, config_path=path, runs_root=Path(out_root))
     except NnprobeError as exc:
         return _unusable(config, "invalid", str(exc))
     except (Exception, KeyboardInterrupt) as exc:

@@ -121,15 +121,14 @@ def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_
     nnprobe train configs/nan-cost.yaml
     nnprobe train configs/quickstart.yaml --set optimizer.lr=0.1 --format json
     """
+    from nnprobe.app import train_config
     from nnprobe.config import load_config
-    from nnprobe.train.run import train as run_training
 
     cfg = load_config(config, overrides)
-    hidden, user_code = _user_activation(cfg, config, check=not no_gradcheck)
     show_progress = not quiet and fmt != "json" and sys.stderr.isatty()
     with _progress(show_progress, cfg.name) as progress:
-        result = run_training(cfg, out_dir, progress=progress, config_path=config,
-                              hidden_activation=hidden, user_code=user_code)
+        result = train_config(cfg, config_path=config, out_dir=out_dir, progress=progress,
+                              check_user_code=not no_gradcheck)
     _emit(result, fmt, fail_on)
     if result.status == "interrupted":
         raise UserError(
@@ -137,15 +136,6 @@ def train(ctx, config: Path, out_dir: Optional[Path], overrides, fmt: str, fail_
             f"{result.run_dir}/steps.jsonl. Run `nnprobe diagnose {result.run_dir}` to analyse them again."
         )
     ctx.exit(_exit_status(result, fail_on))
-
-
-def _user_activation(cfg, config_path: Path, check: bool):
-    """Load a 'module:name' activation (explicitly configured, never by a YAML tag)."""
-    if ":" not in cfg.model.activation:
-        return None, []
-    from nnprobe.nn.user_activations import prepare_user_activation
-
-    return prepare_user_activation(cfg, config_path.parent, check=check)
 
 
 class _progress:
@@ -225,9 +215,10 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
         return
     if config is None:
         raise UserError("validate needs a CONFIG file (or --schema).")
+    from nnprobe.app import static_findings, user_activation
+
     cfg = load_config(config, overrides)
-    _user_activation(cfg, config, check=True)
-    from nnprobe.app import static_findings
+    user_activation(cfg, config.parent, check=True)
 
     findings = static_findings(cfg)
     click.echo(f"{config}: valid ({cfg.name}: {cfg.data.source} data, hidden {cfg.model.hidden} "
