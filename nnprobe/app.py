@@ -30,11 +30,15 @@ def user_activation(config: Config, config_dir: Path, check: bool = True):
 
 def train_config(config: Config, *, config_path: Optional[Path] = None, out_dir: Optional[Path] = None,
                  runs_root: Path = Path("runs"), progress: Optional[Callable[[int, int, float], None]] = None,
-                 check_user_code: bool = True) -> RunResult:
-    """Train one loaded config into a fresh run directory: what `train`, `check` and their successors run."""
+                 check_user_code: bool = True, config_dir: Optional[Path] = None) -> RunResult:
+    """Train one loaded config into a fresh run directory: what `train`, `check`, `fix` and `map` run.
+
+    User activation modules resolve against `config_dir` (default: the config file's folder).
+    """
     from nnprobe.train.run import train
 
-    config_dir = Path(config_path).parent if config_path is not None else Path(".")
+    if config_dir is None:
+        config_dir = Path(config_path).parent if config_path is not None else Path(".")
     hidden, user_code = user_activation(config, config_dir, check=check_user_code)
     return train(config, out_dir, progress=progress, config_path=config_path, runs_root=runs_root,
                  hidden_activation=hidden, user_code=user_code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 
 class StopFlag:
@@ -19,7 +19,8 @@ class StopFlag:
 
 
 @contextmanager
-def catch_signals(flag: StopFlag) -> Iterator[None]:
+def catch_signals(flag: Callable[[int, Any], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to `flag` (a StopFlag, or any handler) in the main thread, then restore."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

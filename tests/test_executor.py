@@ -1,0 +1,181 @@
+"""The executor: plain-data tasks on local worker processes and on a real Dask LocalCluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from nnprobe.config import validate_config
+from nnprobe.executor import (CANCELLED, CRASHED, DIED, INVALID, DaskExecutor, ExecutorError, LocalExecutor, Task,
+                              make_executor, run_task)
+
+SMALL = {
+    "name": "small", "seed": 0,
+    "data": {"source": "moons", "n_samples": 48, "normalize": "standardize"},
+    "model": {"hidden": [5], "activation": "tanh", "output": "sigmoid", "init": "xavier_normal", "bias_init": "zeros"},
+    "loss": {"kind": "bce", "from_logits": True},
+    "optimizer": {"kind": "adam", "lr": 0.02},
+    "training": {"steps": 25},
+}
+
+DIES_AT_IMPORT = "import os\nos._exit(3)\n"
+
+RAISES = """\
+class Act:
+    def forward(self, z):
+        raise RuntimeError("boom in forward")
+
+    def derivative(self, z):
+        return z * 0 + 1
+
+act = Act()
+"""
+
+SLEEPS_FOREVER = "import time\ntime.sleep(3600)\n"
+
+
+def resolved(**changes) -> dict:
+    """A config as a run's config.yaml holds it (every key explicit)."""
+    raw = {**SMALL, **changes}
+    return validate_config(raw, source="small.yaml").model_dump()
+
+
+def task(key: str, tmp_path: Path, **changes) -> Task:
+    return Task(key=key, config=resolved(**changes), config_dir=str(tmp_path), out_dir=None)
+
+
+def comparable(result) -> dict:
+    """What must not depend on where a task ran."""
+    doc = dict(result.doc)
+    return {k: doc[k] for k in ("status", "steps", "final_loss", "findings", "final_accuracy", "seed", "failing")}
+
+
+def test_run_task_in_process_gives_train_document_plus_judgement(tmp_path):
+    out = tmp_path / "kept"
+    result = run_task(Task("k", resolved(), str(tmp_path), str(out), fail_on="info"))
+    assert result.ok and result.error is None and result.reason is None
+    assert result.doc["run_dir"] == str(out) and (out / "steps.jsonl").is_file()
+    assert result.doc["status"] == "completed" and result.doc["steps"] == 25
+    assert result.doc["total_steps"] == 25 and result.doc["name"] == "small"
+    assert 0.0 <= result.doc["final_accuracy"] <= 1.0
+
+
+def test_run_not_kept_leaves_nothing_behind(tmp_path):
+    before = set(os.listdir(tmp_path))
+    result = run_task(task("k", tmp_path))
+    assert result.ok and result.doc["run_dir"] is None
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_invalid_config_and_crash_are_results_not_exceptions(tmp_path):
+    (tmp_path / "raising.py").write_text(RAISES)
+    bad = Task("bad", {**resolved(), "optimizer": {"lr": -1}}, str(tmp_path), None)
+    crash = task("crash", tmp_path, model={**SMALL["model"], "activation": "raising:act"})
+    r_bad, r_crash = run_task(bad), run_task(crash)
+    assert (r_bad.ok, r_bad.reason) == (False, INVALID) and "optimizer.lr" in r_bad.error
+    assert not r_crash.ok and r_crash.reason in (CRASHED, INVALID) and "boom in forward" in r_crash.error
+
+
+def test_local_results_in_input_order_and_same_as_in_process(tmp_path):
+    tasks = [task(f"s{s}", tmp_path, seed=s) for s in range(4)]
+    seen = []
+    with make_executor("local", jobs=2) as ex:
+        results = ex.run(tasks, on_result=lambda r: seen.append(r.key))
+    assert [r.key for r in results] == ["s0", "s1", "s2", "s3"]
+    assert sorted(seen) == ["s0", "s1", "s2", "s3"]
+    assert [comparable(r) for r in results] == [comparable(run_task(t)) for t in tasks]
+    assert len({r.doc["final_loss"] for r in results}) == 4  # the seeds really differ
+
+
+def test_worker_that_dies_marks_only_its_task_and_the_rest_go_on(tmp_path):
+    """A user activation module calling os._exit at import used to take every pending task down (BrokenProcessPool)."""
+    (tmp_path / "dies.py").write_text(DIES_AT_IMPORT)
+    dying = task("dies", tmp_path, model={**SMALL["model"], "activation": "dies:act"})
+    tasks = [task("a", tmp_path), dying, task("b", tmp_path, seed=1), task("c", tmp_path, seed=2)]
+    for jobs in (1, 2):
+        with LocalExecutor(jobs) as ex:
+            results = ex.run(tasks)
+        by_key = {r.key: r for r in results}
+        assert by_key["dies"].reason == DIED and not by_key["dies"].ok
+        assert "exit status 3" in by_key["dies"].error and "worker process" in by_key["dies"].error
+        assert all(by_key[k].ok and by_key[k].doc["status"] == "completed" for k in "abc"), jobs
+
+
+def test_executor_is_reusable_and_closes_its_workers(tmp_path):
+    ex = LocalExecutor(2)
+    with ex:
+        first = ex.run([task("a", tmp_path), task("b", tmp_path)])
+        pids = [w.process.pid for w in ex._workers]
+        second = ex.run([task("c", tmp_path)])
+        assert [w.process.pid for w in ex._workers] == pids  # long-lived: no new process per task
+        processes = [w.process for w in ex._workers]
+    assert all(r.ok for r in first + second)
+    assert not any(p.is_alive() for p in processes)
+
+
+def test_interrupt_cancels_what_has_not_started_and_stops_stuck_tasks(tmp_path):
+    """Ctrl-C with a task stuck in user code used to never return; queued tasks used to start anyway."""
+    (tmp_path / "stuck.py").write_text(SLEEPS_FOREVER)
+    stuck = task("stuck", tmp_path, model={**SMALL["model"], "activation": "stuck:act"})
+    tasks = [stuck] + [task(f"q{i}", tmp_path, seed=i) for i in range(3)]
+    ex = LocalExecutor(1)
+    ex.grace_s = 0.5
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    with ex:
+        timer.start()
+        try:
+            results = ex.run(tasks)
+        finally:
+            timer.cancel()
+        processes = [w.process for w in ex._workers]
+    assert ex.interrupted == "SIGINT"
+    assert [r.reason for r in results] == [CANCELLED] * 4
+    assert "while it ran" in results[0].error and "before it started" in results[1].error
+    assert not any(p.is_alive() for p in processes)
+
+
+def test_unknown_executor_kind_and_missing_scheduler_are_errors(monkeypatch):
+    with pytest.raises(ExecutorError, match="expected one of local, dask"):
+        make_executor("spark")
+    monkeypatch.delenv("NNPROBE_DASK_SCHEDULER", raising=False)
+    with pytest.raises(ExecutorError, match="NNPROBE_DASK_SCHEDULER"):
+        make_executor("dask")
+
+
+# ---------------------------------------------------------------- Dask
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as c:
+        yield c
+
+
+def test_dask_gives_the_same_results_as_local_workers(cluster, tmp_path):
+    tasks = [task(f"s{s}", tmp_path, seed=s) for s in range(3)]
+    with make_executor("dask", scheduler=cluster.scheduler_address) as ex:
+        on_dask = ex.run(tasks)
+    with make_executor("local", jobs=2) as ex:
+        local = ex.run(tasks)
+    assert [r.key for r in on_dask] == ["s0", "s1", "s2"]
+    assert [comparable(r) for r in on_dask] == [comparable(r) for r in local]
+
+
+def test_dask_scheduler_from_environment(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("NNPROBE_DASK_SCHEDULER", cluster.scheduler_address)
+    with make_executor("dask") as ex:
+        (result,) = ex.run([task("env", tmp_path)])
+    assert result.ok
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(ExecutorError, match="cannot reach the Dask scheduler"):
+        with DaskExecutor("tcp://127.0.0.1:9", connect_timeout=1.0):
+            pass
