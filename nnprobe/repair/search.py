@@ -316,13 +316,15 @@ def search(config: dict, *, train: Train, validate: Validate, seeds: int = DEFAU
 def executor_train(run_tasks: Callable[[list[Any]], list[Any]], *, config_dir: str, source: Optional[str],
                    fail_on: str) -> Train:
     """A Train that runs the K seeded configs as executor Tasks (runs not kept) and reads their documents."""
-    from nnprobe.executor import Task
+    from nnprobe.executor import CANCELLED, Task
 
     def train(configs: list[dict], label: str) -> tuple[list[SeedRun], Optional[str]]:
         tasks = [Task(key=f"{label} (seed {c['seed']})", config=c, config_dir=config_dir, out_dir=None,
                       fail_on=fail_on, source=source) for c in configs]
         results = run_tasks(tasks)
         for r in results:
+            if r.reason == CANCELLED:
+                raise RepairError(f"interrupted during {label}; nothing was written.")
             if not r.ok or r.doc is None:
                 return [], r.error or f"{r.key}: the run failed"
         classification = get_dotted(configs[0], "loss.kind") in PROBABILITY_OUTPUT
