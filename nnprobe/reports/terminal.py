@@ -391,6 +391,16 @@ def render_markdown(result: RunResult) -> str:
 # -- explain -----------------------------------------------------------------------------------
 
 
+REPAIRS_TITLE = "What `nnprobe fix` tries, after the finding's own fixes"
+
+
+def repair_lines(code: str) -> list[str]:
+    """The repair catalogue's entries for a code, in the order `nnprobe fix` tries them."""
+    from nnprobe.repair.catalogue import REPAIRS, describe_repair
+
+    return [describe_repair(r) for r in REPAIRS.get(code, ())]
+
+
 def render_explain(detector_cls: Any) -> RenderableType:
     """`nnprobe explain CODE`: what the finding means, its thresholds and why, causes, fixes, references."""
     ex = detector_cls.explanation
@@ -410,6 +420,9 @@ def render_explain(detector_cls: Any) -> RenderableType:
         parts += [Text(""), Text("Thresholds", style="bold"), table]
     parts.append(_section("Causes", ex.causes))
     parts.append(_section("Fixes", ex.fixes))
+    repairs = repair_lines(detector_cls.code)
+    if repairs:
+        parts.append(_section(REPAIRS_TITLE, repairs))
     if ex.references:
         parts.append(_section("References", ex.references))
     return Group(*parts)
@@ -462,7 +475,9 @@ def render_explain_markdown(classes: Sequence[Any]) -> str:
                              [(f"`detectors.{cls.code}.{name}`", fmt_num(th.default), th.doc)
                               for name, th in cls.thresholds.items()])
             out.append("")
-        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes), ("References", ex.references)):
+        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes),
+                             (f"{REPAIRS_TITLE} (docs/fix.md)", repair_lines(cls.code)),
+                             ("References", ex.references)):
             if lines:
                 out += [f"**{title}**", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out).rstrip() + "\n"
