@@ -357,7 +357,7 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds each config is trained with: the control and every candidate.")
-@click.option("--budget", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--budget", type=click.IntRange(min=1), default=80, show_default=True,
               help="Training runs allowed in all (each seed of each candidate is one run).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Runs trained at once, each in its own process. Default: the CPU count.")

@@ -373,3 +373,35 @@ def test_unified_diff_names_both_files():
     assert diff.startswith("--- a.yaml\n+++ b.yaml\n")
     assert "-  lr: 0.001  # too small?\n+  lr: 0.01  # too small?\n" in diff
     assert unified_diff(ORIGINAL, ORIGINAL, "a", "b") == ""
+
+
+def test_a_patch_later_repairs_made_unnecessary_is_dropped():
+    """Clipping stops the NaN of a summed loss but leaves exploding gradients; once the mean loss fixes
+    those, the config without the clipping is just as clean and as good, so the clipping is dropped."""
+    def train(configs, label):
+        out = []
+        for c in configs:
+            summed, clipped = get_dotted(c, "loss.reduction") == "sum", get_dotted(c, "optimizer.clip_grad_norm")
+            fs = []
+            if summed and not clipped:
+                fs.append(Finding("nonfinite", "error", 2, None, "m", {},
+                                  [change({"optimizer.clip_grad_norm": 1.0}, ""), change({"loss.reduction": "mean"},
+                                                                                         "")]))
+            if summed:
+                fs.append(Finding("exploding-gradients", "warning", 0, None, "m", {},
+                                  [change({"loss.reduction": "mean"}, "")]))
+            loss = math.inf if fs and fs[0].code == "nonfinite" else 1.0 + 0.01 * c["seed"]
+            out.append(SeedRun(c["seed"], "completed", loss, None, tuple(fs)))
+        return out, None
+
+    result = search(copy.deepcopy(BROKEN), train=train, validate=no_check, seeds=3, budget=80)
+    clip, mean = result.attempts[0], result.attempts[1]
+    assert clip.candidate.patch == {"optimizer.clip_grad_norm": 1.0} and clip.accepted and clip.dropped
+    assert mean.candidate.patch == {"loss.reduction": "mean"} and mean.accepted and not mean.dropped
+    pruning = result.attempts[2]
+    assert pruning.finding == "pruning" and pruning.word == "not needed" and not pruning.accepted
+    assert pruning.candidate.patch == {"optimizer.clip_grad_norm": None}
+    assert result.patch == {"loss.reduction": "mean"} and result.ok
+    assert result.config["optimizer"]["clip_grad_norm"] is None
+    assert [a.finding for a in result.attempts[3:]] == ["tuning", "tuning"]  # the loss ignores lr: not better
+    assert [a for a in result.chain] == [mean]

@@ -243,6 +243,7 @@ TUNING: tuple[Repair, ...] = (
     Repair("learning rate x3", lr_times(3), "a smaller increase"),
 )
 TUNE = "tuning"  # the pseudo finding code of the tuning rounds
+PRUNE = "pruning"  # ... and of the round that tries the repaired config without each accepted patch
 
 
 def repairs_for(code: str, situation: Situation) -> list[tuple[Repair, Patch]]:
@@ -264,4 +265,4 @@ def describe_repair(repair: Repair, situation: Optional[Situation] = None) -> st
     return f"{repair.name}" + (f" ({shown})" if shown else "") + f": {repair.why}"
 
 
-__all__ = ["REPAIRS", "TUNE", "TUNING", "Repair", "Situation", "describe_repair", "repairs_for"]
+__all__ = ["PRUNE", "REPAIRS", "TUNE", "TUNING", "Repair", "Situation", "describe_repair", "repairs_for"]

@@ -11,12 +11,12 @@ from typing import Any, Callable, Optional
 
 from nnprobe.errors import NnprobeError
 from nnprobe.findings import severity_rank
-from nnprobe.repair.catalogue import PROBABILITY_OUTPUT, TUNE, Situation, repairs_for
+from nnprobe.repair.catalogue import PROBABILITY_OUTPUT, PRUNE, TUNE, Situation, repairs_for
 from nnprobe.repair.patches import Patch, apply_patch, changes_anything, combine, describe, get_dotted, patch_key
-from nnprobe.repair.verdicts import SeedRun, Spread, Verdict, judge, judge_tuning, loss_comparable
+from nnprobe.repair.verdicts import SeedRun, Spread, Verdict, judge, judge_pruning, judge_tuning, loss_comparable
 
 DEFAULT_SEEDS = 3
-DEFAULT_BUDGET = 60
+DEFAULT_BUDGET = 80
 
 # Why the chain stopped.
 DONE = "nothing at or above --fail-on is left"
@@ -46,6 +46,7 @@ class Attempt:
     error: Optional[str] = None  # the patched config is invalid, or its runs failed
     accepted: bool = False
     as_step: bool = False  # accepted without fixing outright: it removed the finding and others took its place
+    dropped: bool = False  # accepted, then found not needed once later patches were in (docs/fix.md, pruning)
 
     @property
     def word(self) -> str:
@@ -54,7 +55,8 @@ class Attempt:
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"round": self.round, "finding": self.finding, "patch": dict(self.candidate.patch),
                                "origin": self.candidate.origin, "label": self.candidate.label,
-                               "verdict": self.word, "accepted": self.accepted, "as_step": self.as_step}
+                               "verdict": self.word, "accepted": self.accepted, "as_step": self.as_step,
+                               "dropped": self.dropped}
         if self.verdict is not None:
             doc.update(self.verdict.to_json())
         if self.error:
@@ -143,7 +145,7 @@ class RepairResult:
 
     @property
     def chain(self) -> list[Attempt]:
-        return [a for a in self.attempts if a.accepted]
+        return [a for a in self.attempts if a.accepted and not a.dropped]
 
     @property
     def patch(self) -> Patch:
@@ -188,10 +190,10 @@ class _Chain:
         self.on_attempt = on_attempt
         self.used = 0
         self.attempts: list[Attempt] = []
-        self.patches: list[Patch] = []
+        self.kept: list[Attempt] = []  # the accepted attempts still in the chain, in order
         self.visited = {patch_key({})}
         self.round = 0
-        self.current = config
+        self.base = self.current = config
         self.runs = self._train(config, "control")
         if self.runs is None:
             raise RepairError(self._error)
@@ -205,13 +207,20 @@ class _Chain:
     def score(self, runs: list[SeedRun]) -> tuple[int, int]:
         return _score(runs, self.fail_on)
 
-    def attempt(self, code: str, cand: Candidate, judge_runs: Callable[[list[SeedRun]], Verdict]) -> Optional[_Tried]:
-        """Validate and train one candidate on top of the current config; None when skipped or failed."""
-        key = patch_key(combine(self.patches + [cand.patch]))
+    @property
+    def patches(self) -> list[Patch]:
+        return [a.candidate.patch for a in self.kept]
+
+    def attempt(self, code: str, cand: Candidate, judge_runs: Callable[[list[SeedRun]], Verdict],
+                chain: Optional[list[Patch]] = None) -> Optional[_Tried]:
+        """Validate and train one candidate (on top of the current config, or the base config with the
+        patches `chain` instead); None when skipped or failed."""
+        combined = combine(self.patches + [cand.patch]) if chain is None else combine(chain)
+        key = patch_key(combined)
         if key in self.visited:
             return None
         attempt = Attempt(self.round, code, cand)
-        patched = apply_patch(self.current, cand.patch)
+        patched = apply_patch(self.current, cand.patch) if chain is None else apply_patch(self.base, combined)
         try:
             self.validate(patched)
         except NnprobeError as exc:
@@ -233,7 +242,7 @@ class _Chain:
 
     def accept(self, tried: _Tried, as_step: bool = False) -> None:
         tried.attempt.accepted, tried.attempt.as_step = True, as_step
-        self.patches.append(tried.attempt.candidate.patch)
+        self.kept.append(tried.attempt)
         self.current, self.runs = tried.config, tried.runs
 
     def fix_round(self, code: str) -> bool:
@@ -260,6 +269,24 @@ class _Chain:
         if step is not None:
             self.accept(step, as_step=True)
         return step is not None
+
+    def prune_round(self) -> None:
+        """Try the repaired config without each accepted patch but the last, earliest first: a patch taken
+        before the real causes were fixed (clipping an explosion that standardized data then prevents)
+        is dropped when nothing comes back without it and the metrics are no worse."""
+        self.round += 1
+        for kept in list(self.kept[:-1]):
+            control = self.runs
+            patch = kept.candidate.patch
+            others = [a.candidate.patch for a in self.kept if a is not kept]
+            revert = {key: get_dotted(self.base, key) for key in patch}
+            cand = Candidate(revert, "pruning", f"without {describe(patch)}")
+            tried = self.attempt(PRUNE, cand, lambda runs: judge_pruning(control, runs, self.fail_on,
+                                                                           loss_comparable(patch)), chain=others)
+            if tried is not None and tried.attempt.verdict.verdict == "not needed":
+                kept.dropped = True
+                self.kept.remove(kept)
+                self.current, self.runs = tried.config, tried.runs
 
     def tune_round(self) -> bool:
         """Try the tuning list on the repaired config; accept the first that is better beyond the spread."""
@@ -305,7 +332,9 @@ def search(config: dict, *, train: Train, validate: Validate, seeds: int = DEFAU
                 set_aside.clear()
             else:
                 set_aside.add(todo[0].code)
-        while stopped == DONE and chain.patches and chain.tune_round():
+        if stopped == DONE and chain.kept[1:]:
+            chain.prune_round()
+        while stopped == DONE and chain.kept and chain.tune_round():
             pass
     except _OutOfBudget:
         stopped = BUDGET if targets(chain.runs, fail_on) else DONE

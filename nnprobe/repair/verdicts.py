@@ -236,18 +236,33 @@ def _rank_of(code: str, runs: list[SeedRun]) -> int:
 def judge_tuning(control: list[SeedRun], candidate: list[SeedRun], fail_on: str) -> Verdict:
     """After the fixes: 'better' when nothing at or above fail_on appears in any seed and the final loss
     (or accuracy) beats the control's by more than the control's seed spread, the other no worse."""
+    return _judge_change(control, candidate, fail_on, True, ("better",), ("better", "not better"))
+
+
+def judge_pruning(control: list[SeedRun], candidate: list[SeedRun], fail_on: str, loss_compared: bool) -> Verdict:
+    """The repaired config without one accepted patch: 'not needed' when nothing at or above fail_on
+    comes back in any seed and the metrics are no worse than with it, beyond its seed spread."""
+    return _judge_change(control, candidate, fail_on, loss_compared, ("ok", "better"), ("not needed", "needed"))
+
+
+def _judge_change(control: list[SeedRun], candidate: list[SeedRun], fail_on: str, loss_compared: bool,
+                  good: tuple[str, ...], words: tuple[str, str]) -> Verdict:
     failing = sorted(set().union(*(r.failing_codes(fail_on) for r in candidate)))
-    metrics, c_loss, k_loss, c_acc, k_acc = _metrics(control, candidate, True)
+    metrics, c_loss, k_loss, c_acc, k_acc = _metrics(control, candidate, loss_compared)
+    yes, no = words
 
     def verdict(word: str, reason: str) -> Verdict:
-        return Verdict(word, reason, len(candidate), 0, 0, failing, k_loss, c_loss, True, k_acc, c_acc, metrics.word)
+        return Verdict(word, reason, len(candidate), 0, 0, failing, k_loss, c_loss, loss_compared, k_acc, c_acc,
+                       metrics.word)
 
     if failing:
-        return verdict("not better", f"brings back {', '.join(failing)}")
-    if metrics.word == "better":
-        return verdict("better", "better than the control by more than its seed spread, nothing at or above "
-                                 f"{fail_on}")
-    return verdict("not better", "not better than the control beyond its seed spread")
+        return verdict(no, f"brings back {', '.join(failing)}")
+    if metrics.word in good:
+        return verdict(yes, f"nothing at or above {fail_on}, " + (
+            "better than the control by more than its seed spread" if metrics.word == "better"
+            else "no worse than the control beyond its seed spread"))
+    return verdict(no, "not better than the control beyond its seed spread" if "better" in good
+                   else f"worse than the control beyond its seed spread ({metrics.word})")
 
 
 def loss_comparable(patch_keys: Iterable[str]) -> bool:
@@ -255,5 +270,5 @@ def loss_comparable(patch_keys: Iterable[str]) -> bool:
     return not any(key in LOSS_SCALE_KEYS for key in patch_keys)
 
 
-__all__ = ["LOSS_SCALE_KEYS", "SeedRun", "Spread", "VERDICTS", "Verdict", "compare", "judge", "judge_tuning",
-           "loss_comparable"]
+__all__ = ["LOSS_SCALE_KEYS", "SeedRun", "Spread", "VERDICTS", "Verdict", "compare", "judge", "judge_pruning",
+           "judge_tuning", "loss_comparable"]

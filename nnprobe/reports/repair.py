@@ -9,13 +9,16 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nnprobe.repair.catalogue import TUNE
+from nnprobe.repair.catalogue import PRUNE, TUNE
 from nnprobe.repair.patches import describe
 from nnprobe.repair.search import Attempt, RepairResult, targets
 from nnprobe.repair.verdicts import SeedRun, Spread
 
 VERDICT_STYLE = {"fixed": "bold green", "not fixed": "yellow", "worse": "red", "inconclusive": "magenta",
-                 "invalid": "dim", "better": "bold green", "not better": "dim"}
+                 "invalid": "dim", "better": "bold green", "not better": "dim", "not needed": "bold green",
+                 "needed": "dim"}
+ROUND_TITLES = {TUNE: "tuning the learning rate of the repaired config",
+                PRUNE: "the repaired config without each patch taken before the last"}
 
 
 def _findings_line(runs: list[SeedRun], fail_on: str) -> str:
@@ -56,8 +59,7 @@ def render_fix(report: Any) -> RenderableType:
     for a in r.attempts:
         rounds.setdefault(a.round, []).append(a)
     for number, attempts in rounds.items():
-        what = ("tuning the learning rate of the repaired config" if attempts[0].finding == TUNE
-                else attempts[0].finding)
+        what = ROUND_TITLES.get(attempts[0].finding, attempts[0].finding)
         table = Table(title=Text(f"round {number}: {what}"), title_justify="left", box=box.SIMPLE_HEAD,
                       pad_edge=False)
         table.add_column("verdict", no_wrap=True)
@@ -67,7 +69,8 @@ def render_fix(report: Any) -> RenderableType:
         for a in attempts:
             word = Text(a.word, style=VERDICT_STYLE.get(a.word, ""))
             if a.accepted:
-                word.append(" ← taken" + (" as a step" if a.as_step else ""), style="bold")
+                word.append(" ← taken" + (" as a step" if a.as_step else "")
+                            + (", dropped later" if a.dropped else ""), style="bold")
             table.add_row(word, describe(a.candidate.patch), a.candidate.origin, _numbers(a))
         parts.append(table)
     if r.chain:
