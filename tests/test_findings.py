@@ -101,3 +101,24 @@ def test_every_emitted_config_change_is_a_valid_config_and_matches_its_text(seed
             node[leaf] = value
             assert f"{key}: {yaml_scalar(value)}" in fix.text, (finding.code, fix.text)
         validate_config(raw, source=name, text=text, base_dir=CONFIGS)
+
+
+def test_markdown_first_fix_gives_the_overrides_and_text_stays_plain():
+    from nnprobe.reports.terminal import fix_line
+
+    finding = Finding("nonfinite", "error", 2, None, "m", {}, [change({"loss.from_logits": True}, "why"), "more"])
+    assert fix_line(finding) == "fix: loss.from_logits: true  — why (+1 more: nnprobe explain nonfinite)"
+    assert fix_line(finding, overrides=True) == ("fix: loss.from_logits: true  — why [--set loss.from_logits=true]"
+                                                 " (+1 more: nnprobe explain nonfinite)")
+
+
+def test_explain_lists_the_repairs_fix_tries_in_order():
+    from click.testing import CliRunner
+
+    from nnprobe.cli import cli
+    from nnprobe.repair.catalogue import REPAIRS
+
+    out = CliRunner().invoke(cli, ["explain", "dead-relu", "--format", "markdown"]).stdout
+    section = out.split("What `nnprobe fix` tries")[1].split("**References**")[0]
+    names = [line[2:].split(":")[0] for line in section.splitlines() if line.startswith("- ")]
+    assert names == [r.name for r in REPAIRS["dead-relu"]]

@@ -197,12 +197,14 @@ def layer_rows(digest: Any) -> list[tuple[str, ...]]:
     return rows
 
 
-def fix_line(finding: Finding) -> str:
+def fix_line(finding: Finding, overrides: bool = False) -> str:
+    """The first fix; with `overrides`, a config change also as the --set arguments that try it."""
     if not finding.fixes:
         return ""
     more = len(finding.fixes) - 1
     extra = f" (+{more} more: nnprobe explain {finding.code})" if more > 0 else ""
-    return f"fix: {finding.fixes[0]}{extra}"
+    first = finding.fixes[0]
+    return f"fix: {first.shown() if overrides else first}{extra}"
 
 
 # -- terminal ----------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def render_markdown(result: RunResult) -> str:
     if findings:
         out += [f"#### Findings ({severity_counts(findings)})", ""]
         rows = [(f.severity, f"`{f.code}`", "static" if f.step is None else f.step, f.layer or "—",
-                 f.message, fix_line(f).removeprefix("fix: ")) for f in findings]
+                 f.message, fix_line(f, overrides=True).removeprefix("fix: ")) for f in findings]
         out += _md_table(("severity", "code", "step", "layer", "what happened", "first fix"), rows) + [""]
     else:
         out += ["No findings.", ""]
