@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from nnprobe.findings import yaml_scalar
 from nnprobe.repair.patches import Patch, combine, get_dotted
 
 PROBABILITY_OUTPUT = {"bce": "sigmoid", "cross_entropy": "softmax"}
@@ -258,11 +257,9 @@ def repairs_for(code: str, situation: Situation) -> list[tuple[Repair, Patch]]:
     return out
 
 
-def describe_repair(repair: Repair, situation: Optional[Situation] = None) -> str:
-    """'lower learning rate (optimizer.lr: 0.0001): why', the patch shown when a situation is given."""
-    patch = repair.build(situation) if situation is not None else None
-    shown = ", ".join(f"{k}: {yaml_scalar(v)}" for k, v in (patch or {}).items())
-    return f"{repair.name}" + (f" ({shown})" if shown else "") + f": {repair.why}"
+def describe_repair(repair: Repair) -> str:
+    """'lower learning rate: 10x smaller steps (...)', as explain lists the catalogue."""
+    return f"{repair.name}: {repair.why}"
 
 
 __all__ = ["PRUNE", "REPAIRS", "TUNE", "TUNING", "Repair", "Situation", "describe_repair", "repairs_for"]

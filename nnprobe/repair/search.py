@@ -1,7 +1,7 @@
 """The patch chain: train the control over K seeds, try candidates for the worst finding, keep what is proven.
 
-Pure of I/O except through `run`, the executor's `run(tasks) -> results` (or anything of that
-shape), so the chain's rules are tested with scripted results and no training.
+Pure of I/O except through `train` (one config per seed in, their runs out; `executor_train`
+builds it on the shared executor), so the chain's rules are tested with scripted runs.
 """
 
 from __future__ import annotations
