@@ -308,10 +308,26 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     ctx.exit(0 if report.ok else 1)
 
 
+def executor_options(f):
+    """--jobs / --executor / --scheduler: where check, fix and map train (local worker processes or Dask)."""
+    f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="With --executor dask: the scheduler, e.g. tcp://HOST:8786 (or NNPROBE_DASK_SCHEDULER).")(f)
+    f = click.option("--executor", "executor", type=click.Choice(("local", "dask")), default="local",
+                     show_default=True, help="local worker processes, or a Dask cluster (extra nnprobe[dask]).")(f)
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+                        help="Local worker processes, each training one config at a time. Default: the CPU count.")(f)
+
+
+def _interrupted_note(interrupted: Optional[str], what: str, where: Path) -> None:
+    if interrupted:
+        click.echo(f"nnprobe: error: {what} interrupted ({interrupted}): what had not started was cancelled and what "
+                   f"was running stopped at a step boundary; the run directories written so far are under {where}/.",
+                   err=True)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="CONFIG_OR_DIR...")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Configs trained at once, each in its own process. Default: the CPU count.")
+@executor_options
 @fail_on_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
 @click.option("--out-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
@@ -319,14 +335,17 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write JUnit XML (one testsuite per config) to this file.")
 @click.pass_context
-def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Path, junit_path: Optional[Path]) -> None:
+def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[str], fail_on: str, fmt: str,
+          out_root: Path, junit_path: Optional[Path]) -> None:
     """Train many configs (a directory: its *.yaml) in parallel and print one table; for CI.
 
-    Exit 1 when a config fails its expect: or --fail-on, 2 when one is invalid (the others still run).
+    Exit 1 when a config fails its expect: or --fail-on, 2 when one is invalid, crashed or was
+    interrupted (the others still run).
 
     \b
     nnprobe check configs/ --fail-on warning
     nnprobe check configs/a.yaml configs/b.yaml --jobs 2 --junit nnprobe.xml
+    nnprobe check configs/ --executor dask --scheduler tcp://HOST:8786 --out-root /shared/runs
     """
     from nnprobe.check import run_check
 
@@ -335,7 +354,8 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
             click.echo(f"  {outcome.verdict:7} {outcome.config}", err=True)
 
     try:
-        report = run_check(paths, jobs=jobs, fail_on=fail_on, out_root=out_root, on_done=done)
+        report = run_check(paths, jobs=jobs, fail_on=fail_on, out_root=out_root, on_done=done, executor=executor,
+                           scheduler=scheduler)
     except KeyboardInterrupt:
         raise UserError(f"check interrupted (Ctrl-C); the run directories written so far are under {out_root}/.") from None
     if junit_path is not None:
@@ -350,6 +370,7 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
         _console().print(report.render())
+    _interrupted_note(report.interrupted, "check", out_root)
     ctx.exit(report.exit_status)
 
 
