@@ -374,5 +374,84 @@ def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[st
     ctx.exit(report.exit_status)
 
 
+@cli.command(name="map")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=VALUES",
+              help="An axis: a list (optimizer.lr=0.01,0.1,1) or a range START:STOP:N / START:STOP:Nlog. One or two.")
+@click.option("--seeds", type=click.IntRange(min=1, max=100), default=1, show_default=True,
+              help="Seeds per cell (the config's seed and the next ones); the worst decides the cell.")
+@set_option
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per run. Default: the config's.")
+@executor_options
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Run directories go in a fresh folder under here (on a cluster: a shared path).")
+@click.option("--no-runs", is_flag=True, help="Keep no run directories (only the map).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write an HTML heatmap here (needs the 'plot' extra: matplotlib).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def map_command(ctx, config: Path, grids, seeds: int, overrides, steps: Optional[int], jobs: Optional[int],
+                executor: str, scheduler: Optional[str], out: Path, no_runs: bool, output: Optional[Path], fmt: str,
+                quiet: bool) -> None:
+    """Map where CONFIG diverges, is unstable, stalls or is healthy over one or two config keys.
+
+    Each cell is a short run with those values (over --seeds seeds), classified by the detectors.
+
+    \b
+    nnprobe map configs/relu-regression.yaml --grid optimizer.lr=1e-4:1:9log --steps 300
+    nnprobe map configs/nan-cost.yaml --grid optimizer.lr=0.01,0.1,1,10 --grid loss.from_logits=false,true
+    nnprobe map CONFIG --grid optimizer.lr=1e-3:1:7log --executor dask --scheduler tcp://HOST:8786 --out /shared/runs
+    """
+    from nnprobe.grid import parse_grids
+    from nnprobe.reports.stability_map import render_map_html, render_map_text, require_plotting
+    from nnprobe.stability import plan_map, run_map
+
+    axes = parse_grids(grids)
+    if output is not None:
+        require_plotting()
+    plan = plan_map(config, axes, seeds=seeds, overrides=tuple(overrides), steps=steps,
+                    out=None if no_runs else out, absolute_paths=executor != "local")
+    show_progress = not quiet and fmt != "json" and sys.stderr.isatty()
+    with _count_progress(show_progress, f"map {config.name}", len(plan.tasks)) as advance:
+        result = run_map(plan, executor=executor, jobs=jobs, scheduler=scheduler, on_result=advance)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
+    else:
+        _console().print(render_map_text(result))
+    if output is not None:
+        try:
+            output.write_text(render_map_html(result), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"-o {output}: cannot write the heatmap ({exc.strerror}); choose another path.") from None
+        click.echo(f"wrote {output}", err=True)
+    _interrupted_note(result.interrupted, "map", Path(plan.run_root) if plan.run_root else out)
+    if result.invalid:
+        raise UserError(result.invalid)
+    ctx.exit(2 if result.interrupted else 0)
+
+
+class _count_progress:
+    """A rich progress bar counting finished runs on stderr, or a no-op callback."""
+
+    def __init__(self, enabled: bool, name: str, total: int) -> None:
+        self.enabled, self.name, self.total, self._bar, self._task = enabled, name, total, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda result: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+        self._bar.__enter__()
+        self._task = self._bar.add_task(self.name, total=self.total)
+        return lambda result: self._bar.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
 def main() -> None:
     cli(prog_name="nnprobe")
