@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from nnprobe.errors import ConfigError, RunDirError
-from nnprobe.executor import INVALID, Task, TaskResult, make_executor
+from nnprobe.executor import INVALID, ExecutorError, Task, TaskResult, make_executor
 from nnprobe.findings import severity_rank
 from nnprobe.grid import Axis
 
@@ -266,9 +266,14 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
 def run_map(plan: MapPlan, *, executor: str = "local", jobs: Optional[int] = None, scheduler: Optional[str] = None,
             on_result: Optional[Callable[[TaskResult], None]] = None) -> StabilityMap:
     """Run every task of the plan on the executor and classify each cell (worst seed first)."""
-    with make_executor(executor, jobs=jobs, scheduler=scheduler) as ex:
-        results = ex.run(plan.tasks, on_result=on_result)
-        interrupted = ex.interrupted
+    try:
+        with make_executor(executor, jobs=jobs, scheduler=scheduler) as ex:
+            results = ex.run(plan.tasks, on_result=on_result)
+            interrupted = ex.interrupted
+    except ExecutorError:
+        if plan.run_root is not None and not any(Path(plan.run_root).iterdir()):
+            Path(plan.run_root).rmdir()  # nothing ran: leave no empty map folder behind
+        raise
     by_key = {r.key: r for r in results}
     cells = []
     for i, values in enumerate(plan.values):

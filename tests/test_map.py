@@ -244,3 +244,8 @@ def test_html_heatmap_is_self_contained_and_deterministic(tmp_path):
     assert page.count("<svg") == 1 and "<script" not in page and "http://" not in page.replace(
         "http://www.w3.org", "")
     assert "optimizer.lr" in page and "model.init" in page and "Largest healthy" in page
+
+
+def test_map_help():
+    result = CliRunner().invoke(cli, ["map", "--help"])
+    assert result.exit_code == 0 and "Usage: nnprobe map" in result.stdout and "--grid" in result.stdout

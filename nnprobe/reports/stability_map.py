@@ -14,6 +14,8 @@ CLASS_COLOURS = {"error": "#9e9e9e", "diverged": "#b71c1c", "unstable": "#ef6c00
 
 
 def fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"  # as the YAML config writes it
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
