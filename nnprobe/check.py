@@ -1,4 +1,4 @@
-"""`nnprobe check`: train many configs, each in its own process and fresh run directory, and judge them together.
+"""`nnprobe check`: train many configs on the executor, each in a fresh run directory, and judge them together.
 
 A config's verdict is `pass` (no finding at or above --fail-on, every `expect:` met), `fail`,
 `invalid` (the config, its data or its user activation is unusable: the message says why) or
@@ -8,14 +8,11 @@ when any failed, else 0; every config is run whatever happens to the others.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
-import os
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
+
+from nnprobe.executor import INVALID, Task, TaskResult, make_executor, run_task
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 VERDICTS = ("pass", "fail", "invalid", "error")
@@ -61,14 +58,6 @@ class Outcome:
         }
 
 
-def _is_failing(result, fail_on: str) -> bool:
-    from nnprobe.findings import at_or_above
-
-    if fail_on == "never":
-        return False
-    return bool(at_or_above(result.findings, fail_on)) or any(not c.ok for c in result.checks)
-
-
 def _unusable(config: str, verdict: str, message: str, classname: str = "nnprobe.config") -> Outcome:
     """An invalid or crashed config, with its JUnit error case and annotation."""
     import xml.etree.ElementTree as ET
@@ -81,41 +70,40 @@ def _unusable(config: str, verdict: str, message: str, classname: str = "nnprobe
                    annotations=[annotation("error", title, message, file=config)])
 
 
-def run_one(config: str, out_root: str, fail_on: str = "error") -> Outcome:
-    """Load, check and train one config into a fresh run directory under out_root (runs in a worker process)."""
-    import xml.etree.ElementTree as ET
+def outcome_of(config: str, result: TaskResult) -> Outcome:
+    """A config's verdict from its task's result: pass/fail when it trained, invalid or error when it could not."""
+    doc = result.doc
+    if doc is None:
+        if result.reason == INVALID:
+            return _unusable(config, "invalid", result.error or "")
+        return _unusable(config, "error", result.error or "", classname="nnprobe.train")
+    verdict = "error" if not result.ok else "fail" if doc["failing"] else "pass"  # not ok with a doc: interrupted
+    return Outcome(
+        config=config, verdict=verdict, message=result.error or "", name=doc["name"], run_dir=doc["run_dir"],
+        status=doc["status"], steps=doc["steps"], total_steps=doc["total_steps"], final_loss=doc["final_loss"],
+        findings=doc["findings"], checks=doc.get("checks", []), junit=doc.get("junit", ""),
+        annotations=doc.get("annotations", []),
+    )
 
-    from nnprobe.app import train_config
+
+def task_for(config: str, out_root: str, fail_on: str = "error") -> Task:
+    """Load one config (in this process: an unusable file raises ConfigError) into the task that trains it."""
     from nnprobe.config import load_config
-    from nnprobe.errors import NnprobeError
-    from nnprobe.reports.junit import github_annotations, junit_suite
 
-    path = Path(config)
+    cfg = load_config(Path(config))
+    return Task(key=config, config=cfg.model_dump(), config_dir=str(Path(config).resolve().parent), out_dir=None,
+                fail_on=fail_on, runs_root=out_root, source=config, ci_reports=True)
+
+
+def run_one(config: str, out_root: str, fail_on: str = "error") -> Outcome:
+    """Load, check and train one config into a fresh run directory under out_root, in this process."""
+    from nnprobe.errors import NnprobeError
+
     try:
-        cfg = load_config(path)
-        result = train_config(cfg, config_path=path, runs_root=Path(out_root))
+        task = task_for(config, out_root, fail_on)
     except NnprobeError as exc:
         return _unusable(config, "invalid", str(exc))
-    except (Exception, KeyboardInterrupt) as exc:
-        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-        at = f" ({Path(where[0].filename).name}, line {where[0].lineno})" if where else ""
-        msg = (f"{config}: training stopped with {type(exc).__name__}: {exc}{at}. This is a bug in nnprobe (or "
-               "in user code it ran); `nnprobe train` on this config shows the traceback.")
-        if isinstance(exc, KeyboardInterrupt):
-            msg = f"{config}: interrupted."
-        return _unusable(config, "error", msg, classname="nnprobe.train")
-    if result.status == "interrupted":
-        verdict, message = "error", f"{config}: training was interrupted at step {result.steps}."
-    else:
-        verdict, message = ("fail" if _is_failing(result, fail_on) else "pass"), ""
-    doc = result.to_json()
-    return Outcome(
-        config=config, verdict=verdict, message=message, name=cfg.name, run_dir=result.run_dir,
-        status=result.status, steps=result.steps, total_steps=result.start.get("total_steps"),
-        final_loss=doc["final_loss"], findings=doc["findings"], checks=doc.get("checks", []),
-        junit=ET.tostring(junit_suite(result, fail_on=fail_on, name=f"nnprobe {config}"), encoding="unicode"),
-        annotations=github_annotations(result, config_file=config),
-    )
+    return outcome_of(config, run_task(task))
 
 
 def collect_configs(paths: Iterable[Path | str]) -> tuple[list[str], list[Outcome]]:
@@ -149,6 +137,7 @@ def _display(config: str) -> str:
 class CheckReport:
     outcomes: list[Outcome]
     fail_on: str = "error"
+    interrupted: Optional[str] = None  # "SIGINT" / "SIGTERM" when the check was cut short
 
     def count(self, verdict: str) -> int:
         return sum(1 for o in self.outcomes if o.verdict == verdict)
@@ -170,6 +159,7 @@ class CheckReport:
             "configs": [o.to_json() for o in self.outcomes],
             "summary": {v: self.count(v) for v in VERDICTS},
             "exit_status": self.exit_status,
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
         }
 
     def junit(self) -> str:
@@ -238,51 +228,45 @@ class CheckReport:
         return Group(*parts)
 
 
-@contextmanager
-def _one_blas_thread_per_worker(workers: int) -> Iterator[None]:
-    """Several workers each spinning a multi-threaded BLAS on the same cores slow every step tens of times."""
-    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    if workers > 1:
-        for n in names:
-            os.environ.setdefault(n, "1")
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
-
-
 def run_check(paths: Iterable[Path | str], *, jobs: Optional[int] = None, fail_on: str = "error",
-              out_root: Path | str = "runs", on_done: Optional[Callable[[Outcome], None]] = None) -> CheckReport:
-    """Run every config in its own process (at most `jobs` at a time, default the CPU count), in input order."""
+              out_root: Path | str = "runs", on_done: Optional[Callable[[Outcome], None]] = None,
+              executor: str = "local", scheduler: Optional[str] = None) -> CheckReport:
+    """Train every config on the executor (at most `jobs` at a time locally, default the CPU count), in input order.
+
+    A config that cannot be loaded is invalid without reaching a worker; one whose worker dies, or that
+    Ctrl-C/SIGTERM cancels, is an error; every other config runs and is judged whatever happens to it.
+    """
+    from nnprobe.errors import NnprobeError
+
     configs, invalid = collect_configs(paths)
-    results: dict[int, Outcome] = {}
-    if configs:
-        workers = max(1, min(jobs or os.cpu_count() or 1, len(configs)))
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded parent; user code stays in its worker
-        with _one_blas_thread_per_worker(workers), cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_one, c, str(out_root), fail_on): i for i, c in enumerate(configs)}
-            try:
-                for fut in cf.as_completed(futures):
-                    i = futures[fut]
-                    try:
-                        outcome = fut.result()
-                    except Exception as exc:  # the worker process died (os._exit, a crash in native code)
-                        outcome = _unusable(configs[i], "error",
-                                            f"{configs[i]}: the worker process running it died "
-                                            f"({type(exc).__name__}: {exc}).", classname="nnprobe.train")
-                    results[i] = outcome
-                    if on_done is not None:
-                        on_done(outcome)
-            except KeyboardInterrupt:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    outcomes = [results[i] for i in range(len(configs))] + invalid
-    return CheckReport(outcomes, fail_on)
+    outcomes: dict[int, Outcome] = {}
+    tasks: list[Task] = []
+    index: dict[str, int] = {}
+    # on a cluster, run directories are named by absolute (shared) paths
+    root = str(out_root) if executor == "local" else str(Path(out_root).resolve())
+    for i, config in enumerate(configs):
+        try:
+            tasks.append(task_for(config, root, fail_on))
+            index[config] = i
+        except NnprobeError as exc:
+            outcomes[i] = _unusable(config, "invalid", str(exc))
+            if on_done is not None:
+                on_done(outcomes[i])
+
+    def finished(result: TaskResult) -> None:
+        outcome = outcome_of(result.key, result)
+        outcomes[index[result.key]] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    interrupted = None
+    if tasks:
+        with make_executor(executor, jobs=jobs, scheduler=scheduler) as ex:
+            ex.run(tasks, on_result=finished)
+            interrupted = ex.interrupted
+    report = CheckReport([outcomes[i] for i in range(len(configs))] + invalid, fail_on)
+    report.interrupted = interrupted
+    return report
 
 
-__all__ = ["CheckReport", "Outcome", "collect_configs", "run_check", "run_one"]
+__all__ = ["CheckReport", "Outcome", "collect_configs", "outcome_of", "run_check", "run_one", "task_for"]

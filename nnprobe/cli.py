@@ -308,10 +308,26 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     ctx.exit(0 if report.ok else 1)
 
 
+def executor_options(f):
+    """--jobs / --executor / --scheduler: where check, fix and map train (local worker processes or Dask)."""
+    f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="With --executor dask: the scheduler, e.g. tcp://HOST:8786 (or NNPROBE_DASK_SCHEDULER).")(f)
+    f = click.option("--executor", "executor", type=click.Choice(("local", "dask")), default="local",
+                     show_default=True, help="local worker processes, or a Dask cluster (extra nnprobe[dask]).")(f)
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+                        help="Local worker processes, each training one config at a time. Default: the CPU count.")(f)
+
+
+def _interrupted_note(interrupted: Optional[str], what: str, where: Path) -> None:
+    if interrupted:
+        click.echo(f"nnprobe: error: {what} interrupted ({interrupted}): what had not started was cancelled and what "
+                   f"was running stopped at a step boundary; the run directories written so far are under {where}/.",
+                   err=True)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="CONFIG_OR_DIR...")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Configs trained at once, each in its own process. Default: the CPU count.")
+@executor_options
 @fail_on_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
 @click.option("--out-root", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
@@ -319,14 +335,17 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write JUnit XML (one testsuite per config) to this file.")
 @click.pass_context
-def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Path, junit_path: Optional[Path]) -> None:
+def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[str], fail_on: str, fmt: str,
+          out_root: Path, junit_path: Optional[Path]) -> None:
     """Train many configs (a directory: its *.yaml) in parallel and print one table; for CI.
 
-    Exit 1 when a config fails its expect: or --fail-on, 2 when one is invalid (the others still run).
+    Exit 1 when a config fails its expect: or --fail-on, 2 when one is invalid, crashed or was
+    interrupted (the others still run).
 
     \b
     nnprobe check configs/ --fail-on warning
     nnprobe check configs/a.yaml configs/b.yaml --jobs 2 --junit nnprobe.xml
+    nnprobe check configs/ --executor dask --scheduler tcp://HOST:8786 --out-root /shared/runs
     """
     from nnprobe.check import run_check
 
@@ -335,7 +354,8 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
             click.echo(f"  {outcome.verdict:7} {outcome.config}", err=True)
 
     try:
-        report = run_check(paths, jobs=jobs, fail_on=fail_on, out_root=out_root, on_done=done)
+        report = run_check(paths, jobs=jobs, fail_on=fail_on, out_root=out_root, on_done=done, executor=executor,
+                           scheduler=scheduler)
     except KeyboardInterrupt:
         raise UserError(f"check interrupted (Ctrl-C); the run directories written so far are under {out_root}/.") from None
     if junit_path is not None:
@@ -350,6 +370,7 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
         _console().print(report.render())
+    _interrupted_note(report.interrupted, "check", out_root)
     ctx.exit(report.exit_status)
 
 
@@ -359,18 +380,14 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
               help="Seeds each config is trained with: the control and every candidate.")
 @click.option("--budget", type=click.IntRange(min=1), default=80, show_default=True,
               help="Training runs allowed in all (each seed of each candidate is one run).")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Runs trained at once, each in its own process. Default: the CPU count.")
-@click.option("--executor", "executor_kind", type=click.Choice(("local", "dask")), default="local",
-              show_default=True, help="Where the runs go: local worker processes, or a Dask cluster.")
-@click.option("--scheduler", default=None, metavar="ADDRESS", help="With --executor dask: tcp://HOST:8786.")
+@executor_options
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="warning", show_default=True,
               help="Fix every finding at or above this severity.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the fixed config here (comments and key order of the original kept).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
 @click.pass_context
-def fix(ctx, config: Path, seeds: int, budget: int, jobs: Optional[int], executor_kind: str,
+def fix(ctx, config: Path, seeds: int, budget: int, jobs: Optional[int], executor: str,
         scheduler: Optional[str], fail_on: str, output: Optional[Path], fmt: str) -> None:
     """Try the findings' fixes on CONFIG over several seeds and keep only the proven ones.
 
@@ -387,8 +404,8 @@ def fix(ctx, config: Path, seeds: int, budget: int, jobs: Optional[int], executo
         if fmt != "json":
             click.echo(f"  {attempt.word:12} {attempt.finding}: {attempt.candidate.label}", err=True)
 
-    with make_executor(executor_kind, jobs=jobs, scheduler=scheduler) as executor:
-        report = fix_config(config, seeds=seeds, budget=budget, fail_on=fail_on, run_tasks=executor.run,
+    with make_executor(executor, jobs=jobs, scheduler=scheduler) as runner:
+        report = fix_config(config, seeds=seeds, budget=budget, fail_on=fail_on, run_tasks=runner.run,
                             output=output, on_attempt=tried)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
@@ -397,6 +414,85 @@ def fix(ctx, config: Path, seeds: int, budget: int, jobs: Optional[int], executo
 
         _console().print(render_fix(report))
     ctx.exit(report.exit_status)
+
+
+@cli.command(name="map")
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=VALUES",
+              help="An axis: a list (optimizer.lr=0.01,0.1,1) or a range START:STOP:N / START:STOP:Nlog. One or two.")
+@click.option("--seeds", type=click.IntRange(min=1, max=100), default=1, show_default=True,
+              help="Seeds per cell (the config's seed and the next ones); the worst decides the cell.")
+@set_option
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Steps per run. Default: the config's.")
+@executor_options
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              show_default=True, help="Run directories go in a fresh folder under here (on a cluster: a shared path).")
+@click.option("--no-runs", is_flag=True, help="Keep no run directories (only the map).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write an HTML heatmap here (needs the 'plot' extra: matplotlib).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def map_command(ctx, config: Path, grids, seeds: int, overrides, steps: Optional[int], jobs: Optional[int],
+                executor: str, scheduler: Optional[str], out: Path, no_runs: bool, output: Optional[Path], fmt: str,
+                quiet: bool) -> None:
+    """Map where CONFIG diverges, is unstable, stalls or is healthy over one or two config keys.
+
+    Each cell is a short run with those values (over --seeds seeds), classified by the detectors.
+
+    \b
+    nnprobe map configs/relu-regression.yaml --grid optimizer.lr=1e-4:1:9log --steps 300
+    nnprobe map configs/nan-cost.yaml --grid optimizer.lr=0.01,0.1,1,10 --grid loss.from_logits=false,true
+    nnprobe map CONFIG --grid optimizer.lr=1e-3:1:7log --executor dask --scheduler tcp://HOST:8786 --out /shared/runs
+    """
+    from nnprobe.grid import parse_grids
+    from nnprobe.reports.stability_map import render_map_html, render_map_text, require_plotting
+    from nnprobe.stability import plan_map, run_map
+
+    axes = parse_grids(grids)
+    if output is not None:
+        require_plotting()
+    plan = plan_map(config, axes, seeds=seeds, overrides=tuple(overrides), steps=steps,
+                    out=None if no_runs else out, absolute_paths=executor != "local")
+    show_progress = not quiet and fmt != "json" and sys.stderr.isatty()
+    with _count_progress(show_progress, f"map {config.name}", len(plan.tasks)) as advance:
+        result = run_map(plan, executor=executor, jobs=jobs, scheduler=scheduler, on_result=advance)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
+    else:
+        _console().print(render_map_text(result))
+    if output is not None:
+        try:
+            output.write_text(render_map_html(result), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"-o {output}: cannot write the heatmap ({exc.strerror}); choose another path.") from None
+        click.echo(f"wrote {output}", err=True)
+    _interrupted_note(result.interrupted, "map", Path(plan.run_root) if plan.run_root else out)
+    if result.invalid:
+        raise UserError(result.invalid)
+    ctx.exit(2 if result.interrupted else 0)
+
+
+class _count_progress:
+    """A rich progress bar counting finished runs on stderr, or a no-op callback."""
+
+    def __init__(self, enabled: bool, name: str, total: int) -> None:
+        self.enabled, self.name, self.total, self._bar, self._task = enabled, name, total, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda result: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+        self._bar.__enter__()
+        self._task = self._bar.add_task(self.name, total=self.total)
+        return lambda result: self._bar.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
 
 def main() -> None:

@@ -241,7 +241,7 @@ class LocalExecutor:
     """Long-lived worker processes on this machine, each training its tasks in-process (spawned, so no
     threaded parent is forked; one BLAS thread each when there are several)."""
 
-    grace_s = 5.0  # how long running tasks get to stop at a step boundary after Ctrl-C/SIGTERM
+    grace_s = 3.0  # how long running tasks get to stop at a step boundary after Ctrl-C/SIGTERM
 
     def __init__(self, jobs: Optional[int] = None) -> None:
         self.jobs = max(1, jobs or os.cpu_count() or 1)

@@ -179,3 +179,16 @@ def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(ExecutorError, match="cannot reach the Dask scheduler"):
         with DaskExecutor("tcp://127.0.0.1:9", connect_timeout=1.0):
             pass
+
+
+def test_the_same_map_through_local_workers_and_dask_gives_identical_cells(cluster, tmp_path):
+    from nnprobe.grid import parse_grids
+    from nnprobe.stability import plan_map, run_map
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "relu-regression.yaml"
+    axes = parse_grids(["optimizer.lr=1e-5:1:3log", "data.normalize=none,standardize"])
+    plan = plan_map(config, axes, seeds=2, steps=40, out=None)
+    local = run_map(plan, executor="local", jobs=2).to_json()
+    on_dask = run_map(plan, executor="dask", scheduler=cluster.scheduler_address).to_json()
+    assert on_dask == local
+    assert {c["class"] for c in local["cells"]} >= {"diverged"}

@@ -38,14 +38,19 @@ def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path(
         runs_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"{runs_root}: cannot create the runs directory ({exc.strerror}); use --out DIR.") from None
+    return fresh_dir(runs_root, f"{config.name}-{stamp}")
+
+
+def fresh_dir(parent: Path, stem: str) -> Path:
+    """parent/stem (else stem-2, stem-3, ...): a directory this call created, never one that already existed."""
     for i in range(1, 1000):
-        candidate = runs_root / (f"{config.name}-{stamp}" + (f"-{i}" if i > 1 else ""))
+        candidate = parent / (stem + (f"-{i}" if i > 1 else ""))
         try:
             candidate.mkdir()
             return candidate
         except FileExistsError:
             continue
-    raise RunDirError(f"{runs_root}: could not find a free run directory name for {config.name!r}.")
+    raise RunDirError(f"{parent}: could not find a free directory name for {stem!r}.")
 
 
 def write_json(path: Path, doc: dict) -> None:
