@@ -84,16 +84,18 @@ class LeakyReLU(Activation):
 class Sigmoid(Activation):
     """a = 1 / (1 + exp(-z));  a' = a(1 - a).
 
-    Evaluated without overflow, but it still rounds to exactly 1.0 for z > ~36.7 in float64
-    (~16.6 in float32), just as the textbook formula does: that is the event log-zero catches.
+    Computed exactly as the textbook formula (and torch.sigmoid) computes it, so both ends saturate
+    where hand-written code does: exactly 1.0 above z ~ 36.7 (float64) / 16.6 (float32), and exactly
+    0.0 below z ~ -709.8 / -88.7, where exp(-z) overflows to inf. Those exact 0s and 1s are the events
+    log-zero catches; the overflow itself is expected and not warned about.
     """
 
     name = "sigmoid"
     saturation = 2 * math.acosh(10.0)  # s(1-s) = 1/(4 cosh^2(z/2)) < 1% of 1/4  <=>  |z| > 5.986
 
     def forward(self, z):
-        e = np.exp(-np.abs(z))
-        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-z))
 
     def derivative(self, z, a):
         return a * (1 - a)
