@@ -1,5 +1,5 @@
 """nnprobe.optim: every update rule against a hand computation over three steps, the update norms it
-reports, in-place updates, and clip_by_global_norm."""
+reports and in-place updates (clipping: tests/test_clip.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nnprobe.nn.optim import OPTIMIZERS, SGD, clip_by_global_norm, make_optimizer
+from nnprobe.nn.optim import OPTIMIZERS, SGD, make_optimizer
 
 LR, MU, B1, B2, EPS = 0.1, 0.9, 0.9, 0.999, 1e-8
 GRADS = [
@@ -113,30 +113,3 @@ def test_float32_parameters_stay_float32(kind):
     opt = make_optimizer(params, config(kind))
     opt.step([np.array([0.5, 0.25], dtype=np.float32)])
     assert params[0].dtype == np.float32
-
-
-# ---------------------------------------------------------------- clipping
-
-
-def test_clip_by_global_norm_scales_every_gradient_to_the_max():
-    grads = [np.array([3.0, 0.0]), np.array([[0.0, 4.0]])]  # global norm 5
-    assert clip_by_global_norm(grads, 1.0, 5.0) is True
-    np.testing.assert_allclose(grads[0], [0.6, 0.0], rtol=1e-15)
-    np.testing.assert_allclose(grads[1], [[0.0, 0.8]], rtol=1e-15)
-    total = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
-    assert total == pytest.approx(1.0, rel=1e-15)
-
-
-def test_clip_leaves_small_gradients_alone():
-    grads = [np.array([0.3, 0.4])]
-    assert clip_by_global_norm(grads, 1.0, 0.5) is False
-    np.testing.assert_array_equal(grads[0], [0.3, 0.4])
-    assert clip_by_global_norm(grads, 0.5, 0.5) is False  # exactly at the max: unchanged
-
-
-@pytest.mark.parametrize("norm", [math.inf, math.nan], ids=["inf", "nan"])
-def test_clip_does_not_touch_non_finite_gradients(norm):
-    """Scaling by max/inf would zero them and hide the event the nonfinite detector exists to catch."""
-    grads = [np.array([math.inf, 1.0])]
-    assert clip_by_global_norm(grads, 1.0, norm) is False
-    assert grads[0][0] == math.inf and grads[0][1] == 1.0
