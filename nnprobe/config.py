@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nnprobe.errors import ConfigError
 
 Severity = Literal["info", "warning", "error"]
-BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity")
+BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity")
 
 
 class _Strict(BaseModel):
@@ -112,7 +112,7 @@ class LossConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    kind: Literal["sgd", "momentum", "nesterov", "adam", "rmsprop"] = "sgd"
+    kind: Literal["sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"] = "sgd"
     lr: float = Field(0.001, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     beta1: float = Field(0.9, ge=0, lt=1)

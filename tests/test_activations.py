@@ -206,7 +206,7 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_registries_match_the_spec():
-    assert set(HIDDEN) == {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity"}
+    assert set(HIDDEN) == {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity"}
     assert set(OUTPUT) == {"identity", "sigmoid", "softmax", "relu", "tanh"}
     assert RELU_FAMILY == {"relu", "leaky_relu"}
     assert not Softmax.elementwise
@@ -248,3 +248,24 @@ def test_textbook_bce_of_a_sigmoid_saturated_at_zero_is_infinite_and_counted():
         out = loss(z, sig.forward(z), t)
     assert out.value == math.inf
     assert out.loss_in["n_zero"] == 1
+
+
+# ---------------------------------------------------------------- the two GELUs
+
+
+def test_gelu_erf_closed_form():
+    """z Phi(z) with the standard normal CDF Phi: Phi(1) = 0.8413447460685429, Phi(2) = 0.9772498680518208."""
+    z = np.array([-1.0, 0.0, 1.0, 2.0])
+    a = HIDDEN["gelu_erf"]().forward(z)
+    np.testing.assert_allclose(a, [-(1 - 0.8413447460685429), 0.0, 0.8413447460685429, 2 * 0.9772498680518208],
+                               rtol=1e-15, atol=1e-16)
+    # a' = Phi(z) + z phi(z): at 1, 0.8413447460685429 + 0.24197072451914337
+    d = HIDDEN["gelu_erf"]().derivative(z, a)
+    assert d[2] == pytest.approx(0.8413447460685429 + 0.24197072451914337, rel=1e-15)
+    assert d[1] == 0.5
+
+
+def test_gelu_is_the_tanh_approximation_within_5e_4_of_gelu_erf():
+    z = np.linspace(-6, 6, 2001)
+    gap = np.abs(HIDDEN["gelu"]().forward(z) - HIDDEN["gelu_erf"]().forward(z))
+    assert 1e-4 < gap.max() < 5e-4

@@ -49,6 +49,9 @@ def reference(kind: str) -> list[list[np.ndarray]]:
             elif kind == "rmsprop":  # torch.optim.RMSprop with alpha = beta2
                 state["s"][i] = B2 * state["s"][i] + (1 - B2) * g**2
                 p[i] = p[i] - LR * g / (np.sqrt(state["s"][i]) + EPS)
+            elif kind == "adagrad":  # torch.optim.Adagrad, lr_decay 0, initial accumulator 0
+                state["s"][i] = state["s"][i] + g**2
+                p[i] = p[i] - LR * g / (np.sqrt(state["s"][i]) + EPS)
         history.append([x.copy() for x in p])
     return history
 
@@ -113,3 +116,15 @@ def test_float32_parameters_stay_float32(kind):
     opt = make_optimizer(params, config(kind))
     opt.step([np.array([0.5, 0.25], dtype=np.float32)])
     assert params[0].dtype == np.float32
+
+
+def test_adagrad_hand_numbers():
+    """Closed form: with a constant gradient g the accumulator after t steps is t g^2, so step t moves
+    p by lr g / (sqrt(t) |g| + eps) = lr sign(g) / sqrt(t) (eps aside): the steps shrink as 1/sqrt(t)."""
+    params = [np.array([0.0, 0.0])]
+    opt = make_optimizer(params, config("adagrad"))
+    g = np.array([3.0, -0.5])
+    for _ in range(4):
+        opt.step([g.copy()])
+    moved = LR * sum(1 / math.sqrt(t) for t in range(1, 5))
+    np.testing.assert_allclose(params[0], [-moved, moved], rtol=1e-7)

@@ -193,9 +193,23 @@ class RMSprop(Optimizer):
 
     def _delta(self, i, p, g):
         s = self.s[i]
+        self._accumulate(s, g)
+        return g * -self.lr / (np.sqrt(s) + self.eps)
+
+    def _accumulate(self, s, g):
         s *= self.b2
         s += (1 - self.b2) * (g * g)
-        return g * -self.lr / (np.sqrt(s) + self.eps)
+
+
+class Adagrad(RMSprop):
+    """s <- s + g^2;  p <- p - lr g / (sqrt(s) + eps)   (Duchi et al. 2011; torch.optim.Adagrad's form with
+    lr_decay 0 and the accumulator starting at 0; its eps defaults to 1e-10, optimizer.eps to 1e-8)"""
+
+    def __init__(self, params, lr, eps):
+        super().__init__(params, lr, None, eps)
+
+    def _accumulate(self, s, g):
+        s += g * g
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
@@ -204,6 +218,7 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "nesterov": lambda params, c: Nesterov(params, c.lr, c.momentum),
     "adam": lambda params, c: Adam(params, c.lr, c.beta1, c.beta2, c.eps),
     "rmsprop": lambda params, c: RMSprop(params, c.lr, c.beta2, c.eps),
+    "adagrad": lambda params, c: Adagrad(params, c.lr, c.eps),
 }
 
 
