@@ -115,7 +115,8 @@ def _run(raw: dict, use_kernel: bool) -> tuple[Trainer, list[dict], list[float]]
         records, moves = [], []
         for s in range(trainer.total_steps):
             before = [p.copy() for p in trainer.optimizer.params]
-            records.append(trainer.step(s, next(batches)))
+            with np.errstate(over="ignore"):  # the probes' float32 sums of squares overflow, as they may
+                records.append(trainer.step(s, next(batches)))
             moves.append(global_norm([p - b for p, b in zip(trainer.optimizer.params, before)]))
         return trainer, records, moves
     finally:
@@ -145,7 +146,8 @@ def test_logged_grad_norm_is_finite_when_the_squares_overflow():
     kernel.use(False)
     try:
         trainer = _trainer(_huge_gradient_config({"every": 1}))
-        record = trainer.step(0, None)
+        with np.errstate(over="ignore"):
+            record = trainer.step(0, None)
     finally:
         kernel.use(was)
     assert 1e19 < record["grad_norm"] < math.inf

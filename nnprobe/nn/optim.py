@@ -236,9 +236,10 @@ def global_norm(arrays: list[np.ndarray]) -> float:
     root scaled back. inf if an entry is inf, NaN if one is NaN.
     """
     sq = 0.0
-    for a in arrays:
-        flat = a.ravel().astype(np.float64, copy=False)
-        sq += float(np.dot(flat, flat))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below
+        for a in arrays:
+            flat = a.ravel().astype(np.float64, copy=False)
+            sq += float(np.dot(flat, flat))
     if math.isfinite(sq):
         return math.sqrt(sq)
     peaks = [float(np.max(np.abs(a))) for a in arrays if a.size]
