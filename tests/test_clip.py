@@ -163,7 +163,7 @@ def _clipped_float32(optimizer: str) -> dict:
             "training": {"steps": 30, "batch_size": 50}, "probes": {"every": 3}}
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "rmsprop"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"])
 def test_clipped_float32_training_is_the_same_on_both_statistics_paths(optimizer):
     """Regression: the clip factor came from the logged norm, a float64 sum of squares on the C kernel and
     a float32 one on NumPy, so clipped float32 runs diverged between the two paths within 2-20 steps."""
