@@ -312,7 +312,7 @@ class RunFacts:
         return self.activation in RELU_FAMILY
 
     def init_for(self, activation: str) -> str:
-        return "he_normal" if activation in RELU_FAMILY + ("elu", "gelu") else "xavier_normal"
+        return "he_normal" if activation in RELU_FAMILY + ("elu", "gelu", "gelu_erf") else "xavier_normal"
 
 
 def _span(span: Optional[tuple[float, float]]) -> str:

@@ -105,7 +105,7 @@ _HE: InitRule = ("He sqrt(2/fan_in)", lambda fan_in, fan_out: math.sqrt(2.0 / fa
 _XAVIER: InitRule = ("Xavier sqrt(2/(fan_in+fan_out))", lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)))
 _LECUN: InitRule = ("LeCun sqrt(1/fan_in)", lambda fan_in, fan_out: math.sqrt(1.0 / fan_in))
 INIT_RULES: dict[str, InitRule] = {
-    "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE,
+    "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE, "gelu_erf": _HE,
     "sigmoid": _XAVIER, "tanh": _XAVIER, "softplus": _XAVIER, "identity": _XAVIER, "softmax": _XAVIER,
 }
 # Every standard fan-in rule: a scale between the smallest and the largest of them (times the
