@@ -15,8 +15,9 @@ from typing import Any, Callable, Optional
 from nnprobe.repair.patches import Patch, combine, get_dotted
 
 PROBABILITY_OUTPUT = {"bce": "sigmoid", "cross_entropy": "softmax"}
-RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu")
-FAN_IN_INITS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal")
+RELU_FAMILY = ("relu", "leaky_relu", "elu", "gelu", "gelu_erf")
+FAN_IN_INITS = tuple(f"{rule}_{shape}" for rule in ("he", "xavier", "lecun")
+                     for shape in ("normal", "uniform", "truncated_normal"))
 ADAM_LR = 0.001  # Kingma & Ba 2015's default step size
 
 
