@@ -220,7 +220,7 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
     cfg = load_config(config, overrides)
     user_activation(cfg, config.parent, check=True)
 
-    findings = static_findings(cfg)
+    findings = static_findings(cfg, str(config))
     click.echo(f"{config}: valid ({cfg.name}: {cfg.data.source} data, hidden {cfg.model.hidden} "
                f"{cfg.model.activation}, output {cfg.model.output}, loss {cfg.loss.kind}).")
     for f in findings:
@@ -299,8 +299,11 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     from nnprobe.config import load_config
     from nnprobe.gradcheck import gradcheck_config, render_gradcheck
 
+    from nnprobe.app import user_output_to_stderr
+
     cfg = load_config(config, overrides)
-    report = gradcheck_config(cfg, config.parent, config_label=str(config))
+    with user_output_to_stderr():
+        report = gradcheck_config(cfg, config.parent, config_label=str(config))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:

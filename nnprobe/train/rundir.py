@@ -40,18 +40,29 @@ def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path(
         raise RunDirError(f"{runs_root}: cannot create the runs directory ({exc.strerror}); use --out DIR.") from None
     for i in range(1, 1000):
         candidate = runs_root / (f"{config.name}-{stamp}" + (f"-{i}" if i > 1 else ""))
+        if candidate.parent != runs_root or candidate.name in ("", ".", ".."):  # config validation refuses such names
+            raise RunDirError(f"name {config.name!r}: cannot name a directory under {runs_root}; use letters, digits, '-', '_'.")
         try:
             candidate.mkdir()
             return candidate
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise RunDirError(
+                f"{candidate}: cannot create the run directory ({exc.strerror}); choose another name or use --out DIR."
+            ) from None
     raise RunDirError(f"{runs_root}: could not find a free run directory name for {config.name!r}.")
 
 
 def write_json(path: Path, doc: dict) -> None:
+    """Write `doc` whole or not at all (a temporary file renamed over the old one); no .tmp is left behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def now() -> str:

@@ -144,6 +144,8 @@ class LogWriter:
         self.hold_seconds = hold_seconds
         self._held: list[dict] = []
         self._deadline = 0.0
+        self.steps_written = 0  # step records whose whole batch reached the file
+        self._cut = False  # the file ends in part of a line
 
     def write(self, record: dict, flush: bool = True) -> None:
         """Add one record; `flush=False` leaves a full batch for the caller to flush (the bench times it apart)."""
@@ -173,11 +175,28 @@ class LogWriter:
         finally:  # a record that cannot be encoded still leaves the ones before it on disk
             if lines:
                 self._write_all(b"\n".join(lines) + b"\n")
+                self.steps_written += sum(1 for r in held[: len(lines)] if r.get("type") == "step")
 
     def _write_all(self, data: bytes) -> None:
-        done = self._fh.write(data)
-        while done < len(data):  # a regular file takes it all at once, short of a full disk or a signal
-            done += self._fh.write(memoryview(data)[done:])
+        if self._cut:  # a failed write left half a line: end it, so the lines after it parse
+            data = b"\n" + data
+        done = 0
+        try:
+            done = self._fh.write(data)
+            while done < len(data):  # a regular file takes it all at once, short of a full disk or a signal
+                done += self._fh.write(memoryview(data)[done:])
+        finally:
+            self._cut = 0 < done < len(data) or (self._cut and done == 0)
+
+    def discard_held(self) -> None:
+        """Forget the records not yet written (after a failed write, so that the end record can still go out)."""
+        self._held = []
+
+    def abandon(self) -> None:
+        """Close the file without writing what is held."""
+        self._held = []
+        if not self._fh.closed:
+            self._fh.close()
 
     def close(self) -> None:
         if not self._fh.closed:
