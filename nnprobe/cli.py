@@ -6,11 +6,13 @@ Exit status: 0 nothing at or above --fail-on and every expectation met; 1 otherw
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
@@ -71,7 +73,35 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
-    elif fmt == "markdown":
+    else:
+        with _no_workflow_commands(result):
+            _emit_report(result, fmt, fail_on)
+    if os.environ.get("GITHUB_ACTIONS"):
+        from nnprobe.reports.junit import github_annotations
+
+        # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
+        for line in github_annotations(result):
+            click.echo(line, err=fmt != "text")
+
+
+@contextmanager
+def _no_workflow_commands(result) -> Iterator[None]:
+    """On GitHub Actions, a report line that starts with '::' (a crafted name or message) would run as a
+    workflow command: the report is printed between ::stop-commands:: and its resume token. The token is
+    a hash of the result, so no text inside the report can know it in advance."""
+    if not os.environ.get("GITHUB_ACTIONS"):
+        yield
+        return
+    token = hashlib.sha256(json.dumps(result.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:32]
+    click.echo(f"::stop-commands::{token}")
+    try:
+        yield
+    finally:
+        click.echo(f"::{token}::")
+
+
+def _emit_report(result, fmt: str, fail_on: str) -> None:
+    if fmt == "markdown":
         from nnprobe.reports.terminal import render_markdown
 
         click.echo(render_markdown(result), nl=False)
@@ -83,12 +113,6 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
         from nnprobe.reports.terminal import render_text
 
         _console().print(render_text(result))
-    if os.environ.get("GITHUB_ACTIONS"):
-        from nnprobe.reports.junit import github_annotations
-
-        # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
-        for line in github_annotations(result):
-            click.echo(line, err=fmt != "text")
 
 
 @click.group(name="nnprobe", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

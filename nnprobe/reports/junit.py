@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from nnprobe.findings import Finding, severity_rank
+from nnprobe.reports.terminal import printable
 from nnprobe.result import RunResult
 
 ANNOTATION_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
@@ -160,8 +161,21 @@ def render_suites(suites: Iterable[ET.Element]) -> str:
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{time:.3f}")
+    _xml_safe(root)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """XML 1.0 cannot hold most control characters (a config name with \\x01 made the file unreadable):
+    every text and attribute is shown with such characters escaped as \\x01, the way the terminal shows them."""
+    for element in root.iter():
+        if element.text:
+            element.text = printable(element.text)
+        if element.tail:
+            element.tail = printable(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, printable(value))
 
 
 def render_junit(result: RunResult, *, fail_on: str = "error") -> str:
