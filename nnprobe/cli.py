@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -35,7 +36,10 @@ class UserError(click.ClickException):
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # NumPy's overflow/invalid warnings are what nnprobe reports as findings, with their place
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
         except NnprobeError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt:
@@ -381,4 +385,12 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
 
 
 def main() -> None:
-    cli(prog_name="nnprobe")
+    try:
+        status = cli.main(prog_name="nnprobe", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # before a command started: click would exit 1
+        click.echo("nnprobe: error: interrupted (Ctrl-C) before anything was recorded.", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)

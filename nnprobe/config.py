@@ -312,10 +312,10 @@ def _check_expansion(text: str, source: str) -> None:
             continue
         open_sizes[-1] += n
         if open_sizes[-1] > MAX_YAML_NODES:
+            why = (" once its YAML aliases (*name) are resolved; a config holds a few dozen. Remove the aliases "
+                   "that repeat large anchors (&name)") if sizes else "; a config holds a few dozen. Is this the right file?"
             raise ConfigError(
-                f"{source}, line {event.start_mark.line + 1}: the document expands to more than {MAX_YAML_NODES:,} "
-                "values once its YAML aliases (*name) are resolved; a config holds a few dozen. Remove the aliases "
-                "that repeat large anchors (&name)."
+                f"{source}, line {event.start_mark.line + 1}: the document holds more than {MAX_YAML_NODES:,} values{why}."
             )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,10 @@ import nnprobe
 from nnprobe.config import Config
 from nnprobe.errors import RunDirError
 from nnprobe.probes import kernel
+
+
+#: the environment variables that set how many threads NumPy's BLAS uses (OpenBLAS, OpenMP builds, MKL)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
@@ -77,6 +82,8 @@ def metadata(config: Config, config_path: Optional[Path], user_code: list[dict])
         "platform": platform.platform(terse=True),
         # which code took the statistics: the one-pass C kernel or NumPy passes (the same numbers)
         "stats": "kernel" if kernel.in_use() else "numpy",
+        # the step log is bit-identical for a given BLAS thread count (docs/robustness.md): record what was asked for
+        "blas_threads": {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES},
         "name": config.name,
         "seed": config.seed,
         "config_file": str(config_path) if config_path else None,

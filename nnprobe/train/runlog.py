@@ -176,6 +176,7 @@ class LogWriter:
                 lines.append(encode_line(record))
         finally:  # a record that cannot be encoded still leaves the ones before it on disk
             if lines:
+                self._done = 0
                 try:
                     self._write_all(b"\n".join(lines) + b"\n")
                 finally:  # after a failed write, count the lines that reached the file whole
