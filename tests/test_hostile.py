@@ -23,10 +23,12 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nnprobe import cli as cli_module
 from nnprobe.cli import cli
-from nnprobe.config import load_config, validate_config
+from nnprobe.config import dump_config, load_config, validate_config
 from nnprobe.diagnose.load import load_run
 from nnprobe.errors import ConfigError, DataError, RunDirError
 from nnprobe.findings import Finding
@@ -555,3 +557,139 @@ def test_numpy_warnings_do_not_leak_to_stderr(tmp_path):
                            "-q"], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
     assert "RuntimeWarning" not in proc.stderr
+
+
+# ---------------------------------------------------------------- properties over configs, YAML and logs
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                            max_size=3), max_leaves=8)
+KEY_PATHS = ["name", "seed", "data.source", "data.n_samples", "data.n_features", "data.n_classes", "data.low",
+             "data.high", "data.noise", "data.normalize", "model.hidden", "model.activation", "model.output",
+             "model.init", "model.init_scale", "model.bias_init", "model.dtype", "loss.kind", "loss.epsilon",
+             "optimizer.kind", "optimizer.lr", "optimizer.clip_grad_norm", "training.steps", "training.batch_size",
+             "probes.every", "detectors.dead-relu", "ignore", "stop_on", "expect.final_loss_below", "unknown.key"]
+SOURCES = st.sampled_from(["affine", "blobs", "spirals", "xor", "moons", "circles"])
+
+
+def nested(paths: dict) -> dict:
+    raw: dict = {}
+    for dotted, value in paths.items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[last] = value
+    return raw
+
+
+@PROPERTY
+@given(source=SOURCES, settings_=st.dictionaries(st.sampled_from(KEY_PATHS), VALUES, max_size=5))
+def test_any_config_is_valid_or_one_config_error_and_round_trips(source, settings_):
+    """Whatever the values, validation ends in a Config or a ConfigError, and a valid config's resolved
+    YAML (what config.yaml holds) reads back to the same config: nothing is written that cannot be read."""
+    raw = nested({"data.source": source, **settings_})
+    try:
+        cfg = validate_config(raw, source="h.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("h.yaml") and "Traceback" not in str(exc)
+        return
+    assert validate_config(yaml.safe_load(dump_config(cfg)), source="resolved.yaml") == cfg
+
+
+YAML_ALPHABET = "ab:-[]{}&*!|>'\"#,.?%@`\n 019"
+
+
+@PROPERTY
+@given(text=st.text(alphabet=YAML_ALPHABET, max_size=80))
+def test_any_yaml_text_loads_or_gives_one_config_error(tmp_path_factory, text):
+    """Random YAML-ish text (anchors, aliases, tags, flow and block styles) never escapes as another exception."""
+    path = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path))
+
+
+@pytest.fixture(scope="module")
+def pristine_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pristine")
+    return Path(train(load_config(write_config(tmp, SMALL)), tmp / "run").run_dir)
+
+
+MUTATIONS = st.one_of(
+    st.tuples(st.just("delete"), st.integers(0, 41)),
+    st.tuples(st.just("duplicate"), st.integers(0, 41)),
+    st.tuples(st.just("swap"), st.integers(0, 41)),
+    st.tuples(st.just("truncate"), st.integers(0, 100_000)),
+    st.tuples(st.just("flip"), st.integers(0, 100_000)),
+    st.tuples(st.just("insert"), st.integers(0, 41), VALUES.map(lambda v: json.dumps(v, default=str))),
+)
+
+
+def mutate(data: bytes, mutation: tuple) -> bytes:
+    kind, where = mutation[0], mutation[1]
+    if not data:
+        return data
+    lines = data.split(b"\n")
+    i = where % max(len(lines), 1)
+    if kind == "delete":
+        del lines[i]
+    elif kind == "duplicate":
+        lines.insert(i, lines[i])
+    elif kind == "swap" and i + 1 < len(lines):
+        lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    elif kind == "insert":
+        lines.insert(i, mutation[2].encode())
+    elif kind == "truncate":
+        return data[: where % len(data)]
+    elif kind == "flip":
+        at = where % len(data)
+        return data[:at] + bytes([data[at] ^ 0x5A]) + data[at + 1:]
+    return b"\n".join(lines)
+
+
+@PROPERTY
+@given(mutations=st.lists(MUTATIONS, min_size=1, max_size=3))
+def test_any_damaged_log_is_analysed_or_refused_with_one_message(pristine_run, tmp_path_factory, mutations):
+    """Deleted, repeated, swapped, truncated, bit-flipped or foreign lines: diagnose analyses what it can read
+    (never more steps than were recorded) or refuses the log with a RunDirError; it never crashes."""
+    run = tmp_path_factory.mktemp("damaged") / "run"
+    run.mkdir()
+    for name in ("config.yaml", "meta.json"):
+        (run / name).write_bytes((pristine_run / name).read_bytes())
+    data = (pristine_run / "steps.jsonl").read_bytes()
+    for mutation in mutations:
+        data = mutate(data, mutation)
+    (run / "steps.jsonl").write_bytes(data)
+    try:
+        result = load_run(run)
+    except RunDirError:
+        return
+    assert 0 <= result.steps <= 40
+    ET.fromstring(render_junit(result).encode("utf-8"))
+
+
+HOSTILE_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from(
+    ["\x00", "\x01", "\x1b", "\x7f", "\x9b", "`", "<", ">", "|", ":", "\n", "\r"]), max_size=30)
+
+
+@PROPERTY
+@given(run_dir=HOSTILE_TEXT, status=HOSTILE_TEXT, message=HOSTILE_TEXT, name=HOSTILE_TEXT)
+def test_reports_of_any_text_are_well_formed_and_free_of_control_characters(run_dir, status, message, name):
+    """Names, paths and messages from a run reach JUnit as well-formed XML, and markdown and text
+    without a control character (an ESC sequence, a NUL) or raw HTML outside code spans."""
+    from rich.console import Console
+
+    result = crafted_result("x")
+    result.run_dir, result.status, result.stopped_by, result.start = run_dir, status, name, {"name": name}
+    result.findings[0].message = message
+    ET.fromstring(render_junit(result).encode("utf-8"))
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(render_text(result))
+    for text in (render_markdown(result), out.getvalue()):
+        assert not any(ord(c) < 32 and c not in "\n\t" or 0x7F <= ord(c) <= 0x9F for c in text)
