@@ -548,15 +548,17 @@ def load_raw(path: Path) -> YamlDocument:
     return YamlDocument(raw, root)
 
 
-def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load, override and validate a config; relative data paths resolve against the config's folder."""
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (), *, check_memory: bool = True) -> Config:
+    """Load, override and validate a config; relative data paths resolve against the config's folder.
+
+    `check_memory=False` skips the estimate of what training would allocate (diagnose trains nothing)."""
     path = Path(path)
     doc = load_raw(path)
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(doc.data, key, value, str(path))
     return validate_config(doc.data, source=str(path), lines=doc.lines, base_dir=path.parent,
-                           default_name=safe_name(path.stem))
+                           default_name=safe_name(path.stem), check_memory=check_memory)
 
 
 def _check_finite(raw: dict, source: str, lines: dict[tuple, int]) -> None:
@@ -578,7 +580,7 @@ def _nested(raw: Any, loc: tuple) -> Any:
 
 
 def validate_config(raw: dict, *, source: str, text: str = "", lines: Optional[Callable[[], dict]] = None,
-                    base_dir: Path = Path("."), default_name: str = "run") -> Config:
+                    base_dir: Path = Path("."), default_name: str = "run", check_memory: bool = True) -> Config:
     """Validate a raw mapping; `lines` (or the YAML `text`) gives the line numbers used in messages."""
     if lines is None:
         lines = (lambda: _line_index(parse_yaml(text, source)[1])) if text else dict
@@ -610,7 +612,8 @@ def validate_config(raw: dict, *, source: str, text: str = "", lines: Optional[C
         if not data_path.is_absolute():
             data_path = (base_dir / data_path).resolve()
         config.data.path = str(data_path)
-    check_config_footprint(config, source=source)
+    if check_memory:
+        check_config_footprint(config, source=source)
     return config
 
 

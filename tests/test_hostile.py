@@ -214,6 +214,30 @@ def test_huge_width_is_refused_by_validate_without_allocating(tmp_path):
     assert result.exit_code == 2 and "GiB" in result.output and "NNPROBE_MAX_MEMORY_GB" in result.output
 
 
+def test_diagnose_reads_a_run_whatever_the_memory_limit(tmp_path, monkeypatch):
+    """The memory estimate is about training: a saved run trained under a higher limit is still read."""
+    run = small_run(tmp_path)
+    monkeypatch.setenv("NNPROBE_MAX_MEMORY_GB", "0.000001")
+    with pytest.raises(ConfigError, match="NNPROBE_MAX_MEMORY_GB"):
+        load_config(run / "config.yaml")
+    assert load_run(run).steps == 40
+
+
+def test_user_code_printing_keeps_check_json_output_one_document(tmp_path):
+    """`check --format json` broke the same way: its workers share the parent's stdout."""
+    (tmp_path / "noisy.py").write_text(
+        "import numpy as np\nprint('loaded')\n"
+        "class Noisy:\n"
+        "    def forward(self, z):\n        print('forward')\n        return np.tanh(z)\n"
+        "    def derivative(self, z):\n        return 1 - np.tanh(z) ** 2\n")
+    write_config(tmp_path, {**SMALL, "model": {**SMALL["model"], "activation": "noisy:Noisy"},
+                            "training": {"steps": 3}})
+    proc = subprocess.run([sys.executable, "-m", "nnprobe", "check", str(tmp_path / "c.yaml"), "--jobs", "1",
+                           "--out-root", str(tmp_path / "runs"), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stdout) and "forward" in proc.stderr
+
+
 def npz_with_header(path: Path, shape: tuple) -> None:
     """An npz whose x.npy claims `shape` but holds a few bytes (the 14.6 TiB header of the issue)."""
     header = io.BytesIO()

@@ -23,7 +23,7 @@ def load_run_config(run_dir: Path) -> Config:
             "such as one under runs/."
         )
     try:
-        return load_config(path)
+        return load_config(path, check_memory=False)  # reading a log allocates nothing the config implies
     except ConfigError as exc:
         raise RunDirError(f"{run_dir}: the run's resolved config is unreadable: {exc}") from None
 
