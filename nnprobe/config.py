@@ -135,18 +135,20 @@ class OptimizerConfig(_Strict):
 class TrainingConfig(_Strict):
     steps: Optional[int] = Field(None, gt=0, description="optimizer steps (default 1000 unless epochs is set)")
     epochs: Optional[int] = Field(None, gt=0, description="passes over the training set, instead of steps")
+    batch_size: Optional[int] = Field(None, gt=0, description="null = full batch")
+    shuffle: bool = True
 
     @field_validator("steps", "epochs")
     @classmethod
     def _sane_length(cls, v: Optional[int], info) -> Optional[int]:
         if v is not None and v > MAX_STEPS:
+            hours = v * 100e-6 / 3600  # a probed step of the smallest network takes about 100 us
+            took = f"{hours:,.0f} hours" if hours < 48 else f"{hours / 24:,.0f} days"
             raise ValueError(
-                f"{v:,} {info.field_name} would take weeks even for the smallest network (about 100 us a step); "
-                f"at most {MAX_STEPS:,}. Check for a typo"
+                f"{v:,} {info.field_name} would take at least {took} even for the smallest network; at most "
+                f"{MAX_STEPS:,}. Check for a typo"
             )
         return v
-    batch_size: Optional[int] = Field(None, gt=0, description="null = full batch")
-    shuffle: bool = True
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainingConfig":

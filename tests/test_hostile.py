@@ -382,6 +382,20 @@ def test_unwritable_run_directory_is_exit_2(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "Read-only file system" in result.output
 
 
+def test_an_os_error_from_user_code_is_not_called_a_disk_fault(tmp_path, monkeypatch):
+    """Only a failed write is reported as one: an OSError raised while training ends the run as failed."""
+    from nnprobe.train.loop import Trainer
+
+    def step(self, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "user code looked for a file")
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(FileNotFoundError):
+        train(load_config(write_config(tmp_path, SMALL)), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["status"] == "failed"
+    assert (tmp_path / "run" / "steps.jsonl").read_text().splitlines()[-1].startswith('{"type":"end"')
+
+
 # ---------------------------------------------------------------- signals outside the loop
 
 

@@ -62,6 +62,8 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
             writer = LogWriter(run_dir / "steps.jsonl")
             return _record(config, trainer, run_dir, meta, writer, flag, progress)
         except OSError as exc:
+            if writer is not None and exc.errno not in _WRITE_ERRORS:
+                raise  # not a write that failed (user code, say): _record has ended the run as failed
             written = writer.steps_written if writer is not None else 0
             _record_failure(run_dir, meta, writer, written, f"{exc.strerror or exc}")
             raise RunDirError(
