@@ -293,17 +293,6 @@ def _open_log(path: Path):
         raise RunDirError(f"{path}: the step log cannot be read ({exc.strerror or exc}).") from None
 
 
-def _parse(line: str) -> tuple[Any, Optional[str]]:
-    """(record, None) or (None, why the line is not a record): no crafted line raises."""
-    try:
-        return loads(line), None
-    except RecursionError:
-        return None, "nested too deep"
-    except ValueError as exc:  # JSONDecodeError has msg/colno; the int-digits limit is a plain ValueError
-        msg = getattr(exc, "msg", None)
-        return None, f"{msg} at column {exc.colno}" if msg else str(exc).split(";")[0][:100]
-
-
 def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
     """Yield step records in order; the start/end records and any unreadable lines go to `contents`.
 
@@ -323,7 +312,13 @@ def _records(fh, path: Path, contents: LogContents) -> Iterator[dict]:
     for lineno, line in enumerate(fh, 1):
         if line[0] != "{" and not line.strip():  # a record line starts with "{": no strip() copy for it
             continue
-        record, why = _parse(line)
+        try:  # inline, not a helper call: this loop is diagnose's hot path
+            record = loads(line)
+            why = None
+        except ValueError as exc:  # JSONDecodeError has msg/colno; the int-digits limit is a plain ValueError
+            why = f"{exc.msg} at column {exc.colno}" if hasattr(exc, "msg") else str(exc).split(";")[0][:100]
+        except RecursionError:
+            why = "nested too deep"
         if why is not None:
             if not line.endswith("\n"):
                 contents.add_problem(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
