@@ -20,7 +20,7 @@ import numpy as np
 
 from nnprobe.config import DataConfig
 from nnprobe.errors import DataError
-from nnprobe.limits import max_bytes
+from nnprobe.limits import data_bytes, max_bytes
 
 TASKS = ("regression", "classification")
 
@@ -436,11 +436,11 @@ def _npz_array(archive, name: str, key: str, path: Path) -> np.ndarray:
             f"{path}: array {name!r} ({key}) holds Python objects, which nnprobe does not unpickle. Save it as a "
             "numeric array, e.g. np.savez(path, x=np.asarray(x, dtype=float), y=...)."
         )
-    nbytes = math.prod(header.shape) * max(header.dtype.itemsize, 8)  # read, then converted to float64
+    nbytes = data_bytes(math.prod(header.shape))  # read, converted to float64, split and normalized
     if nbytes > max_bytes():
         raise DataError(
             f"{path}: array {name!r} ({key}) has shape {header.shape} of {header.dtype}: about "
-            f"{nbytes / (1 << 30):,.1f} GiB as float64, above nnprobe's limit of {max_bytes() / (1 << 30):,.1f} GiB. "
+            f"{nbytes / (1 << 30):,.1f} GiB once loaded, above nnprobe's limit of {max_bytes() / (1 << 30):,.1f} GiB. "
             "Check that this is the intended file, use a sample of the rows, or raise NNPROBE_MAX_MEMORY_GB."
         )
     try:

@@ -54,6 +54,11 @@ class Footprint:
         return self.data + self.parameters + self.activations
 
 
+def data_bytes(n_values: int) -> int:
+    """Bytes `n_values` input or target values take while the data are made (float64, a few copies)."""
+    return _DATA_COPIES * 8 * n_values
+
+
 def estimate(config, n_rows: int, n_features: int, n_outputs: int, extra_data_values: int = 0) -> Footprint:
     """Bytes a run of `config` needs on `n_rows` x `n_features` inputs and `n_outputs` output units."""
     itemsize = np.dtype(config.model.dtype).itemsize
@@ -62,7 +67,7 @@ def estimate(config, n_rows: int, n_features: int, n_outputs: int, extra_data_va
     batch = min(config.training.batch_size or n_rows, n_rows)
     data_values = n_rows * (n_features + n_outputs) + extra_data_values
     return Footprint(
-        data=_DATA_COPIES * 8 * data_values,
+        data=data_bytes(data_values),
         parameters=_PARAM_COPIES * itemsize * params,
         activations=_ACTIVATION_COPIES * itemsize * batch * sum(widths[1:]),
     )

@@ -257,6 +257,16 @@ def test_npz_header_claiming_terabytes_is_refused_before_reading(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_npz_that_inflates_past_the_limit_is_refused_before_inflating(tmp_path, monkeypatch):
+    """An npz of 3 MB that inflated to 3 GB was read whole; its header tells the size first."""
+    np.savez_compressed(tmp_path / "d.npz", x=np.zeros((400_000, 10)), y=np.zeros(400_000))
+    assert (tmp_path / "d.npz").stat().st_size < 1_000_000
+    monkeypatch.setenv("NNPROBE_MAX_MEMORY_GB", "0.05")
+    cfg = load_config(write_config(tmp_path, {"data": {"source": "npz", "path": "d.npz"}}))
+    with pytest.raises(DataError, match=r"shape \(400000, 10\).*once loaded"):
+        train(cfg, tmp_path / "run")
+
+
 def test_truncated_npz_array_is_called_damaged_not_python_objects(tmp_path):
     """A truncated array was reported as holding Python objects."""
     x = io.BytesIO()
