@@ -281,8 +281,9 @@ def _describe_bad_csv(
 ) -> str:
     """Find the first row np.loadtxt refused and say exactly what is wrong there (only runs on the error path)."""
     width = len(header) if header is not None else None
-    if delimiter is None and (width or 1) < 2:
-        # one column and no delimiter: not a CSV table at all (quoting it could show a private file's lines)
+    rows = (_fields(_content(line), delimiter) for line in lines[start:] if _content(line))
+    if not any(all(_is_number(f) for f in row) for row in rows):
+        # not one numeric row: not a data table at all, and quoting it could show a private file's lines
         return (
             f"{path}: is not a numeric CSV table (data.path, data.source: csv): no row below the optional header is "
             "a list of numbers separated by ',', ';', tabs or spaces. Check that data.path names the data file."

@@ -301,11 +301,13 @@ def test_data_fifo_is_refused_without_hanging(tmp_path):
 
 def test_a_file_that_is_not_data_is_not_quoted_in_the_error(tmp_path):
     """`data.path: /etc/shadow` showed the file's first lines in the message."""
-    (tmp_path / "secret").write_text("root:$6$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    (tmp_path / "secret").write_text("root:$6$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+                                     "my private words, in columns\n")
     cfg = load_config(write_config(tmp_path, {"data": {"source": "csv", "path": "secret"}}))
     with pytest.raises(DataError) as info:
         train(cfg, tmp_path / "run")
-    assert "SECRETHASH" not in str(info.value) and "daemon" not in str(info.value)
+    for secret in ("SECRETHASH", "daemon", "private", "words"):
+        assert secret not in str(info.value)
 
 
 def test_messages_show_plain_numbers_not_numpy_reprs(tmp_path):
