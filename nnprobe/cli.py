@@ -75,11 +75,11 @@ def _exit_status(result, fail_on: str) -> int:
 
 def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
-    if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
-    else:
+    if fmt == "text":
         with _no_workflow_commands(result):
             _emit_report(result, fmt, fail_on)
+    else:  # json, markdown and junit go to files: no line of theirs starts with '::' (reports/junit.py)
+        _emit_report(result, fmt, fail_on)
     if os.environ.get("GITHUB_ACTIONS"):
         from nnprobe.reports.junit import github_annotations
 
@@ -90,9 +90,9 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
 
 @contextmanager
 def _no_workflow_commands(result) -> Iterator[None]:
-    """On GitHub Actions, a report line that starts with '::' (a crafted name or message) would run as a
-    workflow command: the report is printed between ::stop-commands:: and its resume token. The token is
-    a hash of the result, so no text inside the report can know it in advance."""
+    """On GitHub Actions, a line of the text report that starts with '::' (a crafted name or message, or
+    one wrapped there) would run as a workflow command: the report is printed between ::stop-commands::
+    and its resume token. The token is a hash of the result, so no text in the report can know it."""
     if not os.environ.get("GITHUB_ACTIONS"):
         yield
         return
@@ -105,7 +105,9 @@ def _no_workflow_commands(result) -> Iterator[None]:
 
 
 def _emit_report(result, fmt: str, fail_on: str) -> None:
-    if fmt == "markdown":
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
+    elif fmt == "markdown":
         from nnprobe.reports.terminal import render_markdown
 
         click.echo(render_markdown(result), nl=False)

@@ -541,7 +541,17 @@ HOSTILE = "a\x01b\x1b[31mred<img src=x onerror=alert(1)>`tick``\n::error::owned"
 
 def test_junit_stays_well_formed_with_control_characters():
     """A \\x01 in the config's name made the JUnit XML ill-formed, and `check --junit` crashed after all training."""
-    ET.fromstring(render_junit(crafted_result(HOSTILE)).encode("utf-8"))
+    xml = render_junit(crafted_result(HOSTILE))
+    ET.fromstring(xml.encode("utf-8"))
+    assert not any(line.lstrip().startswith("::") for line in xml.splitlines())
+
+
+def test_junit_on_stdout_in_github_actions_is_still_one_xml_document(tmp_path):
+    """`diagnose --format junit > report.xml` on GitHub Actions must stay well-formed XML."""
+    run = small_run(tmp_path)
+    result = CliRunner().invoke(cli, ["diagnose", str(run), "--format", "junit"],
+                                                env={"GITHUB_ACTIONS": "true"})
+    ET.fromstring(result.stdout.encode("utf-8"))
 
 
 def test_markdown_escapes_status_stopped_by_and_run_dir():
@@ -738,7 +748,9 @@ def test_reports_of_any_text_are_well_formed_and_free_of_control_characters(run_
     result = crafted_result("x")
     result.run_dir, result.status, result.stopped_by, result.start = run_dir, status, name, {"name": name}
     result.findings[0].message = message
-    ET.fromstring(render_junit(result).encode("utf-8"))
+    xml = render_junit(result)
+    ET.fromstring(xml.encode("utf-8"))
+    assert not any(line.lstrip().startswith("::") for line in xml.splitlines())
     out = io.StringIO()
     Console(file=out, width=100, color_system=None).print(render_text(result))
     for text in (render_markdown(result), out.getvalue()):
