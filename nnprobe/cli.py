@@ -89,7 +89,7 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
 
 
 @contextmanager
-def _no_workflow_commands(result) -> Iterator[None]:
+def _no_workflow_commands(result) -> Iterator[None]:  # a RunResult or a CheckReport: both have to_json()
     """On GitHub Actions, a line of the text report that starts with '::' (a crafted name or message, or
     one wrapped there) would run as a workflow command: the report is printed between ::stop-commands::
     and its resume token. The token is a hash of the result, so no text in the report can know it."""
@@ -382,7 +382,8 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
-        _console().print(report.render())
+        with _no_workflow_commands(report):
+            _console().print(report.render())
     ctx.exit(report.exit_status)
 
 

@@ -546,6 +546,16 @@ def test_junit_stays_well_formed_with_control_characters():
     assert not any(line.lstrip().startswith("::") for line in xml.splitlines())
 
 
+def test_check_table_cannot_issue_github_workflow_commands(tmp_path):
+    """`check` prints the same names and messages in its table: it is guarded the same way."""
+    path = write_config(tmp_path, {**SMALL, "training": {"steps": 3}})
+    result = invoke("check", str(path), "--jobs", "1", "--out-root", str(tmp_path / "runs"),
+                    env={"GITHUB_ACTIONS": "true"})
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("::stop-commands::"))
+    assert f"::{lines[start].split('::')[2]}::" in lines[start:]
+
+
 def test_junit_on_stdout_in_github_actions_is_still_one_xml_document(tmp_path):
     """`diagnose --format junit > report.xml` on GitHub Actions must stay well-formed XML."""
     run = small_run(tmp_path)
