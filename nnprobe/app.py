@@ -6,13 +6,12 @@ functions, so that a config behaves alike whichever command ran it.
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
-from typing import Callable, Optional
-
-import numpy as np
+from typing import Callable, Iterator, Optional
 
 from nnprobe.config import Config
-from nnprobe.data import load_dataset
 from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.findings import Finding
 from nnprobe.nn.activations import Identity
@@ -39,21 +38,29 @@ def train_config(config: Config, *, config_path: Optional[Path] = None, out_dir:
 
     if config_dir is None:
         config_dir = Path(config_path).parent if config_path is not None else Path(".")
-    hidden, user_code = user_activation(config, config_dir, check=check_user_code)
-    return train(config, out_dir, progress=progress, config_path=config_path, runs_root=runs_root,
-                 hidden_activation=hidden, user_code=user_code)
+    with user_output_to_stderr():
+        hidden, user_code = user_activation(config, config_dir, check=check_user_code)
+        return train(config, out_dir, progress=progress, config_path=config_path, runs_root=runs_root,
+                     hidden_activation=hidden, user_code=user_code)
 
 
-def start_record_for(config: Config) -> dict:
+@contextmanager
+def user_output_to_stderr() -> Iterator[None]:
+    """What user code prints goes to stderr: stdout carries only nnprobe's report (one JSON document)."""
+    with redirect_stdout(sys.stderr):
+        yield
+
+
+def start_record_for(config: Config, source: str = "config") -> dict:
     """The start record `train` would write, built without training (data generated, model initialised)."""
     from nnprobe.train.loop import Trainer
+    from nnprobe.train.run import load_data
 
-    data_seq = np.random.SeedSequence(config.seed).spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    data = load_data(config, source)
     placeholder = Identity() if ":" in config.model.activation else None
     return Trainer(config, data, hidden_activation=placeholder).start_record()
 
 
-def static_findings(config: Config) -> list[Finding]:
+def static_findings(config: Config, source: str = "config") -> list[Finding]:
     """The findings that follow from a config and its data before any training step."""
-    return DetectorSuite(config, start_record_for(config)).static_findings()
+    return DetectorSuite(config, start_record_for(config, source)).static_findings()

@@ -6,11 +6,14 @@ Exit status: 0 nothing at or above --fail-on and every expectation met; 1 otherw
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
@@ -33,7 +36,10 @@ class UserError(click.ClickException):
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # NumPy's overflow/invalid warnings are what nnprobe reports as findings, with their place
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return super().invoke(ctx)
         except NnprobeError as exc:
             raise UserError(str(exc)) from None
         except KeyboardInterrupt:
@@ -69,6 +75,36 @@ def _exit_status(result, fail_on: str) -> int:
 
 def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
+    if fmt == "text":
+        with _no_workflow_commands(result):
+            _emit_report(result, fmt, fail_on)
+    else:  # json, markdown and junit go to files: no line of theirs starts with '::' (reports/junit.py)
+        _emit_report(result, fmt, fail_on)
+    if os.environ.get("GITHUB_ACTIONS"):
+        from nnprobe.reports.junit import github_annotations
+
+        # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
+        for line in github_annotations(result):
+            click.echo(line, err=fmt != "text")
+
+
+@contextmanager
+def _no_workflow_commands(result) -> Iterator[None]:  # a RunResult or a CheckReport: both have to_json()
+    """On GitHub Actions, a line of the text report that starts with '::' (a crafted name or message, or
+    one wrapped there) would run as a workflow command: the report is printed between ::stop-commands::
+    and its resume token. The token is a hash of the result, so no text in the report can know it."""
+    if not os.environ.get("GITHUB_ACTIONS"):
+        yield
+        return
+    token = hashlib.sha256(json.dumps(result.to_json(), sort_keys=True, default=str).encode()).hexdigest()[:32]
+    click.echo(f"::stop-commands::{token}")
+    try:
+        yield
+    finally:
+        click.echo(f"::{token}::")
+
+
+def _emit_report(result, fmt: str, fail_on: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
     elif fmt == "markdown":
@@ -83,12 +119,6 @@ def _emit(result, fmt: str, fail_on: str = "error") -> None:
         from nnprobe.reports.terminal import render_text
 
         _console().print(render_text(result))
-    if os.environ.get("GITHUB_ACTIONS"):
-        from nnprobe.reports.junit import github_annotations
-
-        # workflow commands are read from both streams; keep stdout a clean document for json/markdown/junit
-        for line in github_annotations(result):
-            click.echo(line, err=fmt != "text")
 
 
 @click.group(name="nnprobe", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -220,7 +250,7 @@ def validate(ctx, config: Optional[Path], overrides, schema: bool, fail_on: str)
     cfg = load_config(config, overrides)
     user_activation(cfg, config.parent, check=True)
 
-    findings = static_findings(cfg)
+    findings = static_findings(cfg, str(config))
     click.echo(f"{config}: valid ({cfg.name}: {cfg.data.source} data, hidden {cfg.model.hidden} "
                f"{cfg.model.activation}, output {cfg.model.output}, loss {cfg.loss.kind}).")
     for f in findings:
@@ -299,8 +329,11 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     from nnprobe.config import load_config
     from nnprobe.gradcheck import gradcheck_config, render_gradcheck
 
+    from nnprobe.app import user_output_to_stderr
+
     cfg = load_config(config, overrides)
-    report = gradcheck_config(cfg, config.parent, config_label=str(config))
+    with user_output_to_stderr():
+        report = gradcheck_config(cfg, config.parent, config_label=str(config))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
@@ -369,7 +402,8 @@ def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[st
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
-        _console().print(report.render())
+        with _no_workflow_commands(report):
+            _console().print(report.render())
     _interrupted_note(report.interrupted, "check", out_root)
     ctx.exit(report.exit_status)
 
@@ -496,4 +530,12 @@ class _count_progress:
 
 
 def main() -> None:
-    cli(prog_name="nnprobe")
+    try:
+        status = cli.main(prog_name="nnprobe", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):  # before a command started: click would exit 1
+        click.echo("nnprobe: error: interrupted (Ctrl-C) before anything was recorded.", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)

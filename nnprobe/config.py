@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import re
+import reprlib
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Callable, Iterator, Literal, Optional, Union, get_args
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from nnprobe.errors import ConfigError
 from nnprobe.nn.initializers import WEIGHT_INITS
+from nnprobe.limits import MAX_LAYERS, MAX_STEPS, check_config_footprint
 
 Severity = Literal["info", "warning", "error"]
 BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity")
@@ -29,10 +36,14 @@ class _Strict(BaseModel):
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info) -> Any:
         """YAML's yes/true would otherwise pass as 1 for a number (pydantic's lax mode)."""
+        annotation = cls.model_fields[info.field_name].annotation
         if isinstance(value, bool):
-            annotation = cls.model_fields[info.field_name].annotation
             if annotation is not bool and bool not in get_args(annotation):
                 raise ValueError(f"expected a number or a name, not the boolean {value!r}")
+        elif isinstance(value, list) and get_args(annotation) == (int,):  # hidden: [true] is not a width of 1
+            flags = [v for v in value if isinstance(v, bool)]
+            if flags:
+                raise ValueError(f"expected a list of integers, not the boolean {str(flags[0]).lower()} in it")
         return value
 
 
@@ -108,7 +119,7 @@ class ModelConfig(_Strict):
     for the code that reads them, and are left out of the resolved config.
     """
 
-    hidden: list[int] = Field(default_factory=lambda: [3])
+    hidden: list[int] = Field(default_factory=lambda: [3], max_length=MAX_LAYERS)
     activation: str = "leaky_relu"
     negative_slope: float = Field(0.01, ge=0)
     output: OutputName = "identity"
@@ -193,7 +204,7 @@ class LossConfig(_Strict):
     kind: Literal["mse", "bce", "cross_entropy"] = "mse"
     reduction: Literal["mean", "sum"] = "mean"
     from_logits: bool = False
-    epsilon: float = Field(0.0, ge=0)
+    epsilon: float = Field(0.0, ge=0, le=0.1, description="added inside each log: a small constant such as 1e-7")
     l2: float = Field(0.0, ge=0)
 
 
@@ -212,6 +223,18 @@ class TrainingConfig(_Strict):
     epochs: Optional[int] = Field(None, gt=0, description="passes over the training set, instead of steps")
     batch_size: Optional[int] = Field(None, gt=0, description="null = full batch")
     shuffle: bool = True
+
+    @field_validator("steps", "epochs")
+    @classmethod
+    def _sane_length(cls, v: Optional[int], info) -> Optional[int]:
+        if v is not None and v > MAX_STEPS:
+            hours = v * 100e-6 / 3600  # a probed step of the smallest network takes about 100 us
+            took = f"{hours:,.0f} hours" if hours < 48 else f"{hours / 24:,.0f} days"
+            raise ValueError(
+                f"{v:,} {info.field_name} would take at least {took} even for the smallest network; at most "
+                f"{MAX_STEPS:,}. Check for a typo"
+            )
+        return v
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "TrainingConfig":
@@ -243,9 +266,19 @@ class ExpectConfig(_Strict):
         return v
 
 
+_NAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
+MAX_NAME = 100
+
+
+def safe_name(text: str) -> str:
+    """A file stem made usable as a run name: unsafe characters to '-', at most MAX_NAME characters."""
+    name = _NAME_UNSAFE.sub("-", text).strip()[:MAX_NAME].strip(". ")
+    return name or "run"
+
+
 class Config(_Strict):
-    name: Optional[str] = None
-    seed: int = 0
+    name: Optional[str] = Field(None, description="names the run directory: no '/', backslash or control characters")
+    seed: int = Field(0, ge=0, lt=2**128, description="a non-negative integer (NumPy's SeedSequence)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -258,6 +291,23 @@ class Config(_Strict):
     ignore: list[str] = Field(default_factory=list)
     stop_on: list[str] = Field(default_factory=lambda: ["nonfinite"])
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _usable_as_directory(cls, v: Optional[str]) -> Optional[str]:
+        """The run directory is runs/NAME-STAMP: a name must not leave runs/ or break the file system."""
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("the name is empty; give the run a name (it names its directory under runs/) or remove the key")
+        if _NAME_UNSAFE.search(v) or v.strip(". ") == "":
+            raise ValueError(
+                f"{v[:40]!r} cannot name a run directory: no '/', '\\', '.' or '..' alone, or control characters. "
+                "Use letters, digits, '-', '_' and '.'"
+            )
+        if len(v) > MAX_NAME:
+            raise ValueError(f"the name has {len(v)} characters; at most {MAX_NAME} (it names a directory)")
+        return v
 
     # field (not model) validators, so an unknown code is reported at its key path and line
     @field_validator("ignore", "stop_on")
@@ -285,28 +335,129 @@ class Config(_Strict):
 # ---------------------------------------------------------------- loading
 
 
-def _line_index(text: str) -> dict[tuple, int]:
-    """Map each key path in the YAML document to its 1-based line, for error messages."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return {}
+#: a config is a few hundred bytes; 1 MiB leaves room for long detector lists and comments
+MAX_CONFIG_BYTES = 1 << 20
+#: nodes the document may hold once every alias is expanded (an alias bomb of a few hundred bytes holds billions)
+MAX_YAML_NODES = 100_000
+#: mappings and lists inside each other (the constructor recurses once per level)
+MAX_YAML_DEPTH = 50
+
+# libyaml's parser where PyYAML was built with it (about 10x faster); the same safe constructor either way
+_SafeBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first = key, line, first
+
+
+class _Loader(_SafeBase):
+    """yaml.safe_load's loader (no tag ever runs code) that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    raise _DuplicateKey(key_node.value, line, seen[key_node.value])
+                seen[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expansion(text: str, source: str) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_NODES, or that nests too deep, from its events alone.
+
+    The event stream does not expand aliases: each anchor's expanded size is counted once, and
+    an alias adds that count, so a bomb is refused after reading its few hundred bytes.
+    """
+    sizes: dict[str, int] = {}
+    open_sizes: list[int] = [0]
+    open_anchors: list[Optional[str]] = [None]
+    for event in yaml.parse(text, Loader=_SafeBase):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_sizes) > MAX_YAML_DEPTH:
+                raise ConfigError(
+                    f"{source}, line {event.start_mark.line + 1}: mappings and lists nest more than {MAX_YAML_DEPTH} "
+                    "deep; a config is at most a few levels deep. Check the indentation and brackets there."
+                )
+            open_sizes.append(1)
+            open_anchors.append(event.anchor)
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            n = open_sizes.pop()
+            anchor = open_anchors.pop()
+            if anchor is not None:
+                sizes[anchor] = n
+        elif isinstance(event, yaml.AliasEvent):
+            n = sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            n = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        else:
+            continue
+        open_sizes[-1] += n
+        if open_sizes[-1] > MAX_YAML_NODES:
+            why = (" once its YAML aliases (*name) are resolved; a config holds a few dozen. Remove the aliases "
+                   "that repeat large anchors (&name)") if sizes else "; a config holds a few dozen. Is this the right file?"
+            raise ConfigError(
+                f"{source}, line {event.start_mark.line + 1}: the document holds more than {MAX_YAML_NODES:,} values{why}."
+            )
+
+
+def _line_index(root: Any) -> dict[tuple, int]:
+    """Map each key path in the composed document to its 1-based line, for error messages.
+
+    An alias's node is the anchor's node: it is walked once, under the first path that reaches it.
+    """
     lines: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(node: Any, path: tuple) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = path + (key.value,)
-                lines[sub] = key.start_mark.line + 1
+                lines.setdefault(sub, key.start_mark.line + 1)
                 walk(value, sub)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                lines[path + (i,)] = item.start_mark.line + 1
+                lines.setdefault(path + (i,), item.start_mark.line + 1)
                 walk(item, path + (i,))
 
     if root is not None:
         walk(root, ())
     return lines
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxdict = 6
+_REPR.maxlevel = 2
+_REPR.maxstring = 60
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr() of a value given in a config, cut short: a message is one paragraph, an expanded list can be huge."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _nonfinite_paths(node: Any, path: tuple = ()) -> Iterator[tuple]:
+    """Key paths whose value is a float NaN or infinity (YAML's .nan, .inf)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _nonfinite_paths(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _nonfinite_paths(value, path + (i,))
 
 
 def _model_for_path(loc: tuple) -> Optional[type[BaseModel]]:
@@ -333,6 +484,19 @@ def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
     return None
 
 
+class _Given:
+    """The offending input, shown by !r as a short repr (an expanded list can be huge)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return _short(self.value)
+
+    def __str__(self) -> str:
+        return str(self.value) if isinstance(self.value, str) else _short(self.value)
+
+
 def _describe_error(err: dict, lines: dict[tuple, int], source: str) -> str:
     # drop the union-member tags pydantic appends ("literal[...]", "float"), not keys such as data.integer
     loc = tuple(p for p in err["loc"]
@@ -345,7 +509,7 @@ def _describe_error(err: dict, lines: dict[tuple, int], source: str) -> str:
     if line is not None:
         where = f"{source}, line {line}"
     kind = err["type"]
-    given = err.get("input")
+    given = _Given(err.get("input"))
     if kind == "extra_forbidden":
         parent = _model_for_path(loc[:-1])
         valid = sorted(parent.model_fields) if parent else []
@@ -393,55 +557,144 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"--set {text!r}: the key must be a dotted path such as optimizer.lr.")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.__class__.__name__}).") from None
+        value = parse_yaml(value_text, f"--set {key}")[0] if value_text.strip() else None
+    except ConfigError as exc:
+        raise ConfigError(f"--set {text[:80]!r}: the value is not usable YAML: {exc}") from None
     return key, value
 
 
-def load_raw(path: Path) -> tuple[dict, str]:
-    """Read a YAML file into a dict, raising ConfigError for anything unreadable."""
+@dataclass
+class YamlDocument:
+    """A config file's data and its composed node tree (kept for the line numbers of error messages)."""
+
+    data: dict
+    root: Any
+
+    def lines(self) -> dict[tuple, int]:
+        return _line_index(self.root)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refusing what is not a regular file (a FIFO would hang) or is larger than a config can be."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: is a directory, expected a YAML config file.")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: is not a regular file (a pipe or a device?); pass a YAML config file.")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: is {info.st_size:,} bytes; a config is a few hundred, and nnprobe reads at most "
+                f"{MAX_CONFIG_BYTES:,}. Is this the right file? Data belong in a csv or npz file (data.path)."
+            )
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file. Check the path, or start from configs/quickstart.yaml.") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a YAML config file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc}).") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: is larger than the {MAX_CONFIG_BYTES:,} bytes nnprobe reads from a config.")
     try:
-        raw = yaml.safe_load(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: is not UTF-8 text; save the config as UTF-8.") from None
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    if isinstance(exc, _DuplicateKey):
+        return ConfigError(
+            f"{path}, line {exc.line}: key {exc.key!r} is given twice in the same mapping (first on line {exc.first}); "
+            "YAML would silently keep the last one. Remove one of them."
+        )
+    mark = getattr(exc, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return ConfigError(
+        f"{path}{where}: not valid YAML: {problem}. Fix the syntax there (indentation and ':' after each key are "
+        "the usual culprits) and run `nnprobe validate` again."
+    )
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Any]:
+    """(data, composed root) of a YAML document: bounded before anything expands it, composed once."""
+    try:
+        _check_expansion(text, source)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(
-            f"{path}{where}: not valid YAML: {problem}. Fix the syntax there (indentation and ':' after each key are "
-            "the usual culprits) and run `nnprobe validate` again."
-        ) from None
+        raise _yaml_error(Path(source), exc) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: the document nests too deep to read.") from None
+    return data, root
+
+
+def load_raw(path: Path) -> YamlDocument:
+    """Read a YAML file into a dict, raising ConfigError for anything unreadable."""
+    path = Path(path)
+    raw, root = parse_yaml(_read_text(path), str(path))
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; a config needs at least `data: {{source: ...}}`.")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (name, seed, data, model, ...), got a {type(raw).__name__}.")
-    return raw, text
+    return YamlDocument(raw, root)
 
 
-def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load, override and validate a config; relative data paths resolve against the config's folder."""
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = (), *, check_memory: bool = True) -> Config:
+    """Load, override and validate a config; relative data paths resolve against the config's folder.
+
+    `check_memory=False` skips the estimate of what training would allocate (diagnose trains nothing)."""
     path = Path(path)
-    raw, text = load_raw(path)
+    doc = load_raw(path)
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(raw, key, value, str(path))
-    return validate_config(raw, source=str(path), text=text, base_dir=path.parent, default_name=path.stem)
+        _set_dotted(doc.data, key, value, str(path))
+    return validate_config(doc.data, source=str(path), lines=doc.lines, base_dir=path.parent,
+                           default_name=safe_name(path.stem), check_memory=check_memory)
 
 
-def validate_config(raw: dict, *, source: str, text: str = "", base_dir: Path = Path("."), default_name: str = "run") -> Config:
+def _check_finite(raw: dict, source: str, lines: dict[tuple, int]) -> None:
+    """NaN or infinity where a number is expected passes most range checks and is written back as null."""
+    for loc in _nonfinite_paths(raw):
+        line = lines.get(loc)
+        where = f"{source}, line {line}" if line is not None else source
+        key = ".".join(str(p) for p in loc)
+        raise ConfigError(
+            f"{where}: {key}: got {_short(_nested(raw, loc))}; every number in a config must be finite. Give a "
+            "number, or null where the key allows it (e.g. optimizer.clip_grad_norm: null for no clipping)."
+        )
+
+
+def _nested(raw: Any, loc: tuple) -> Any:
+    for part in loc:
+        raw = raw[part]
+    return raw
+
+
+def validate_config(raw: dict, *, source: str, text: str = "", lines: Optional[Callable[[], dict]] = None,
+                    base_dir: Path = Path("."), default_name: str = "run", check_memory: bool = True) -> Config:
+    """Validate a raw mapping; `lines` (or the YAML `text`) gives the line numbers used in messages."""
+    if lines is None:
+        lines = (lambda: _line_index(parse_yaml(text, source)[1])) if text else dict
+    index: Optional[dict] = None
+
+    def line_index() -> dict:
+        nonlocal index
+        if index is None:
+            index = lines()
+        return index
+
+    if any(True for _ in _nonfinite_paths(raw)):
+        _check_finite(raw, source, line_index())
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        lines = _line_index(text) if text else {}
-        problems = [_describe_error(e, lines, source) for e in exc.errors(include_url=False)]
+        problems = [_describe_error(e, line_index(), source) for e in exc.errors(include_url=False)]
         text_out = problems[0]
         if len(problems) > 1:
             shown = problems[1:4]
@@ -456,6 +709,8 @@ def validate_config(raw: dict, *, source: str, text: str = "", base_dir: Path = 
         if not data_path.is_absolute():
             data_path = (base_dir / data_path).resolve()
         config.data.path = str(data_path)
+    if check_memory:
+        check_config_footprint(config, source=source)
     return config
 
 

@@ -8,6 +8,7 @@ that name the file, the config key and the fix; only cli.py turns them into exit
 from __future__ import annotations
 
 import math
+import stat
 import warnings
 import zipfile
 import zlib
@@ -19,6 +20,7 @@ import numpy as np
 
 from nnprobe.config import DataConfig
 from nnprobe.errors import DataError
+from nnprobe.limits import data_bytes, max_bytes
 
 TASKS = ("regression", "classification")
 
@@ -231,6 +233,24 @@ def _file_error(path: Path, exc: OSError, what: str) -> DataError:
     return DataError(f"{path}: cannot be read ({reason}) (data.path). Check that the file exists and is readable.")
 
 
+def _check_data_file(path: Path, what: str, max_size: Optional[int] = None) -> None:
+    """A regular file (a FIFO or a device such as /dev/zero would hang or never end) within `max_size` bytes."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise _file_error(path, exc, what) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path}: is a directory (data.path); point data.path at {what}.")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: is not a regular file (a pipe or a device?) (data.path); point data.path at {what}.")
+    if max_size is not None and info.st_size > max_size:
+        raise DataError(
+            f"{path}: is {info.st_size / (1 << 30):,.1f} GiB (data.path), more than the {max_size / (1 << 30):,.1f} GiB "
+            "nnprobe reads as text; save the arrays with np.savez and use data.source: npz, or raise "
+            "NNPROBE_MAX_MEMORY_GB."
+        )
+
+
 _DELIMITERS = (",", ";", "\t")
 
 
@@ -241,6 +261,11 @@ def _content(line: str) -> str:
 def _fields(line: str, delimiter: Optional[str]) -> list[str]:
     parts = line.split(delimiter) if delimiter else line.split()
     return [p.strip().strip('"').strip() for p in parts]
+
+
+def _quote(text: str, limit: int = 24) -> str:
+    """A cell as it appears in a message: short, so an error never reproduces a file's lines."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
 
 
 def _is_number(text: str) -> bool:
@@ -256,6 +281,13 @@ def _describe_bad_csv(
 ) -> str:
     """Find the first row np.loadtxt refused and say exactly what is wrong there (only runs on the error path)."""
     width = len(header) if header is not None else None
+    rows = (_fields(_content(line), delimiter) for line in lines[start:] if _content(line))
+    if not any(all(_is_number(f) for f in row) for row in rows):
+        # not one numeric row: not a data table at all, and quoting it could show a private file's lines
+        return (
+            f"{path}: is not a numeric CSV table (data.path, data.source: csv): no row below the optional header is "
+            "a list of numbers separated by ',', ';', tabs or spaces. Check that data.path names the data file."
+        )
     for number, line in enumerate(lines[start:], start=start + 1):
         text = _content(line)
         if not text:
@@ -270,8 +302,8 @@ def _describe_bad_csv(
             )
         for column, field in enumerate(fields):
             if not _is_number(field):
-                name = f" ({header[column]!r})" if header is not None else ""
-                what = "is empty (a missing value)" if field == "" else f"holds {field!r}, which is not a number"
+                name = f" ({_quote(header[column])})" if header is not None else ""
+                what = "is empty (a missing value)" if field == "" else f"holds {_quote(field)}, which is not a number"
                 return (
                     f"{path}: line {number}, column {column}{name} {what} (data.path). Every value below the optional "
                     "header row must be numeric: fill in or drop missing values and encode categories as numbers."
@@ -313,6 +345,7 @@ def _resolve_column(target: Union[str, int, None], header: Optional[list[str]], 
 def _read_csv(cfg: DataConfig) -> _Table:
     """Numeric CSV via np.loadtxt: optional header row, ',', ';', tab or whitespace delimited, '#' comments."""
     path = Path(cfg.path)
+    _check_data_file(path, "a CSV file", max_size=max_bytes() // 4)  # parsed floats and lines take ~4x the text
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -370,6 +403,26 @@ def _read_csv(cfg: DataConfig) -> _Table:
     return _Table(x=np.delete(table, col, axis=1), y=table[:, [col]], locate=locate)
 
 
+@dataclass(frozen=True)
+class _NpyHeader:
+    shape: tuple
+    dtype: np.dtype
+
+
+def _npy_header(archive, name: str, key: str, path: Path) -> _NpyHeader:
+    """The shape and dtype an archived array declares, read before the array (which may claim terabytes)."""
+    try:
+        with archive.zip.open(name + ".npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(
+            f"{path}: array {name!r} ({key}) cannot be read ({exc}); the file looks damaged, save it again."
+        ) from None
+    return _NpyHeader(tuple(shape), np.dtype(dtype))
+
+
 def _npz_array(archive, name: str, key: str, path: Path) -> np.ndarray:
     """One named array as float64 with at least 2 dims, or a DataError naming the key that chose it."""
     if name not in archive.files:
@@ -378,14 +431,22 @@ def _npz_array(archive, name: str, key: str, path: Path) -> np.ndarray:
             f"{path}: has no array named {name!r} ({key}); it holds {held}. Set {key} to one of these names, "
             "or save the arrays as np.savez(path, x=inputs, y=targets)."
         )
-    try:
-        array = archive[name]
-    except ValueError:
+    header = _npy_header(archive, name, key, path)
+    if header.dtype.hasobject:
         raise DataError(
             f"{path}: array {name!r} ({key}) holds Python objects, which nnprobe does not unpickle. Save it as a "
             "numeric array, e.g. np.savez(path, x=np.asarray(x, dtype=float), y=...)."
-        ) from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        )
+    nbytes = data_bytes(math.prod(header.shape))  # read, converted to float64, split and normalized
+    if nbytes > max_bytes():
+        raise DataError(
+            f"{path}: array {name!r} ({key}) has shape {header.shape} of {header.dtype}: about "
+            f"{nbytes / (1 << 30):,.1f} GiB once loaded, above nnprobe's limit of {max_bytes() / (1 << 30):,.1f} GiB. "
+            "Check that this is the intended file, use a sample of the rows, or raise NNPROBE_MAX_MEMORY_GB."
+        )
+    try:
+        array = archive[name]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(
             f"{path}: array {name!r} ({key}) cannot be read ({exc}); the file looks damaged, save it again."
         ) from None
@@ -410,6 +471,7 @@ def _read_npz(cfg: DataConfig) -> _Table:
     path = Path(cfg.path)
     inputs = cfg.inputs or "x"
     target = "y" if cfg.target is None else str(cfg.target)
+    _check_data_file(path, "an .npz archive written by np.savez")
     try:
         archive = np.load(path, allow_pickle=False)
     except OSError as exc:
@@ -463,7 +525,7 @@ def _class_labels(table: _Table, path: str) -> tuple[np.ndarray, int, np.ndarray
     if len(fractional):
         row = fractional[0]
         raise DataError(
-            f"{path}: data.target: class labels must be integers, but {table.locate(row)} holds {y[row]!r}. If the "
+            f"{path}: data.target: class labels must be integers, but {table.locate(row)} holds {float(y[row]):g}. If the "
             "target is a real-valued quantity use loss.kind: mse (regression); otherwise encode the classes as integers."
         )
     classes, labels = np.unique(y, return_inverse=True)

@@ -225,7 +225,8 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
 
     config_path = Path(config_path)
     base = load_config(config_path, overrides)  # the config itself and --set must be valid on their own
-    raw, text = load_raw(config_path)
+    doc = load_raw(config_path)
+    raw = doc.data
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(raw, key, value, str(config_path))
@@ -243,7 +244,7 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
         for key, value in cell_values.items():
             cell_raw = _with(cell_raw, key, value)
         try:
-            cfg = validate_config(cell_raw, source=str(config_path), text=text, base_dir=config_path.parent,
+            cfg = validate_config(cell_raw, source=str(config_path), lines=doc.lines, base_dir=config_path.parent,
                                   default_name=config_path.stem)
         except ConfigError as exc:
             shown = ", ".join(f"{k}={v!r}" for k, v in cell_values.items())

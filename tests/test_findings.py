@@ -76,9 +76,10 @@ def seed_case_fixes(tmp_path_factory):
     """Every fix the detectors give on the four seed cases (short runs)."""
     out = []
     for name in SEED_CASES:
-        raw, text = load_raw(CONFIGS / f"{name}.yaml")
+        doc = load_raw(CONFIGS / f"{name}.yaml")
+        raw = doc.data
         raw["training"]["steps"] = 80
-        cfg = validate_config(raw, source=name, text=text, base_dir=CONFIGS)
+        cfg = validate_config(raw, source=name, lines=doc.lines, base_dir=CONFIGS)
         result = train_config(cfg, config_path=CONFIGS / f"{name}.yaml", runs_root=tmp_path_factory.mktemp(name))
         out += [(name, f, fix) for f in result.findings for fix in f.fixes]
     return out
@@ -92,7 +93,7 @@ def test_every_emitted_config_change_is_a_valid_config_and_matches_its_text(seed
     for name, finding, fix in seed_case_fixes:
         if fix.set is None:
             continue
-        raw, text = load_raw(CONFIGS / f"{name}.yaml")
+        raw = load_raw(CONFIGS / f"{name}.yaml").data
         for key, value in fix.set.items():
             node = raw
             *parents, leaf = key.split(".")
@@ -100,7 +101,7 @@ def test_every_emitted_config_change_is_a_valid_config_and_matches_its_text(seed
                 node = node.setdefault(part, {})
             node[leaf] = value
             assert f"{key}: {yaml_scalar(value)}" in fix.text, (finding.code, fix.text)
-        validate_config(raw, source=name, text=text, base_dir=CONFIGS)
+        validate_config(raw, source=name, base_dir=CONFIGS)
 
 
 def test_markdown_first_fix_gives_the_overrides_and_text_stays_plain():

@@ -240,7 +240,7 @@ log scale; each column shows the highest loss of its steps · steps 0–3 · min
 #### Checks
 
 - **FAIL** max_severity: error finding nonfinite is above info
-- **PASS** [baseline] final_loss: 0.5 <= 0.6 (baseline 0.6)
+- **PASS** [baseline] final_loss: 0.5 &lt;= 0.6 (baseline 0.6)
 
 #### Log problems (1)
 

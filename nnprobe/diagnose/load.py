@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from nnprobe.config import Config, load_config
 from nnprobe.diagnose.detectors import DetectorSuite
@@ -23,9 +23,34 @@ def load_run_config(run_dir: Path) -> Config:
             "such as one under runs/."
         )
     try:
-        return load_config(path)
+        return load_config(path, check_memory=False)  # reading a log allocates nothing the config implies
     except ConfigError as exc:
         raise RunDirError(f"{run_dir}: the run's resolved config is unreadable: {exc}") from None
+
+
+#: what config.yaml and the log's start record both state: (key, from the config, from the start record)
+_AGREEING: tuple[tuple[str, Callable[[Config], Any], Callable[[dict], Any]], ...] = (
+    ("name", lambda c: c.name, lambda s: s.get("name")),
+    ("seed", lambda c: c.seed, lambda s: s.get("seed")),
+    ("model.hidden", lambda c: list(c.model.hidden), lambda s: [la.get("units") for la in s.get("layers", [])[:-1]]),
+    ("model.output", lambda c: c.model.output, lambda s: (s.get("layers") or [{}])[-1].get("activation")),
+    ("loss.kind", lambda c: c.loss.kind, lambda s: s.get("loss", {}).get("kind")),
+    ("optimizer.kind", lambda c: c.optimizer.kind, lambda s: s.get("optimizer", {}).get("kind")),
+    ("optimizer.lr", lambda c: c.optimizer.lr, lambda s: s.get("optimizer", {}).get("lr")),
+)
+
+
+def config_mismatches(config: Config, start: dict) -> list[str]:
+    """Keys where config.yaml says something else than the log's start record (an edited or swapped file)."""
+    out = []
+    for key, from_config, from_start in _AGREEING:
+        try:
+            ours, logged = from_config(config), from_start(start)
+        except (AttributeError, TypeError):  # a start record without the field (an older or partial log)
+            continue
+        if logged is not None and ours != logged:
+            out.append(f"{key}: {ours!r} in config.yaml, {logged!r} in the log")
+    return out
 
 
 def load_run(run_dir: Path | str) -> RunResult:
@@ -57,6 +82,10 @@ def load_run(run_dir: Path | str) -> RunResult:
     suite, digest = observers.suite, observers.digest
     end = contents.end
     problems = list(contents.problems)
+    mismatches = config_mismatches(config, contents.start)
+    if mismatches:
+        problems.append("config.yaml does not match the log's start record (edited after the run?): "
+                        + "; ".join(mismatches) + "; the findings follow the log, the thresholds config.yaml")
     if end is None:
         status = "interrupted"
         problems.append("no end record: the run was killed before it finished; analysed up to the last whole line")

@@ -61,11 +61,12 @@ def fix_config(path: Path, *, seeds: int = DEFAULT_SEEDS, budget: int = DEFAULT_
                on_attempt: Optional[Callable[[Attempt], None]] = None) -> FixReport:
     """Find a config with nothing at or above fail_on by proven patches, and write it to `output` if given."""
     path = Path(path)
-    raw, text = load_raw(path)
+    doc = load_raw(path)  # bounded and checked: a regular file of readable YAML
+    raw, text = doc.data, path.read_text(encoding="utf-8")
     if output is not None and output.resolve() == path.resolve():
         raise ConfigError(f"-o {output}: that is the config being fixed; write the fixed config to another file "
                           "and compare them (the report shows the diff).")
-    config = validate_config(raw, source=str(path), text=text, base_dir=path.parent, default_name=path.stem)
+    config = validate_config(raw, source=str(path), lines=doc.lines, base_dir=path.parent, default_name=path.stem)
     base = resolved_dict(config)
 
     def validate(candidate: dict) -> None:

@@ -19,7 +19,7 @@ from nnprobe.errors import NnprobeError
 from nnprobe.findings import Finding, sort_findings
 from nnprobe.reports.terminal import (
     LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, fix_line, fmt_num, layer_rows,
-    severity_counts, status_words,
+    printable, severity_counts, status_words,
 )
 from nnprobe.result import RunResult
 
@@ -78,7 +78,8 @@ def render_html(result: RunResult) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Text from a run as HTML: escaped, its control characters (and undecodable path bytes) shown as \\xNN."""
+    return html.escape(printable(value), quote=True)
 
 
 def _page(result: RunResult, figures: Sequence[tuple[str, str, str]]) -> str:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable, Optional
 
 from nnprobe.findings import Finding, severity_rank
+from nnprobe.reports.terminal import printable
 from nnprobe.result import RunResult
 
 ANNOTATION_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
@@ -160,8 +162,30 @@ def render_suites(suites: Iterable[ET.Element]) -> str:
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{time:.3f}")
+    _xml_safe(root)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+#: a line that GitHub Actions would run as a workflow command (`::error::...`), should the XML reach its log
+_COMMAND_LINE = re.compile(r"^(\s*):(?=:)", re.MULTILINE)
+
+
+def _safe_text(text: str) -> str:
+    """Printable (XML 1.0 holds no control characters) and no line starting with '::' (a zero-width space between)."""
+    return _COMMAND_LINE.sub("\\1:\u200b", printable(text))
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """A config name with \\x01 made the file unreadable: every text and attribute is made safe, control
+    characters shown escaped (\\x01) the way the terminal shows them."""
+    for element in root.iter():
+        if element.text:
+            element.text = _safe_text(element.text)
+        if element.tail:
+            element.tail = _safe_text(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, _safe_text(value))
 
 
 def render_junit(result: RunResult, *, fail_on: str = "error") -> str:

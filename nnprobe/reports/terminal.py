@@ -9,6 +9,7 @@ paths) enters rich as `Text`, never as markup, so a `[` in a message is printed,
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -32,6 +33,24 @@ _STATUS_STYLE = {"completed": "green", "diverged": "bold red", "interrupted": "y
 
 
 # -- formatting shared with the markdown and HTML reports -----------------------------------
+
+# C0 controls but tab and newline, DEL, C1 controls, lone surrogates (undecodable path bytes), XML's non-characters
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: Any) -> str:
+    """Text from a run (a name, a path, a message) made safe to print: an ESC sequence or a control
+    character is shown as \\x1b and the like, never sent to the terminal; tabs and newlines stay."""
+    text = str(text)
+    return _UNPRINTABLE.sub(_escaped, text) if _UNPRINTABLE.search(text) else text
+
 
 
 def fmt_num(value: Any) -> str:
@@ -248,9 +267,9 @@ def accuracy_words(result: RunResult) -> str:
 def _status_text(result: RunResult) -> Text:
     t = Text()
     t.append("Run ", style="bold")
-    t.append(result.run_dir, style="bold")
+    t.append(printable(result.run_dir), style="bold")
     t.append("\nstatus: ")
-    t.append(status_words(result), style=_STATUS_STYLE.get(result.status, ""))
+    t.append(printable(status_words(result)), style=_STATUS_STYLE.get(result.status, ""))
     t.append(f" · steps: {result.steps} · final loss: {fmt_num(result.final_loss)}{accuracy_words(result)}")
     return t
 
@@ -273,13 +292,13 @@ def _findings_table(findings: Sequence[Finding]) -> Table:
     table.add_column("layer", no_wrap=True)
     table.add_column("what happened / first fix", ratio=1, overflow="fold")
     for f in findings:
-        details = Text(f.message)
+        details = Text(printable(f.message))
         fix = fix_line(f)
         if fix:
             details.append("\n")
-            details.append(fix, style="green")
-        table.add_row(Text(f.severity, style=_SEVERITY_STYLE.get(f.severity, "")), Text(f.code),
-                      "static" if f.step is None else str(f.step), Text(f.layer or "—"), details)
+            details.append(printable(fix), style="green")
+        table.add_row(Text(printable(f.severity), style=_SEVERITY_STYLE.get(f.severity, "")), Text(printable(f.code)),
+                      "static" if f.step is None else str(f.step), Text(printable(f.layer or "—")), details)
     return table
 
 
@@ -291,7 +310,7 @@ def _layers_table(digest: Any) -> Table:
         # the numbers keep their line; the activation range (the one free-form cell) wraps
         table.add_column(header, justify="left" if i < 4 else "right", overflow="fold", no_wrap=i != 2)
     for row in layer_rows(digest):
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(*(Text(printable(cell)) for cell in row))
     return table
 
 
@@ -321,7 +340,7 @@ def _checks_text(result: RunResult) -> Group:
     for c in result.checks:
         kind = f"[{c.kind}] " if c.kind != "expect" else ""
         grid.add_row(Text("PASS" if c.ok else "FAIL", style="green" if c.ok else "bold red"),
-                     Text(f"{kind}{c.name}: {c.message}"))
+                     Text(printable(f"{kind}{c.name}: {c.message}")))
     return Group(Text("Checks", style="bold"), grid)
 
 
@@ -335,9 +354,17 @@ def _problems_text(problems: Sequence[str]) -> Group:
 # -- markdown ----------------------------------------------------------------------------------
 
 
+def md_code(text: Any) -> str:
+    """A code span that holds `text` literally, whatever backticks it contains (CommonMark's rule)."""
+    body = " ".join(printable(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall("`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
 def md_cell(text: Any) -> str:
     """Text safe inside a GitHub table cell: pipes escaped, no raw HTML, one line."""
-    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    s = printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
     return "<br>".join(part.strip() for part in s.strip().splitlines()) if "\n" in s else s.strip()
 
 
@@ -350,14 +377,14 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str
 
 def render_markdown(result: RunResult) -> str:
     """The report as GitHub-flavoured markdown, for an issue or a CI job summary."""
-    out = [f"### nnprobe: `{result.run_dir}`", ""]
-    stopped = f" (stopped by `{result.stopped_by}`)" if result.stopped_by else ""
-    out += [f"**status:** {result.status}{stopped} · **steps:** {result.steps} · "
+    out = [f"### nnprobe: {md_code(result.run_dir)}", ""]
+    stopped = f" (stopped by {md_code(result.stopped_by)})" if result.stopped_by else ""
+    out += [f"**status:** {md_cell(result.status)}{stopped} · **steps:** {result.steps} · "
             f"**final loss:** {fmt_num(result.final_loss)}{accuracy_words(result)}", ""]
     findings = sort_findings(result.findings)
     if findings:
         out += [f"#### Findings ({severity_counts(findings)})", ""]
-        rows = [(f.severity, f"`{f.code}`", "static" if f.step is None else f.step, f.layer or "—",
+        rows = [(f.severity, md_code(f.code), "static" if f.step is None else f.step, f.layer or "—",
                  f.message, fix_line(f, overrides=True).removeprefix("fix: ")) for f in findings]
         out += _md_table(("severity", "code", "step", "layer", "what happened", "first fix"), rows) + [""]
     else:
@@ -373,17 +400,17 @@ def render_markdown(result: RunResult) -> str:
         first = first_finding(findings)
         if first is not None:
             col = spark.column_of(first.step)
-            out[-1] += f" · first finding `{first.code}` at step {first.step} (column {col + 1})"
+            out[-1] += f" · first finding {md_code(first.code)} at step {first.step} (column {col + 1})"
         out.append("")
     if result.checks:
         out += ["#### Checks", ""]
         for c in result.checks:
             kind = f"[{c.kind}] " if c.kind != "expect" else ""
-            out.append(f"- **{'PASS' if c.ok else 'FAIL'}** {kind}{c.name}: {c.message}")
+            out.append(f"- **{'PASS' if c.ok else 'FAIL'}** {md_cell(f'{kind}{c.name}: {c.message}')}")
         out.append("")
     if result.log_problems:
         out += [f"#### Log problems ({len(result.log_problems)})", ""]
-        out += [f"- {p}" for p in result.log_problems[:MAX_LOG_PROBLEMS]]
+        out += [f"- {md_cell(p)}" for p in result.log_problems[:MAX_LOG_PROBLEMS]]
         if len(result.log_problems) > MAX_LOG_PROBLEMS:
             out.append(f"- ... and {len(result.log_problems) - MAX_LOG_PROBLEMS} more")
         out.append("")
@@ -444,7 +471,7 @@ def _bullets(lines: Sequence[str]) -> Table:
     grid.add_column(no_wrap=True)
     grid.add_column(ratio=1)
     for line in lines:
-        grid.add_row("-", Text(line))
+        grid.add_row("-", Text(printable(line)))
     return grid
 
 
@@ -488,5 +515,5 @@ def render_explain_markdown(classes: Sequence[Any]) -> str:
 __all__ = [
     "Spark", "fmt_num", "fmt_pct", "first_finding", "layer_rows", "render_explain", "render_explain_list",
     "render_explain_markdown",
-    "render_markdown", "render_text", "sparkline",
+    "md_code", "printable", "render_markdown", "render_text", "sparkline",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
 import time
@@ -16,6 +17,8 @@ from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.diagnose.observers import RecordObservers
+from nnprobe.errors import DataError, RunDirError
+from nnprobe.limits import check_data_footprint
 from nnprobe.result import RunResult
 from nnprobe.train.loop import Trainer
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
@@ -25,36 +28,109 @@ from nnprobe.train.signals import StopFlag, catch_signals
 ProgressFn = Callable[[int, int, float], None]
 
 
+def load_data(config: Config, source: str):
+    """The config's data, from its seed, with data problems named after the config; then the memory check."""
+    data_seq = np.random.SeedSequence(config.seed).spawn(1)[0]
+    try:
+        data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    check_data_footprint(config, data, source=source)
+    return data
+
+
 def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[ProgressFn] = None,
           config_path: Optional[Path] = None, runs_root: Path = Path("runs"),
           hidden_activation=None, user_code: Optional[list[dict]] = None) -> RunResult:
-    """Train one config into a fresh run directory and return the analysed result."""
-    seq = np.random.SeedSequence(config.seed)
-    data_seq = seq.spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
-    trainer = Trainer(config, data, hidden_activation)
-    run_dir = new_run_dir(config, out_dir, runs_root)
-    (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-    meta = metadata(config, config_path, user_code or [])
-    write_json(run_dir / "meta.json", meta)
+    """Train one config into a fresh run directory and return the analysed result.
 
+    SIGINT and SIGTERM are caught from before the run directory is made until its last file is
+    written, so a signal never leaves a half-made directory: the run stops at the next step
+    boundary with status `interrupted`. A failed write (a full disk, a file-size limit, a
+    read-only directory) ends in a RunDirError after recording what it can.
+    """
+    data = load_data(config, str(config_path) if config_path is not None else f"config {config.name!r}")
+    trainer = Trainer(config, data, hidden_activation)
+    flag = StopFlag()
+    with catch_signals(flag):
+        run_dir = new_run_dir(config, out_dir, runs_root)
+        meta = metadata(config, config_path, user_code or [])
+        writer: Optional[LogWriter] = None
+        try:
+            (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+            write_json(run_dir / "meta.json", meta)
+            writer = LogWriter(run_dir / "steps.jsonl")
+            return _record(config, trainer, run_dir, meta, writer, flag, progress)
+        except OSError as exc:
+            if writer is not None and exc.errno not in _WRITE_ERRORS:
+                raise  # not a write that failed (user code, say): _record has ended the run as failed
+            written = writer.steps_written if writer is not None else 0
+            _record_failure(run_dir, meta, writer, written, f"{exc.strerror or exc}")
+            raise RunDirError(
+                f"{run_dir}: could not write the run ({exc.strerror or exc}{_filename(exc)}); training stopped. "
+                f"{written} step records are complete in steps.jsonl and `nnprobe diagnose {run_dir}` reads them. "
+                "Free disk space, raise the file-size limit, or choose a writable directory with --out."
+            ) from None
+
+
+#: what a full disk, a file-size limit, a quota or a read-only or failing file system raise
+_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+def _end_after_exception(writer: LogWriter, run_dir: Path, meta: dict, steps_done: int, t0: float) -> None:
+    """A bug or an interrupt outside the maths: keep every record written so far and say how it ended."""
+    status = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "failed"
+    meta.update(status=status, ended=now(), duration_s=round(time.perf_counter() - t0, 3), steps=steps_done)
+    try:
+        writer.write({"type": "end", "status": status, "steps": steps_done, "final_loss": None, "stopped_by": None})
+        writer.close()
+        write_json(run_dir / "meta.json", meta)
+    except OSError:
+        pass
+
+
+def _filename(exc: OSError) -> str:
+    return f": {Path(exc.filename).name}" if exc.filename else ""
+
+
+def _record_failure(run_dir: Path, meta: dict, writer: Optional[LogWriter], steps: int, error: str) -> None:
+    """Best effort after a failed write: end the log and mark meta.json failed, never hiding the first error."""
+    if writer is not None:
+        try:
+            writer.discard_held()
+            writer.write({"type": "end", "status": "failed", "steps": steps, "final_loss": None, "stopped_by": None})
+        except OSError:
+            pass
+        finally:
+            writer.abandon()
+    meta.update(status="failed", ended=now(), steps=steps, error=error)
+    try:
+        write_json(run_dir / "meta.json", meta)
+    except OSError:
+        pass
+
+
+def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer: LogWriter, flag: StopFlag,
+            progress: Optional[ProgressFn]) -> RunResult:
+    """The training loop with its live detectors, then the end record, meta.json and findings.json."""
     start = trainer.start_record()
     suite = DetectorSuite(config, start)
     digest = Digest(start)
     stop_codes = set(config.stop_on)
     observers = RecordObservers(suite, digest, stop_codes)
-    flag = StopFlag()
     status, stopped_by, steps_done, last_loss = "completed", None, 0, None
     t0 = time.perf_counter()
-    writer = LogWriter(run_dir / "steps.jsonl")
     try:
-        with catch_signals(flag), np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):
             writer.write(start)
             fired_static = stop_codes & {f.code for f in suite.static_findings()}
             if fired_static:
                 status, stopped_by = "diverged", sorted(fired_static)[0]
             batches = trainer.batches()
             for step in range(trainer.total_steps if status == "completed" else 0):
+                if flag.signal is not None:  # a signal during start-up: no step is started
+                    status = "interrupted"
+                    break
                 record = trainer.step(step, next(batches))
                 writer.write(record)
                 steps_done, last_loss = step + 1, record["loss"]
@@ -71,15 +147,15 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
                    "final_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
                    "stopped_by": stopped_by}
             writer.write(end)
-    except BaseException:
-        # a bug or an interrupt outside a step: keep every record written so far and say how it ended
-        status = "interrupted" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "failed"
-        meta.update(status=status, ended=now(), duration_s=round(time.perf_counter() - t0, 3), steps=steps_done)
-        write_json(run_dir / "meta.json", meta)
-        writer.write({"type": "end", "status": status, "steps": steps_done, "final_loss": None, "stopped_by": None})
+            writer.close()
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRORS:
+            raise  # train() records what it can and says what failed
+        _end_after_exception(writer, run_dir, meta, steps_done, t0)
         raise
-    finally:
-        writer.close()
+    except BaseException:
+        _end_after_exception(writer, run_dir, meta, steps_done, t0)
+        raise
     observers.flush()
     duration = time.perf_counter() - t0
     digest.finish(end)

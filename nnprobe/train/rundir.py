@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,10 @@ import nnprobe
 from nnprobe.config import Config
 from nnprobe.errors import RunDirError
 from nnprobe.probes import kernel
+
+
+#: the environment variables that set how many threads NumPy's BLAS uses (OpenBLAS, OpenMP builds, MKL)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
@@ -45,18 +50,29 @@ def fresh_dir(parent: Path, stem: str) -> Path:
     """parent/stem (else stem-2, stem-3, ...): a directory this call created, never one that already existed."""
     for i in range(1, 1000):
         candidate = parent / (stem + (f"-{i}" if i > 1 else ""))
+        if candidate.parent != parent or candidate.name in ("", ".", ".."):  # config validation refuses such names
+            raise RunDirError(f"{stem!r}: cannot name a directory under {parent}; use letters, digits, '-', '_'.")
         try:
             candidate.mkdir()
             return candidate
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise RunDirError(
+                f"{candidate}: cannot create the run directory ({exc.strerror}); choose another name or use --out DIR."
+            ) from None
     raise RunDirError(f"{parent}: could not find a free directory name for {stem!r}.")
 
 
 def write_json(path: Path, doc: dict) -> None:
+    """Write `doc` whole or not at all (a temporary file renamed over the old one); no .tmp is left behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def now() -> str:
@@ -71,6 +87,8 @@ def metadata(config: Config, config_path: Optional[Path], user_code: list[dict])
         "platform": platform.platform(terse=True),
         # which code took the statistics: the one-pass C kernel or NumPy passes (the same numbers)
         "stats": "kernel" if kernel.in_use() else "numpy",
+        # the step log is bit-identical for a given BLAS thread count (docs/robustness.md): record what was asked for
+        "blas_threads": {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES},
         "name": config.name,
         "seed": config.seed,
         "config_file": str(config_path) if config_path else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,9 @@ class LogWriter:
         self.hold_seconds = hold_seconds
         self._held: list[dict] = []
         self._deadline = 0.0
+        self.steps_written = 0  # step records whose whole batch reached the file
+        self._cut = False  # the file ends in part of a line
+        self._done = 0
 
     def write(self, record: dict, flush: bool = True) -> None:
         """Add one record; `flush=False` leaves a full batch for the caller to flush (the bench times it apart)."""
@@ -172,12 +176,40 @@ class LogWriter:
                 lines.append(encode_line(record))
         finally:  # a record that cannot be encoded still leaves the ones before it on disk
             if lines:
-                self._write_all(b"\n".join(lines) + b"\n")
+                self._done = 0
+                try:
+                    self._write_all(b"\n".join(lines) + b"\n")
+                finally:  # after a failed write, count the lines that reached the file whole
+                    whole, end = 0, 0
+                    for line in lines:
+                        end += len(line) + 1
+                        if end > self._done:
+                            break
+                        whole += 1
+                    self.steps_written += sum(1 for r in held[:whole] if r.get("type") == "step")
 
     def _write_all(self, data: bytes) -> None:
-        done = self._fh.write(data)
-        while done < len(data):  # a regular file takes it all at once, short of a full disk or a signal
-            done += self._fh.write(memoryview(data)[done:])
+        """Write all of `data`; `_done` says how much of it reached the file, also when a write fails."""
+        prefix = b"\n" if self._cut else b""  # a failed write left half a line: end it, so the lines after it parse
+        data = prefix + data
+        done = 0
+        try:
+            done = self._fh.write(data)
+            while done < len(data):  # a regular file takes it all at once, short of a full disk or a signal
+                done += self._fh.write(memoryview(data)[done:])
+        finally:
+            self._cut = 0 < done < len(data) or (self._cut and done == 0)
+            self._done = max(done - len(prefix), 0)
+
+    def discard_held(self) -> None:
+        """Forget the records not yet written (after a failed write, so that the end record can still go out)."""
+        self._held = []
+
+    def abandon(self) -> None:
+        """Close the file without writing what is held."""
+        self._held = []
+        if not self._fh.closed:
+            self._fh.close()
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -218,53 +250,122 @@ class LogContents:
         return self.problem_list + ([f"... and {hidden} more unreadable lines skipped"] if hidden else [])
 
 
+#: the start record's fields the detectors and the digest read, with the JSON types they must have
+_START_FIELDS: dict[str, tuple[type, ...]] = {
+    "layers": (list,), "loss": (dict,), "optimizer": (dict,), "data": (dict,), "name": (str, type(None)),
+    "dtype": (str, type(None)), "total_steps": (int, type(None)), "task": (str, type(None)),
+}
+_LAYER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "units": (int,), "fan_in": (int,), "activation": (str,)}
+
+
+def start_record_problem(record: dict) -> Optional[str]:
+    """What makes a start record unusable (a crafted or damaged log), or None."""
+    for key, types in _START_FIELDS.items():
+        if key in record and not isinstance(record[key], types):
+            return f"its {key!r} is {_kind(record.get(key))}, expected {' or '.join(_json_name(t) for t in types)}"
+    for i, layer in enumerate(record.get("layers", [])):
+        if not isinstance(layer, dict):
+            return f"layer {i} is {_kind(layer)}, expected an object"
+        for key, types in _LAYER_FIELDS.items():
+            if not isinstance(layer.get(key), types) or isinstance(layer.get(key), bool):
+                return f"layer {i}'s {key!r} is {_kind(layer.get(key))}, expected {_json_name(types[0])}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else f"a JSON {_json_name(type(value))}"
+
+
+def _json_name(t: type) -> str:
+    return {list: "array", dict: "object", str: "string", int: "integer", float: "number", type(None): "null",
+            bool: "boolean"}.get(t, t.__name__)
+
+
+def _open_log(path: Path):
+    """The log opened for reading; a FIFO or a device is refused (reading it would hang or never end)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise RunDirError(f"{path}: is not a regular file (a pipe or a device?); a step log is a file.")
+        return open(path, "r", encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: no step log here; is this a run directory made by `nnprobe train`?") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: the step log cannot be read ({exc.strerror or exc}).") from None
+
+
 def iter_records(path: Path, contents: LogContents) -> Iterator[dict]:
     """Yield step records in order; the start/end records and any unreadable lines go to `contents`.
 
     Memory stays flat: one line at a time. A line that is not a JSON object with a known
     `type`, or a last line cut off mid-write, is skipped and described in `contents.problems`.
     """
+    fh = _open_log(path)
     try:
-        fh = open(path, "r", encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: no step log here; is this a run directory made by `nnprobe train`?") from None
+        with fh:
+            yield from _records(fh, path, contents)
     except OSError as exc:
-        raise RunDirError(f"{path}: the step log cannot be read ({exc}).") from None
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if line[0] != "{" and not line.strip():  # a record line starts with "{": no strip() copy for it
-                continue
-            try:
-                record = loads(line)
-            except ValueError as exc:
-                if not line.endswith("\n"):
-                    contents.add_problem(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
-                else:
-                    contents.add_problem(f"line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); skipped")
-                continue
-            kind = record.get("type") if isinstance(record, dict) else None
-            if kind == "step":
-                if not isinstance(record.get("step"), int):
-                    contents.add_problem(f"line {lineno}: step record without an integer 'step'; skipped")
-                    continue
-                if contents.start is None:
-                    contents.add_problem(f"line {lineno}: step record before the start record; skipped")
-                    continue
-                contents.n_steps += 1
-                contents.last_step = record
-                yield record
-            elif kind == "start":
-                if contents.start is not None:
-                    contents.add_problem(f"line {lineno}: a second start record; skipped")
-                    continue
-                schema = record.get("schema")
-                if isinstance(schema, int) and schema > SCHEMA_VERSION:
-                    raise RunDirError(
-                        f"{path}: log schema {schema} is newer than this nnprobe reads ({SCHEMA_VERSION}); "
-                        "upgrade nnprobe to read it."
-                    )
-                contents.start = record
-            elif kind == "end":
-                contents.end = record
+        raise RunDirError(f"{path}: reading the step log failed ({exc.strerror or exc}).") from None
+
+
+def _records(fh, path: Path, contents: LogContents) -> Iterator[dict]:
+    last_step = -1
+    for lineno, line in enumerate(fh, 1):
+        if line[0] != "{" and not line.strip():  # a record line starts with "{": no strip() copy for it
+            continue
+        try:  # inline, not a helper call: this loop is diagnose's hot path
+            record = loads(line)
+            why = None
+        except ValueError as exc:  # JSONDecodeError has msg/colno; the int-digits limit is a plain ValueError
+            why = f"{exc.msg} at column {exc.colno}" if hasattr(exc, "msg") else str(exc).split(";")[0][:100]
+        except RecursionError:
+            why = "nested too deep"
+        if why is not None:
+            if not line.endswith("\n"):
+                contents.add_problem(f"line {lineno}: cut off mid-write (the run was probably killed); skipped")
             else:
-                contents.add_problem(f"line {lineno}: not a start, step or end record; skipped")
+                contents.add_problem(f"line {lineno}: not valid JSON ({why}); skipped")
+            continue
+        kind = record.get("type") if isinstance(record, dict) else None
+        if kind == "step":
+            step = record.get("step")
+            if not isinstance(step, int) or isinstance(step, bool):
+                contents.add_problem(f"line {lineno}: step record without an integer 'step'; skipped")
+                continue
+            if contents.start is None:
+                contents.add_problem(f"line {lineno}: step record before the start record; skipped")
+                continue
+            if contents.end is not None:
+                contents.add_problem(f"line {lineno}: step record after the end record; skipped")
+                continue
+            if step <= last_step:  # a log concatenated with itself, or records shuffled
+                contents.add_problem(
+                    f"line {lineno}: step {step} after step {last_step}: repeated or out of order; skipped")
+                continue
+            last_step = step
+            contents.n_steps += 1
+            contents.last_step = record
+            yield record
+        elif kind == "start":
+            if contents.start is not None:
+                contents.add_problem(f"line {lineno}: a second start record; skipped")
+                continue
+            schema = record.get("schema")
+            if isinstance(schema, int) and schema > SCHEMA_VERSION:
+                raise RunDirError(
+                    f"{path}: log schema {schema} is newer than this nnprobe reads ({SCHEMA_VERSION}); "
+                    "upgrade nnprobe to read it."
+                )
+            problem = start_record_problem(record)
+            if problem is not None:
+                raise RunDirError(
+                    f"{path}, line {lineno}: the start record is unusable: {problem}. The log was damaged or not "
+                    "written by nnprobe; it cannot be analysed without knowing its layers."
+                )
+            contents.start = record
+        elif kind == "end":
+            if contents.end is not None:
+                contents.add_problem(f"line {lineno}: a second end record; skipped")
+                continue
+            contents.end = record
+        else:
+            contents.add_problem(f"line {lineno}: not a start, step or end record; skipped")
