@@ -128,7 +128,7 @@ class ModelConfig(_Strict):
     bias_init: BiasInit = "uniform"
     dtype: Literal["float16", "float32", "float64"] = "float64"
     layers: Optional[list[LayerSpec]] = Field(
-        None, min_length=1, description="per-layer alternative to hidden/activation/output, output layer last: "
+        None, min_length=1, max_length=MAX_LAYERS + 1, description="per-layer alternative to hidden/activation/output, output layer last: "
                                         "[{units, activation, init, bias_init, init_scale}, ...]")
 
     @field_validator("hidden")

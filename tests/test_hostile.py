@@ -207,6 +207,14 @@ def test_a_document_of_more_values_than_a_config_holds_is_refused(tmp_path):
     assert "more than 100,000 values" in message and "line 2" in message
 
 
+def test_per_layer_models_have_the_same_depth_bound(tmp_path):
+    """`model.layers` (added beside `hidden`) took 2000 layers where `hidden` stops at 1000."""
+    layers = [{"units": 2, "activation": "relu"}] * 2000 + [{"activation": "softmax"}]
+    message = config_error(tmp_path, {"data": {"source": "blobs"}, "model": {"layers": layers},
+                                      "loss": {"kind": "cross_entropy"}})
+    assert "model.layers" in message and "at most" in message
+
+
 def test_huge_width_is_refused_by_validate_without_allocating(tmp_path):
     """`validate` alone allocated 3.8 GB for `hidden: [1e8]`; the estimate says what it would take."""
     result = invoke("validate", str(write_config(tmp_path, {"data": {"source": "affine"},
