@@ -6,6 +6,7 @@ import math
 from typing import Any, Optional
 
 from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._progress import LossLevel
 from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, step_of,
     weight_count, yaml_number,
@@ -323,12 +324,21 @@ class LossPlateau(Detector):
             "only reported while the loss is above this fraction of the first loss (>): a plateau near zero is "
             "convergence, not a problem",
         ),
+        "stuck": Threshold(
+            0.9,
+            "and only while the window's best loss is at least this fraction of the lower of the first loss and "
+            "the chance-level loss (>=): a loss that fell well below both and then flattened has reached the "
+            "noise floor of its data (converged), it is not stuck",
+        ),
     }
     explanation = Explanation(
         meaning=(
-            "Over a whole window of steps the best loss improved by less than the tolerance, while it is still a "
-            "large fraction of where it started. Something keeps the net from learning: other findings usually say "
-            "what (dead-relu, vanishing-gradients, saturated-activations, large-update-ratio)."
+            "Over a whole window of steps the best loss improved by less than the tolerance, while it is still "
+            "stuck where it started: near its first value, or at the chance-level loss (the loss of always "
+            "predicting the class frequencies: ln K for K balanced classes, the target variance for mse). A loss "
+            "that fell well below both and then flattened has converged to its data's noise floor and is not "
+            "reported. Something keeps a stuck net from learning: other findings usually say what (dead-relu, "
+            "vanishing-gradients, saturated-activations, large-update-ratio)."
         ),
         causes=[
             "dead ReLU units or saturated sigmoid/tanh units passing no gradient",
@@ -340,11 +350,18 @@ class LossPlateau(Detector):
             "SageMaker Debugger LossNotDecreasing rule (diff_percent 0.1%)",
             "Keras ReduceLROnPlateau (patience, min_delta): the same test used to lower the learning rate",
         ],
+        provenance=[
+            "SageMaker Debugger LossNotDecreasing: kept: the loss's best value over a window must improve by a "
+            "relative tolerance (0.1%). Changed: it also needs the loss to be stuck, near its first value or the "
+            "chance-level loss; the rule alone fires on every healthy run once it reaches its noise floor (noisy "
+            "data never gets near zero), which is convergence, not a plateau",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
         self.window = max(1, int(self.t["window"]))
+        self.level = LossLevel(context.start or {})
         self.first_loss: Optional[float] = None
         self.block: Optional[int] = None
         self.block_min: Optional[float] = None
@@ -366,6 +383,7 @@ class LossPlateau(Detector):
         if loss is not None:
             if self.first_loss is None:
                 self.first_loss = loss
+                self.level.update(loss)
             if self.block_min is None or loss < self.block_min:
                 self.block_min = loss
         if step % self.window == self.window - 1:
@@ -381,7 +399,8 @@ class LossPlateau(Detector):
         if before is None or self.first_loss is None or before <= 0:
             return
         improvement = (before - low) / before
-        stalled = improvement < self.t["min_improvement"] and low > self.t["min_fraction"] * self.first_loss
+        stalled = (improvement < self.t["min_improvement"] and low > self.t["min_fraction"] * self.first_loss
+                   and self.level.stuck(low, self.t["stuck"]))
         if not stalled:
             return
         start, end = block * self.window, block * self.window + self.window - 1
@@ -402,8 +421,8 @@ class LossPlateau(Detector):
                   else "did not improve at all")
         message = (
             f"The loss {change} between step {h['start']} and step {h['end']} "
-            f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), still "
-            f"{100 * h['best'] / self.first_loss:.0f}% of its first value {fmt(self.first_loss, 4)}; "
+            f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), stuck at "
+            f"{self.level.describe(h['best'])}; "
             f"{self.windows} window(s) of {self.window} steps stalled like this, the last ending at step "
             f"{self.last_window_end}" + (" (to the end)" if reached_end else "") + "."
         )
@@ -412,7 +431,7 @@ class LossPlateau(Detector):
             fix_list.append("optimizer.kind: adam  — adapts step sizes where plain SGD crawls")
         fix_list.append(f"optimizer.lr: {yaml_number(facts.lr * 3)}  — if large-update-ratio reports a low ratio; "
                         "lower it instead if the loss bounces")
-        evidence = {**h, "first_loss": self.first_loss, "windows": self.windows,
+        evidence = {**h, **self.level.evidence(), "windows": self.windows,
                     "last_window_end": self.last_window_end, "window": self.window}
         return [self.finding(step=h["start"], layer=None, message=message, evidence=clean(evidence),
                              fixes=fix_list)]
