@@ -18,6 +18,8 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from nnprobe.diagnose.windows import DeadUnitWindow, window_examples
+
 INF = float("inf")
 DEFAULT_CAP = 512
 
@@ -277,6 +279,13 @@ class Digest:
         # methods and its unit count
         self._feeds = {ls.name: (ls, ls.grad_norm.add, ls.dead.add, ls.a_min.add, ls.a_max.add,
                                  ls.update_ratio.add, ls.units) for ls in self._by_name.values()}
+        # the dead fraction is plotted per window of batches, as dead-relu judges it (diagnose.windows)
+        data = start.get("data") or {}
+        n_train = data.get("n_train")
+        batch = start.get("batch_size") or n_train
+        batch = int(batch) if isinstance(batch, int) and batch > 0 else 1
+        examples = window_examples(batch, n_train)
+        self._dead_windows = {ls.name: DeadUnitWindow(batch, examples) for ls in self.layers}
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke
@@ -329,7 +338,14 @@ class Digest:
             add_grad(step, lr["gW"]["norm"])
             a = lr["a"]
             dead = a["dead"]
-            add_dead(step, dead / units if dead is not None and units else None)
+            if dead is None:
+                add_dead(step, None)
+            elif isinstance(dead, bool) or not isinstance(dead, (int, float)):
+                raise TypeError("dead")
+            else:
+                closed = self._dead_windows[ls.name].add(step, a)
+                if closed is not None:
+                    add_dead(closed.last, closed.dead / units if units else None)
             add_min(step, a["min"])
             add_max(step, a["max"])
             if a["nan"] or a["posinf"] or a["neginf"]:

@@ -58,14 +58,18 @@ class _LayerDetector(Detector):
         values = self.measure(watch, layer)
         return values if values and values["holds"] else None
 
-    def observe(self, record: dict) -> None:
+    def full_layers(self, record: dict) -> list[dict]:
+        """The per-layer objects of a full record (noting its step as the last full one), else []."""
         layers = record_layers(record)
-        if not layers:
+        if layers:
+            self.last_full = step_of(record)
+        return layers
+
+    def observe(self, record: dict) -> None:
+        layers = self.full_layers(record)
+        if not layers or not self.watch:
             return
-        step = step_of(record)
-        self.last_full = step
-        if not self.watch:
-            return
+        step = self.last_full
         lookup, holding = self.watch.get, self.holding
         for layer in layers:
             watch = lookup(layer_key(layer))
@@ -178,11 +182,8 @@ class DeadRelu(_LayerDetector):
         return str(spec.get("activation")) in RELU_FAMILY
 
     def observe(self, record: dict) -> None:
-        layers = record_layers(record)
-        if not layers:
-            return
-        step = step_of(record)
-        self.last_full = step
+        layers = self.full_layers(record)
+        step = self.last_full
         windows = self.windows
         for layer in layers:
             name = layer_key(layer)
