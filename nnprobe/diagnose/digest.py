@@ -18,7 +18,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from nnprobe.diagnose.windows import DeadUnitWindow, window_examples
+from nnprobe.diagnose.windows import DeadUnitWindow, batch_of, window_examples
 
 INF = float("inf")
 DEFAULT_CAP = 512
@@ -280,12 +280,8 @@ class Digest:
         self._feeds = {ls.name: (ls, ls.grad_norm.add, ls.dead.add, ls.a_min.add, ls.a_max.add,
                                  ls.update_ratio.add, ls.units) for ls in self._by_name.values()}
         # the dead fraction is plotted per window of batches, as dead-relu judges it (diagnose.windows)
-        data = start.get("data") or {}
-        n_train = data.get("n_train")
-        batch = start.get("batch_size") or n_train
-        batch = int(batch) if isinstance(batch, int) and batch > 0 else 1
-        examples = window_examples(batch, n_train)
-        self._dead_windows = {ls.name: DeadUnitWindow(batch, examples) for ls in self.layers}
+        examples = window_examples(batch_of(start), (start.get("data") or {}).get("n_train"))
+        self._dead_windows = {ls.name: DeadUnitWindow(batch_of(start), examples) for ls in self.layers}
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke

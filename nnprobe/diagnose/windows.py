@@ -11,6 +11,7 @@ window at the fewest dead units of any of its batches, an upper bound, and says 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -90,4 +91,41 @@ class DeadUnitWindow:
         count = bin(self.mask).count("1") if self.mask is not None and self.mask >= 0 else self.fewest
         done = DeadWindow(self.first, self.last, self.records, self.seen, min(count, self.fewest), exact)
         self._reset()
+        return done
+
+
+def batch_of(start: dict) -> int:
+    """Examples per step of a run, from its start record (1 when the record does not say)."""
+    n_train = (start.get("data") or {}).get("n_train")
+    batch = start.get("batch_size") or n_train
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
+        return 1
+    return min(batch, n_train) if isinstance(n_train, int) and n_train > 0 else batch
+
+
+class ExampleMeans:
+    """Consecutive step losses averaged until they hold at least `examples` examples.
+
+    The loss of a batch of one or two examples says how that example went, not how training
+    goes; the mean of a few consecutive steps does. Batches of `examples` or more pass through.
+    """
+
+    __slots__ = ("size", "total", "n", "first")
+
+    def __init__(self, batch: int, examples: float) -> None:
+        self.size = max(1, math.ceil(examples / max(1, batch)))
+        self.total = 0.0
+        self.n = 0
+        self.first: Optional[int] = None
+
+    def add(self, step: int, loss: float) -> Optional[tuple[int, float]]:
+        """(first step, mean) when this loss completes a group, else None."""
+        if self.n == 0:
+            self.first = step
+        self.total += loss
+        self.n += 1
+        if self.n < self.size:
+            return None
+        done = (self.first, self.total / self.n)
+        self.total, self.n = 0.0, 0
         return done

@@ -12,6 +12,7 @@ from nnprobe.diagnose.detectors._common import (
     Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, record_layers, stat, step_of,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.windows import ExampleMeans, batch_of
 from nnprobe.findings import Finding
 
 #: steps taken as one epoch when the start record does not say how many examples there are
@@ -64,7 +65,12 @@ class LossOscillation(Detector):
         "window": Threshold(
             10,
             "epochs judged together: the mean loss of each epoch, over this many epochs (an epoch is one pass "
-            "over the training set; full-batch training: one step)",
+            "over the training set, and at least min_period steps)",
+        ),
+        "min_period": Threshold(
+            10,
+            "steps an epoch must span at least (full-batch or few-batch training: several passes make one): "
+            "ten steps of Adam or momentum settling after an overshoot are a transient, not a loss that wanders",
         ),
         "min_improvement": Threshold(
             0.01,
@@ -73,17 +79,18 @@ class LossOscillation(Detector):
             "per step window, 1% is its analogue at the scale of epochs",
         ),
         "swing": Threshold(
-            0.1,
+            0.25,
             "mean change of the epoch mean from one epoch to the next, relative to the window's mean loss (>=): "
-            "averaging over an epoch removes the sampling noise of small batches, so a 10% swing between epochs "
-            "is the optimizer, not the data; AUTOTRAINER's unstable rule asks a 3% swing in 20% of the epochs, "
-            "of the accuracy",
+            "averaging over an epoch removes most of the sampling noise of small batches, and a quarter of the "
+            "level every epoch is beyond what a constant learning rate's jitter around a minimum gives; "
+            "AUTOTRAINER's unstable rule asks a 3% swing of the accuracy in 20% of the epochs",
         ),
         "variation": Threshold(
             0.2,
             "mean change of the loss from one step to the next, relative to the window's mean loss (>=)",
         ),
-        "patience": Threshold(3, "consecutive epochs at whose end the window must oscillate"),
+        "patience": Threshold(
+            5, "consecutive epochs at whose end the window must oscillate: the loss wanders, it does not just bounce once"),
     }
     explanation = Explanation(
         meaning=(
@@ -118,7 +125,8 @@ class LossOscillation(Detector):
 
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
-        self.epoch_steps = steps_per_epoch(context.start or {})
+        epoch = steps_per_epoch(context.start or {})
+        self.epoch_steps = epoch * max(1, math.ceil(self.t["min_period"] / epoch))
         self.window = max(2, int(self.t["window"]))
         self.epochs: deque[tuple[int, float, float]] = deque(maxlen=self.window)  # (index, mean, jumps/step)
         self.best_before: Optional[float] = None  # the best epoch mean that left the window
@@ -193,7 +201,7 @@ class LossOscillation(Detector):
         p = self.persist
         change = (f"improved by only {100 * first['improvement']:.2g}%" if first["improvement"] > 0
                   else "did not improve")
-        per_epoch = "step" if self.epoch_steps == 1 else f"epoch of {self.epoch_steps} steps"
+        per_epoch = f"epoch of {self.epoch_steps} step{'s' if self.epoch_steps > 1 else ''}"
         message = (
             f"The loss stopped settling from epoch {first['first_epoch']} (step {first['first_step']}): over "
             f"epochs {first['first_epoch']}-{first['last_epoch']} its best epoch mean {change} "
@@ -303,6 +311,12 @@ class LossSpike(Detector):
             "holding this many, since the loss of one example is no evidence of a spike in the training",
         ),
         "min_history": Threshold(64, "losses the window must hold before any is judged"),
+        "min_ratio": Threshold(
+            2,
+            "the spike must also be at least this multiple of the median (>=): in practice a spike is a multiple "
+            "of the typical loss; with full or large batches the MAD of a smooth curve is tiny, and 6 deviations "
+            "can be a 20% wobble that the next step undoes",
+        ),
         "min_rise": Threshold(
             0.01,
             "the spike must also rise above the median by this fraction of the first loss (>): a jump from "
@@ -341,15 +355,11 @@ class LossSpike(Detector):
 
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
-        start = context.start or {}
-        batch = start.get("batch_size") or (start.get("data") or {}).get("n_train") or 0
-        self.group = max(1, math.ceil(self.t["min_examples"] / batch)) if isinstance(batch, int) and batch > 0 else 1
+        self.means = ExampleMeans(batch_of(context.start or {}), self.t["min_examples"])
+        self.group = self.means.size
         self.roll = _RollingMedian(max(3, int(self.t["window"])))
         self.movers = _Movers(self.t["moved"])
         self.first_loss: Optional[float] = None
-        self._sum = 0.0
-        self._n = 0
-        self._group_start: Optional[int] = None
         self._mad: Optional[float] = None
         self._since_mad = 0
         self.spikes = 0
@@ -370,14 +380,10 @@ class LossSpike(Detector):
             return
         if self.first_loss is None:
             self.first_loss = loss
-        if self._n == 0:
-            self._group_start = step
-        self._sum += loss
-        self._n += 1
-        if self._n < self.group:
+        group = self.means.add(step, loss)
+        if group is None:
             return
-        value, first_step = self._sum / self._n, self._group_start
-        self._sum, self._n = 0.0, 0
+        first_step, value = group
         self._judge(value, first_step, step)
         self.roll.push(value)
         self._since_mad += 1
@@ -388,7 +394,8 @@ class LossSpike(Detector):
             return
         median = roll.median
         rise = value - median
-        if rise <= self.t["min_rise"] * abs(self.first_loss or 0.0) or rise <= 0:
+        if rise <= self.t["min_rise"] * abs(self.first_loss or 0.0) or rise <= 0 \
+                or value < self.t["min_ratio"] * median:
             return
         if self._mad is None or self._since_mad >= 16 or rise > 0.5 * self.t["deviations"] * MAD_TO_STD * self._mad:
             self._mad, self._since_mad = roll.mad(), 0  # exact whenever a spike is possible
@@ -411,7 +418,8 @@ class LossSpike(Detector):
         facts = RunFacts.of(self.context)
         s, big = self.first, self.largest
         what = "loss" if self.group == 1 else f"mean loss of steps {s['first_step']}-{s['step']}"
-        where = f"at step {s['step']}" if self.group == 1 else f"({self.group} steps of {facts.batch} examples)"
+        where = (f"at step {s['step']}" if self.group == 1 else
+                 f"({self.group} steps of {facts.batch} example{'s' if facts.batch != 1 else ''})")
         moved = s["moved_first"]
         if moved:
             cause = (f"; the first layer statistic to jump before it was {moved['layer']}'s {moved['label']}, "
@@ -425,7 +433,7 @@ class LossSpike(Detector):
             f"(loss {fmt(big['loss'])})")
         message = (
             f"The {what} jumped to {fmt(s['loss'])} {where}, {fmt(s['size'])} robust deviations above the median "
-            f"{fmt(s['median'])} of the {s['history']} before it (deviation 1.4826 x MAD = "
+            f"{fmt(s['median'])} of the {s['history']} {'losses' if self.group == 1 else 'means'} before it (deviation 1.4826 x MAD = "
             f"{fmt(s['deviation'])}){cause}{more}."
         )
         fix_list = fixes(facts, "lower_lr", "clip", "larger_batch")

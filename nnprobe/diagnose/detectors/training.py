@@ -12,6 +12,7 @@ from nnprobe.diagnose.detectors._common import (
     weight_count, yaml_number,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.windows import ExampleMeans, batch_of
 from nnprobe.findings import Finding
 
 
@@ -216,6 +217,12 @@ class LossDivergence(Detector):
             "the rise must also exceed this fraction of the first loss (>): a loss going from 1e-12 to 1e-10 is "
             "rounding noise, not divergence",
         ),
+        "min_examples": Threshold(
+            32,
+            "examples each value fed to the moving average must hold: batches smaller than this are averaged "
+            "over consecutive steps first, since the loss of one or two examples (a lucky first batch, one hard "
+            "example) says nothing about the loss of the model",
+        ),
     }
     explanation = Explanation(
         meaning=(
@@ -248,6 +255,7 @@ class LossDivergence(Detector):
         self.last: Optional[int] = None
         self.peak: Optional[tuple[int, float]] = None
         self.last_step: Optional[int] = None
+        self.means = ExampleMeans(batch_of(context.start or {}), self.t["min_examples"])
 
     def observe(self, record: dict) -> None:
         step = step_of(record)
@@ -262,6 +270,10 @@ class LossDivergence(Detector):
         if math.isfinite(loss):
             if self.first_loss is None:
                 self.first_loss = loss
+            group = self.means.add(step, loss)
+            if group is None:
+                return
+            loss = group[1]
             a = self.t["smoothing"]
             self.ema = loss if self.ema is None else self.ema + a * (loss - self.ema)
             level = self.ema

@@ -11,7 +11,7 @@ from nnprobe.diagnose.detectors._common import (
     stat, step_of, yaml_number,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.diagnose.windows import WINDOW_EXAMPLES, DeadUnitWindow, DeadWindow, window_examples
+from nnprobe.diagnose.windows import WINDOW_EXAMPLES, DeadUnitWindow, DeadWindow, batch_of, window_examples
 from nnprobe.findings import Finding
 
 
@@ -171,11 +171,10 @@ class DeadRelu(_LayerDetector):
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
         start = context.start or {}
-        n_train = (start.get("data") or {}).get("n_train")
-        batch = start.get("batch_size") or n_train or 1
-        batch = min(batch, n_train) if isinstance(n_train, int) and n_train > 0 else batch
-        self.window_examples = window_examples(batch, n_train, self.t["min_examples"])
-        self.windows = {name: DeadUnitWindow(int(batch), self.window_examples) for name in self.watch}
+        batch = batch_of(start)
+        self.window_examples = window_examples(batch, (start.get("data") or {}).get("n_train"),
+                                               self.t["min_examples"])
+        self.windows = {name: DeadUnitWindow(batch, self.window_examples) for name in self.watch}
         self.last_window_end: dict[str, int] = {}
 
     def watched(self, spec: dict) -> bool:
