@@ -5,8 +5,9 @@ enough examples to say so (at batch size 1 it is one example, where most ReLU un
 healthy net). Consecutive full records are gathered into windows of at least `examples` examples
 (the training set, when it is smaller); the units dead over a window are those dead in every one
 of its batches: the bitwise AND of the records' `a.dead_units` masks. A record without a mask
-(a log from before masks, or a producer that writes only counts) leaves the count of the
-window at the fewest dead units of any of its batches, an upper bound, and says so.
+(a log from before masks, or a producer that writes only counts) leaves a window of several
+batches with only an upper bound, the fewest dead units of any of its batches, marked not exact:
+counts cannot tell units that stay dead from units that take turns.
 """
 
 from __future__ import annotations

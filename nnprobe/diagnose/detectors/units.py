@@ -197,7 +197,7 @@ class DeadRelu(_LayerDetector):
         if watch.units <= 0:
             return
         fraction = w.dead / watch.units
-        holds = fraction >= self._fraction
+        holds = fraction >= self._fraction and w.exact  # counts without masks over several batches prove nothing
         persist = watch.persist
         self.last_window_end[watch.name] = w.last
         confirmed = persist.update(w.first, holds)
@@ -227,7 +227,6 @@ class DeadRelu(_LayerDetector):
         peak = watch.peak or first
         latest = watch.latest or peak
         p = watch.persist
-        exact = all(v.get("exact", True) for v in (first, peak, latest))
         one = first.get("records") == 1
         where = (f"all {first.get('examples')} examples of the batch" if one else
                  f"all {first.get('examples')} examples of the {first.get('records')} batches of steps "
@@ -239,15 +238,13 @@ class DeadRelu(_LayerDetector):
             until = "to the end" if to_end else f"to step {latest.get('last')}"
             span = (f"from step {p.first} {until}, in {p.held} of {p.seen} windows of at least "
                     f"{self.window_examples} examples")
-        bound = "" if exact else (" (at most: these records count the dead units of each batch but do not say "
-                                  "which, so a window's count is its fewest)")
         leaky = (f" (leaky slope {fmt(facts.negative_slope)} passes only that fraction of the gradient)"
                  if watch.activation == "leaky_relu" else " (they pass no gradient, so nothing revives them)")
         counts = "" if first.get("dead") == peak.get("dead") == latest.get("dead") else (
             f"; {peak.get('dead')} dead at most (window from step {peak.get('step')}), {latest.get('dead')} in "
             f"the window from step {latest.get('step')}")
         message = (
-            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {where}{bound}"
+            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {where}"
             f"{' ' if one else ', '}{span}{leaky}{counts}"
             + (f"; {pct(peak.get('grad_zero_frac'))} of its weight gradient is exactly 0"
                if watch.activation == "relu" and peak.get("grad_zero_frac") is not None else "") + "."
@@ -269,7 +266,7 @@ class DeadRelu(_LayerDetector):
                     "first": p.first, "last": latest.get("last"), "records": p.held, "records_seen": p.seen,
                     "windows": p.held, "windows_seen": p.seen, "window_examples": self.window_examples,
                     "examples_at_first": first.get("examples"), "batches_at_first": first.get("records"),
-                    "exact": exact, "to_end": to_end, "zero_frac": peak.get("zero_frac"),
+                    "to_end": to_end, "zero_frac": peak.get("zero_frac"),
                     "grad_zero_frac": peak.get("grad_zero_frac"),
                     "batch": facts.batch or None}
         return self.finding(step=p.first, layer=watch.name, message=message, evidence=clean(evidence),
