@@ -194,6 +194,10 @@ class LossOscillation(Detector):
                 "epoch_min": min(means), "epoch_max": max(means)}
 
     def finish(self, end: Optional[dict]) -> list[Finding]:
+        epoch = self.current
+        if epoch is not None and epoch.n >= self.epoch_steps and not self.stopped:
+            self.current = None
+            self._close(epoch)  # the last epoch, when it is complete
         if self.first_step is None:
             return []
         facts = RunFacts.of(self.context)
@@ -355,7 +359,8 @@ class LossSpike(Detector):
 
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
-        self.means = ExampleMeans(batch_of(context.start or {}), self.t["min_examples"])
+        self.batch = batch_of(context.start or {})
+        self.means = ExampleMeans(self.batch, self.t["min_examples"])
         self.group = self.means.size
         self.roll = _RollingMedian(max(3, int(self.t["window"])))
         self.movers = _Movers(self.t["moved"])
@@ -419,7 +424,7 @@ class LossSpike(Detector):
         s, big = self.first, self.largest
         what = "loss" if self.group == 1 else f"mean loss of steps {s['first_step']}-{s['step']}"
         where = (f"at step {s['step']}" if self.group == 1 else
-                 f"({self.group} steps of {facts.batch} example{'s' if facts.batch != 1 else ''})")
+                 f"({self.group} steps of {self.batch} example{'s' if self.batch != 1 else ''})")
         moved = s["moved_first"]
         if moved:
             cause = (f"; the first layer statistic to jump before it was {moved['layer']}'s {moved['label']}, "
