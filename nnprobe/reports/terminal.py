@@ -391,6 +391,10 @@ def render_markdown(result: RunResult) -> str:
 # -- explain -----------------------------------------------------------------------------------
 
 
+#: rules taken from the literature: which condition of the source is kept, which is changed, and why
+PROVENANCE_TITLE = "From the literature: kept and changed"
+
+
 def render_explain(detector_cls: Any) -> RenderableType:
     """`nnprobe explain CODE`: what the finding means, its thresholds and why, causes, fixes, references."""
     ex = detector_cls.explanation
@@ -412,6 +416,8 @@ def render_explain(detector_cls: Any) -> RenderableType:
     parts.append(_section("Fixes", ex.fixes))
     if ex.references:
         parts.append(_section("References", ex.references))
+    if ex.provenance:
+        parts.append(_section(PROVENANCE_TITLE, ex.provenance))
     return Group(*parts)
 
 
@@ -462,7 +468,8 @@ def render_explain_markdown(classes: Sequence[Any]) -> str:
                              [(f"`detectors.{cls.code}.{name}`", fmt_num(th.default), th.doc)
                               for name, th in cls.thresholds.items()])
             out.append("")
-        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes), ("References", ex.references)):
+        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes), ("References", ex.references),
+                             (PROVENANCE_TITLE, ex.provenance)):
             if lines:
                 out += [f"**{title}**", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -19,7 +19,8 @@ from nnprobe.findings import Finding
 class ExplodingGradients(Detector):
     code = "exploding-gradients"
     severity = "warning"
-    summary = "Gradient norms above a threshold, growing geometrically, or first/last layer ratio above 70."
+    summary = ("Gradient norms above a threshold, growing geometrically, or a first/last layer ratio above 70 in "
+               "most records while the loss is stuck.")
     thresholds = {
         "max_norm": Threshold(
             1e3,
@@ -70,8 +71,10 @@ class ExplodingGradients(Detector):
         meaning=(
             "The gradient is growing out of proportion: its global norm is huge, or it multiplies by a constant "
             "factor step after step, or the first layer's gradient is tens of times the output layer's (each layer "
-            "multiplies the backpropagated signal by more than 1). The next updates overshoot and the weights "
-            "usually reach inf within a few steps."
+            "multiplies the backpropagated signal by more than 1) while the loss makes no progress. With plain SGD "
+            "the next updates overshoot and the weights can reach inf within a few steps; adaptive optimizers "
+            "(Adam, RMSprop) scale each step by its own gradient, which is why the ratio alone is not reported "
+            "while the loss is falling."
         ),
         causes=[
             "unnormalized inputs or targets (x in [0, 100) gives gradients 100x larger than x in [-1, 1])",
@@ -315,6 +318,15 @@ class VanishingGradients(Detector):
             "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks",
             "Zhang et al. 2021, AUTOTRAINER (ICSE): vanishing when |g_first|/|g_last| < 1e-3 and |g_first| < 1e-4",
             "SageMaker Debugger VanishingGradient rule: mean |gradient| < 1e-7",
+        ],
+        provenance=[
+            "AUTOTRAINER's vanishing rule (|g_first| / |g_last| < beta_1 = 1e-3 and |g_first| < beta_2 = 1e-4): "
+            "kept: both conditions and both defaults. Changed: it holds for `patience` consecutive records rather "
+            "than once, and records whose loss is below 1e-3 of the first are skipped (AUTOTRAINER gates its rules "
+            "on a run that is not converging; a solved problem has small gradients for a good reason)",
+            "SageMaker Debugger VanishingGradient (mean |g| < 1e-7): kept: the 1e-7 default. Changed: it is "
+            "applied to the RMS per layer (RMS >= mean |g|, so it fires no more often), and an exact 0 is left to "
+            "dead-relu",
         ],
     )
 

@@ -175,6 +175,11 @@ class NonFinite(Detector):
             "SageMaker Debugger ExplodingTensor rule: flags any NaN/inf tensor",
             "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks (clipping)",
         ],
+        provenance=[
+            "SageMaker Debugger ExplodingTensor: kept: any NaN or inf is an error. Changed: tensors are checked in "
+            "computation order and only the first is named, since every tensor computed from it is NaN too and "
+            "naming them all hides where it was born",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:

@@ -96,6 +96,15 @@ class LargeUpdateRatio(Detector):
             "CS231n, Neural Networks Part 3: the ratio of update magnitudes to value magnitudes should be ~1e-3",
             "SageMaker Debugger WeightUpdateRatio rule (large_threshold 10, small_threshold 1e-8)",
         ],
+        provenance=[
+            "CS231n's update-ratio rule of thumb (~1e-3): kept as the target a suggested learning rate aims at. "
+            "Changed: a ratio is only reported 100x above it (0.1) or 1e-4 of it below, for `patience` records "
+            "after a `warmup`; the rule of thumb is a healthy centre, not a boundary, and the first steps from a "
+            "random init legitimately move weights by 10-50%",
+            "SageMaker Debugger WeightUpdateRatio (large 10, small 1e-8): kept: both directions. Changed: the "
+            "large bound is 0.1 (a step that rewrites a tenth of the weights already overshoots), and a low ratio "
+            "only counts while the layer's gradient is not itself vanishing and the loss is not solved",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
@@ -240,6 +249,12 @@ class LossDivergence(Detector):
             "Goodfellow, Bengio & Courville 2016, Deep Learning §8.2 (ill-conditioning: the loss rises when the "
             "step overshoots), §11.4.1 (a learning rate too high makes the loss rise)",
             "SageMaker Debugger LossNotDecreasing rule",
+        ],
+        provenance=[
+            "Goodfellow et al. §8.2 / SageMaker LossNotDecreasing: kept: the loss rising above its best value "
+            "means the steps overshoot. Changed: the moving average must reach 10x its best (an order of "
+            "magnitude, not noise), rise by 1% of the first loss, and batches smaller than 32 examples are "
+            "averaged over consecutive steps first: the loss of a batch of one is one example's loss",
         ],
     )
 

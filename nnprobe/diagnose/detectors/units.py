@@ -320,6 +320,13 @@ class SaturatedActivations(_LayerDetector):
             "SageMaker Debugger SaturatedActivation rule: threshold_layer 50%, bands (-23, 17) sigmoid, "
             "(-9.4999, 9.4999) tanh",
         ],
+        provenance=[
+            "SageMaker Debugger SaturatedActivation: kept: a layer is flagged at 50% of its inputs saturated, and "
+            "its bands are quoted in the message. Changed: saturation is where the derivative falls below 1% of "
+            "its maximum (|z| > 5.99 sigmoid, 2.99 tanh), far inside its bands, which mark where float32 rounds "
+            "the output itself; the output layer of bce / cross_entropy is not watched, since there the loss's "
+            "derivative cancels the flat region",
+        ],
     )
 
     def watched(self, spec: dict) -> bool:
