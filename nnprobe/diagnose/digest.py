@@ -282,6 +282,7 @@ class Digest:
         # the dead fraction is plotted per window of batches, as dead-relu judges it (diagnose.windows)
         examples = window_examples(batch_of(start), (start.get("data") or {}).get("n_train"))
         self._dead_windows = {ls.name: DeadUnitWindow(batch_of(start), examples) for ls in self.layers}
+        self._dead_per_batch = batch_of(start) >= examples  # every batch a window of its own
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke
@@ -336,6 +337,8 @@ class Digest:
             dead = a["dead"]
             if dead is None:
                 add_dead(step, None)
+            elif self._dead_per_batch:
+                add_dead(step, dead / units if units else None)
             elif isinstance(dead, bool) or not isinstance(dead, (int, float)):
                 raise TypeError("dead")
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import deque
 from typing import Any, Optional
 
@@ -42,14 +43,6 @@ class _Epoch:
         self.jumps = 0.0
         self.n_jumps = 0
         self.prev = prev
-
-    def add(self, loss: float) -> None:
-        if self.prev is not None:
-            self.jumps += abs(loss - self.prev)
-            self.n_jumps += 1
-        self.prev = loss
-        self.total += loss
-        self.n += 1
 
     @property
     def mean(self) -> float:
@@ -151,7 +144,13 @@ class LossOscillation(Detector):
             if epoch is not None and epoch.n:
                 self._close(epoch)
             epoch = self.current = _Epoch(index, epoch.prev if epoch is not None else None)
-        epoch.add(loss)
+        prev = epoch.prev  # _Epoch.add, inlined: this runs for every record of the log
+        if prev is not None:
+            epoch.jumps += loss - prev if loss > prev else prev - loss
+            epoch.n_jumps += 1
+        epoch.prev = loss
+        epoch.total += loss
+        epoch.n += 1
 
     def _close(self, epoch: _Epoch) -> None:
         if len(self.epochs) == self.window:
@@ -262,38 +261,51 @@ _MOVERS = (("gW", "norm", "weight-gradient norm"), ("z", "max", "largest pre-act
 
 
 class _Movers:
-    """Per layer and statistic, a running mean of |value|; per full record, what jumped `factor` x above it."""
+    """The last full records, kept by reference (records never change once observed), and at a spike the
+    earliest layer statistic among the `recent` ones at `factor` x its median over the records before them.
 
-    def __init__(self, factor: float, keep: int = 8, smoothing: float = 0.1) -> None:
+    Nothing is computed per record: the work happens only when a spike is found, which is rare.
+    """
+
+    def __init__(self, factor: float, recent: int = 8, baseline: int = 16) -> None:
         self.factor = factor
-        self.smoothing = smoothing
-        self.typical: dict[tuple[str, str, str], float] = {}
-        self.recent: deque[tuple[int, list[dict[str, Any]]]] = deque(maxlen=keep)
+        self.recent = recent
+        self.kept: deque[tuple[int, list[dict]]] = deque(maxlen=recent + baseline)
 
-    def observe(self, step: int, layers: list[dict]) -> None:
-        moved = []
-        typical, a = self.typical, self.smoothing
-        for layer in layers:
-            name = layer_key(layer)
-            for group, key, label in _MOVERS:
-                value = stat(layer, group, key)
-                if value is None:
-                    continue
-                value = abs(value)
-                slot = (name, group, key)
-                before = typical.get(slot)
-                if before is not None and before > 0 and value > self.factor * before:
-                    moved.append({"step": step, "layer": name, "statistic": f"{group}.{key}", "label": label,
-                                  "value": value, "typical": before, "factor": value / before})
-                typical[slot] = value if before is None else before + a * (value - before)
-        self.recent.append((step, moved))
+    def observe(self, record: dict) -> None:
+        self.kept.append(record)
 
     def first_before(self, step: int) -> Optional[dict[str, Any]]:
-        """The earliest jump among the kept full records up to `step` (the largest one of that record)."""
-        for at, moved in self.recent:
-            if at <= step and moved:
+        """The earliest jump among the last `recent` full records up to `step` (the largest one of that record)."""
+        kept = [(step_of(r), record_layers(r)) for r in self.kept]
+        kept = [k for k in kept if k[0] <= step and k[1]]
+        recent, baseline = kept[-self.recent:], kept[:-self.recent]
+        if len(baseline) < 4:
+            return None
+        for at, layers in recent:
+            moved = []
+            for layer in layers:
+                name = layer_key(layer)
+                for group, key, label in _MOVERS:
+                    value = stat(layer, group, key)
+                    if value is None:
+                        continue
+                    before = [abs(v) for v in (stat(_layer(ls, name), group, key) for _, ls in baseline)
+                              if v is not None]
+                    typical = statistics.median(before) if before else 0.0
+                    if typical > 0 and abs(value) > self.factor * typical:
+                        moved.append({"step": at, "layer": name, "statistic": f"{group}.{key}", "label": label,
+                                      "value": abs(value), "typical": typical, "factor": abs(value) / typical})
+            if moved:
                 return max(moved, key=lambda m: m["factor"])
         return None
+
+
+def _layer(layers: list[dict], name: str) -> Optional[dict]:
+    for layer in layers:
+        if layer_key(layer) == name:
+            return layer
+    return None
 
 
 @register
@@ -329,7 +341,8 @@ class LossSpike(Detector):
         "moved": Threshold(
             3,
             "a layer statistic (weight-gradient norm, largest or smallest pre-activation) at this multiple of "
-            "its running mean (>) in the full records before the spike is named as what moved first",
+            "its median over the 16 full records before (>), in the last 8 full records up to the spike, is named "
+            "as what moved first",
         ),
     }
     explanation = Explanation(
@@ -377,7 +390,7 @@ class LossSpike(Detector):
             return
         step = step_of(record)
         if record.get("full"):
-            self.movers.observe(step, record_layers(record))
+            self.movers.observe(record)
         loss = finite(record.get("loss"))
         if loss is None:
             if record.get("loss") is not None:
@@ -428,11 +441,11 @@ class LossSpike(Detector):
         moved = s["moved_first"]
         if moved:
             cause = (f"; the first layer statistic to jump before it was {moved['layer']}'s {moved['label']}, "
-                     f"{fmt(moved['value'])} at step {moved['step']}, {fmt(moved['factor'])}x its running mean "
-                     f"{fmt(moved['typical'])}")
+                     f"{fmt(moved['value'])} at step {moved['step']}, {fmt(moved['factor'])}x its median "
+                     f"{fmt(moved['typical'])} over the full records before")
         else:
-            cause = (f"; no layer statistic jumped {fmt(self.t['moved'])}x above its running mean in the full "
-                     "records before it")
+            cause = (f"; no layer statistic jumped {fmt(self.t['moved'])}x above its median in the full records "
+                     "before it")
         more = "" if self.spikes == 1 else (
             f"; {self.spikes} spikes in the run, the largest {fmt(big['size'])} deviations at step {big['step']} "
             f"(loss {fmt(big['loss'])})")

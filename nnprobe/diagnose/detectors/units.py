@@ -176,6 +176,9 @@ class DeadRelu(_LayerDetector):
                                                self.t["min_examples"])
         self.windows = {name: DeadUnitWindow(batch, self.window_examples) for name in self.watch}
         self.last_window_end: dict[str, int] = {}
+        # batches of at least window_examples: every full record is a window of its own (the fast path)
+        self.single = batch >= self.window_examples
+        self.batch = batch
 
     def watched(self, spec: dict) -> bool:
         return str(spec.get("activation")) in RELU_FAMILY
@@ -183,6 +186,9 @@ class DeadRelu(_LayerDetector):
     def observe(self, record: dict) -> None:
         layers = self.full_layers(record)
         step = self.last_full
+        if self.single:
+            self._observe_batches(step, layers)
+            return
         windows = self.windows
         for layer in layers:
             name = layer_key(layer)
@@ -192,6 +198,23 @@ class DeadRelu(_LayerDetector):
             closed = window.add(step, layer.get("a"))
             if closed is not None:
                 self._judge(self.watch[name], closed, layer)
+
+    def _observe_batches(self, step: int, layers: list[dict]) -> None:
+        """Windows of one batch each: the batch's own count, and nothing built while the layer is healthy."""
+        lookup, fraction = self.watch.get, self._fraction
+        for layer in layers:
+            watch = lookup(layer_key(layer))
+            if watch is None:
+                continue
+            a = layer.get("a")
+            dead = finite(a.get("dead")) if type(a) is dict else None
+            if dead is None:
+                continue
+            persist = watch.persist
+            if watch.units > 0 and dead / watch.units < fraction and not persist.run_len and persist.first is None:
+                persist.active = False  # Persistence.update's idle case, without the call
+                continue
+            self._judge(watch, DeadWindow(step, step, 1, self.batch, int(dead), True), layer)
 
     def _judge(self, watch: _LayerWatch, w: DeadWindow, layer: dict) -> None:
         if watch.units <= 0:
