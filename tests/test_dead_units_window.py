@@ -162,3 +162,11 @@ def test_units_killed_by_large_steps_at_batch_size_eight_are_found(tmp_path):
     (dead,) = [f for f in result.findings if f.code == "dead-relu"]
     assert dead.evidence["batches_at_first"] == 25 and dead.evidence["examples_at_first"] == 200
     assert dead.evidence["peak_dead"] >= 16 and dead.evidence["to_end"] is True
+
+
+def test_a_log_that_does_not_give_its_batch_size_is_judged_batch_by_batch():
+    """A loop of someone else's may not say how many examples a step sees: each batch is a window."""
+    s = start(batch=1)
+    s["batch_size"], s["data"] = None, {}
+    (f,), fired_at = run_detector("dead-relu", records([list(range(30))] * 20, with_masks=False), s)
+    assert fired_at == 9 and "30 of 50 units of dense1 output 0 for every example of the batch" in f.message

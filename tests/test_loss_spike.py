@@ -121,3 +121,11 @@ def test_a_real_run_with_units_dying_under_large_steps_spikes(tmp_path):
     (f,) = [f for f in result.findings if f.code == "loss-spike"]
     assert f.evidence["steps_per_value"] == 4 and f.evidence["size"] > 6
     assert f.evidence["moved_first"] is not None
+
+
+def test_a_log_that_does_not_give_its_batch_size_is_judged_step_by_step():
+    s = start()
+    s["batch_size"], s["data"] = None, {}
+    losses = base_losses(spread=0.05)
+    (f,), _ = run_detector("loss-spike", with_spike(losses, 150, 5.0), s)
+    assert f.step == 150 and f.evidence["steps_per_value"] == 1

@@ -18,7 +18,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from nnprobe.diagnose.windows import DeadUnitWindow, batch_of, window_examples
+from nnprobe.diagnose.windows import DeadUnitWindow, batch_of, one_batch_windows, window_examples
 
 INF = float("inf")
 DEFAULT_CAP = 512
@@ -280,9 +280,10 @@ class Digest:
         self._feeds = {ls.name: (ls, ls.grad_norm.add, ls.dead.add, ls.a_min.add, ls.a_max.add,
                                  ls.update_ratio.add, ls.units) for ls in self._by_name.values()}
         # the dead fraction is plotted per window of batches, as dead-relu judges it (diagnose.windows)
-        examples = window_examples(batch_of(start), (start.get("data") or {}).get("n_train"))
-        self._dead_windows = {ls.name: DeadUnitWindow(batch_of(start), examples) for ls in self.layers}
-        self._dead_per_batch = batch_of(start) >= examples  # every batch a window of its own
+        batch = batch_of(start)
+        examples = window_examples(batch, (start.get("data") or {}).get("n_train"))
+        self._dead_windows = {ls.name: DeadUnitWindow(batch, examples) for ls in self.layers}
+        self._dead_per_batch = one_batch_windows(batch, examples)
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke

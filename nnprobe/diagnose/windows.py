@@ -57,8 +57,8 @@ class DeadUnitWindow:
 
     __slots__ = ("batch", "examples", "first", "last", "records", "seen", "mask", "fewest")
 
-    def __init__(self, batch: int, examples: int) -> None:
-        self.batch = max(1, batch)
+    def __init__(self, batch: Optional[int], examples: int) -> None:
+        self.batch = max(1, batch or examples)  # unknown: each batch a window of its own
         self.examples = max(1, examples)
         self._reset()
 
@@ -95,13 +95,19 @@ class DeadUnitWindow:
         return done
 
 
-def batch_of(start: dict) -> int:
-    """Examples per step of a run, from its start record (1 when the record does not say)."""
+def batch_of(start: dict) -> Optional[int]:
+    """Examples per step of a run, from its start record (None when the record does not say: a loop of
+    someone else's may not tell; each step is then judged on its own, as before windows existed)."""
     n_train = (start.get("data") or {}).get("n_train")
     batch = start.get("batch_size") or n_train
     if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
-        return 1
+        return None
     return min(batch, n_train) if isinstance(n_train, int) and n_train > 0 else batch
+
+
+def one_batch_windows(batch: Optional[int], examples: int) -> bool:
+    """Whether every batch fills a window on its own (or the batch size is unknown)."""
+    return batch is None or batch >= examples
 
 
 class ExampleMeans:
@@ -113,8 +119,8 @@ class ExampleMeans:
 
     __slots__ = ("size", "total", "n", "first")
 
-    def __init__(self, batch: int, examples: float) -> None:
-        self.size = max(1, math.ceil(examples / max(1, batch)))
+    def __init__(self, batch: Optional[int], examples: float) -> None:
+        self.size = 1 if batch is None else max(1, math.ceil(examples / max(1, batch)))
         self.total = 0.0
         self.n = 0
         self.first: Optional[int] = None

@@ -437,7 +437,7 @@ class LossSpike(Detector):
         s, big = self.first, self.largest
         what = "loss" if self.group == 1 else f"mean loss of steps {s['first_step']}-{s['step']}"
         where = (f"at step {s['step']}" if self.group == 1 else
-                 f"({self.group} steps of {self.batch} example{'s' if self.batch != 1 else ''})")
+                 f"({self.group} steps of {self.batch} example{'s' if self.batch != 1 else ''})")  # batch known here
         moved = s["moved_first"]
         if moved:
             cause = (f"; the first layer statistic to jump before it was {moved['layer']}'s {moved['label']}, "

@@ -11,7 +11,9 @@ from nnprobe.diagnose.detectors._common import (
     stat, step_of, yaml_number,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.diagnose.windows import WINDOW_EXAMPLES, DeadUnitWindow, DeadWindow, batch_of, window_examples
+from nnprobe.diagnose.windows import (
+    WINDOW_EXAMPLES, DeadUnitWindow, DeadWindow, batch_of, one_batch_windows, window_examples,
+)
 from nnprobe.findings import Finding
 
 
@@ -177,8 +179,8 @@ class DeadRelu(_LayerDetector):
         self.windows = {name: DeadUnitWindow(batch, self.window_examples) for name in self.watch}
         self.last_window_end: dict[str, int] = {}
         # batches of at least window_examples: every full record is a window of its own (the fast path)
-        self.single = batch >= self.window_examples
-        self.batch = batch
+        self.single = one_batch_windows(batch, self.window_examples)
+        self.batch = batch or 0
 
     def watched(self, spec: dict) -> bool:
         return str(spec.get("activation")) in RELU_FAMILY
@@ -251,13 +253,12 @@ class DeadRelu(_LayerDetector):
         latest = watch.latest or peak
         p = watch.persist
         one = first.get("records") == 1
-        where = (f"all {first.get('examples')} examples of the batch" if one else
-                 f"all {first.get('examples')} examples of the {first.get('records')} batches of steps "
-                 f"{first.get('step')}-{first.get('last')}")
         if one:  # windows of one batch (full-batch training): a window is a full record
             span = p.describe(self.last_full) if to_end else duration(p.first, p.last, p.held, p.seen, False)
-            where = f"all {first.get('examples')} examples"
+            where = f"all {first.get('examples')} examples" if first.get("examples") else "every example of the batch"
         else:
+            where = (f"all {first.get('examples')} examples of the {first.get('records')} batches of steps "
+                     f"{first.get('step')}-{first.get('last')}")
             until = "to the end" if to_end else f"to step {latest.get('last')}"
             span = (f"from step {p.first} {until}, in {p.held} of {p.seen} windows of at least "
                     f"{self.window_examples} examples")
