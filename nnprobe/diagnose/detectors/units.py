@@ -265,6 +265,8 @@ class DeadRelu(_LayerDetector):
         leaky = (f" (leaky slope {fmt(facts.negative_slope)} passes only that fraction of the gradient)"
                  if watch.activation == "leaky_relu" else " (they pass no gradient, so nothing revives them)")
         counts = "" if first.get("dead") == peak.get("dead") == latest.get("dead") else (
+            f"; {peak.get('dead')} dead at most (step {peak.get('step')}), {latest.get('dead')} at step "
+            f"{latest.get('step')}" if one else
             f"; {peak.get('dead')} dead at most (window from step {peak.get('step')}), {latest.get('dead')} in "
             f"the window from step {latest.get('step')}")
         message = (
