@@ -24,10 +24,9 @@ MAD_TO_STD = 1.4826
 
 def steps_per_epoch(start: dict) -> int:
     """Optimizer steps per pass over the training set (FALLBACK_EPOCH when the records do not say)."""
-    n = (start.get("data") or {}).get("n_train")
-    batch = start.get("batch_size") or n
-    if isinstance(n, int) and isinstance(batch, int) and n > 0 and batch > 0:
-        return max(1, math.ceil(n / min(batch, n)))
+    n, batch = (start.get("data") or {}).get("n_train"), batch_of(start)
+    if isinstance(n, int) and n > 0 and batch is not None:
+        return max(1, math.ceil(n / batch))
     return FALLBACK_EPOCH
 
 
