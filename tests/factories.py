@@ -42,3 +42,19 @@ def step_record(step, loss, *, layers=None, full=True, grad_norm=1.0, nonfinite=
         record.update(full_fields)
         record["layers"] = layers if layers is not None else []
     return record
+
+
+def run_detector(code, records, start, settings=None, **config_sections):
+    """One detector fed `records` in order: (its findings, the step of the record at which it first held)."""
+    from nnprobe.config import Config
+    from nnprobe.diagnose.detectors import REGISTRY, RunContext, all_codes
+
+    all_codes()  # registers every detector
+    config = Config.model_validate({"data": {"source": "affine"}, **config_sections})
+    det = REGISTRY[code](RunContext(start=start, config=config), settings)
+    fired_at = None
+    for record in records:
+        det.observe(record)
+        if fired_at is None and det.first_step is not None:
+            fired_at = record["step"]
+    return det.static() + det.finish({"type": "end", "status": "completed"}), fired_at

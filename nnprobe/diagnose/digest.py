@@ -18,6 +18,8 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from nnprobe.diagnose.windows import DeadUnitWindow, batch_of, one_batch_windows, window_examples
+
 INF = float("inf")
 DEFAULT_CAP = 512
 
@@ -277,6 +279,11 @@ class Digest:
         # methods and its unit count
         self._feeds = {ls.name: (ls, ls.grad_norm.add, ls.dead.add, ls.a_min.add, ls.a_max.add,
                                  ls.update_ratio.add, ls.units) for ls in self._by_name.values()}
+        # the dead fraction is plotted per window of batches, as dead-relu judges it (diagnose.windows)
+        batch = batch_of(start)
+        examples = window_examples(batch, (start.get("data") or {}).get("n_train"))
+        self._dead_windows = {ls.name: DeadUnitWindow(batch, examples) for ls in self.layers}
+        self._dead_per_batch = one_batch_windows(batch, examples)
         self.n_records = 0
         self.n_full = 0
         self.n_malformed = 0  # records a field of which had the wrong type; skipped where it broke
@@ -329,7 +336,16 @@ class Digest:
             add_grad(step, lr["gW"]["norm"])
             a = lr["a"]
             dead = a["dead"]
-            add_dead(step, dead / units if dead is not None and units else None)
+            if dead is None:
+                add_dead(step, None)
+            elif self._dead_per_batch:
+                add_dead(step, dead / units if units else None)
+            elif isinstance(dead, bool) or not isinstance(dead, (int, float)):
+                raise TypeError("dead")
+            else:
+                closed = self._dead_windows[ls.name].add(step, a)
+                if closed is not None:
+                    add_dead(closed.last, closed.dead / units if units else None)
             add_min(step, a["min"])
             add_max(step, a["max"])
             if a["nan"] or a["posinf"] or a["neginf"]:

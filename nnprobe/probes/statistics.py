@@ -352,6 +352,18 @@ def _dead_and_max(z: np.ndarray, flat: np.ndarray, rows: int) -> tuple[int, Opti
     return cols - int(_cnz(positives)), None
 
 
+def dead_units(z: np.ndarray) -> str:
+    """Which units have a pre-activation <= 0 for every example, as hex digits of a bit mask (bit j: unit j).
+
+    A count says how many units are dead in one batch; the mask says which, so the units dead in
+    every batch of a window (the bitwise AND of the masks) can be told from units that merely
+    rotate (diagnose's dead-relu window). One pass over z, taken only when the count is not 0.
+    """
+    colmax = np.maximum.reduce(z, axis=0)
+    bits = np.packbits(colmax <= 0, bitorder="little")
+    return format(int.from_bytes(bits.tobytes(), "little"), "x")
+
+
 def preactivation_stats(z: np.ndarray, saturation: Optional[float]) -> tuple[dict, int]:
     """Stats of z plus the saturated fraction, and the number of units <= 0 for every example."""
     flat, rows = _flat(z)
@@ -575,6 +587,8 @@ class StepProbe:
                 measured: Optional[tuple] = None) -> None:
         """`measured`: what the layer's fused ReLU pass read of z (Dense.forward), when it did."""
         self.z[i], self.a[i] = forward_stats(z, a, kind, saturation, measured)
+        if self.a[i]["dead"] and kind != "identity" and saturation is None and z.ndim == 2:
+            self.a[i]["dead_units"] = dead_units(z)  # only when some unit is dead: no cost on healthy layers
 
     def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True,
                w_sq: Optional[float] = None, b_sums: tuple = (None, None)) -> None:

@@ -430,6 +430,10 @@ def repair_lines(code: str) -> list[str]:
     return [describe_repair(r) for r in REPAIRS.get(code, ())]
 
 
+#: rules taken from the literature: which condition of the source is kept, which is changed, and why
+PROVENANCE_TITLE = "From the literature: kept and changed"
+
+
 def render_explain(detector_cls: Any) -> RenderableType:
     """`nnprobe explain CODE`: what the finding means, its thresholds and why, causes, fixes, references."""
     ex = detector_cls.explanation
@@ -454,6 +458,8 @@ def render_explain(detector_cls: Any) -> RenderableType:
         parts.append(_section(REPAIRS_TITLE, repairs))
     if ex.references:
         parts.append(_section("References", ex.references))
+    if ex.provenance:
+        parts.append(_section(PROVENANCE_TITLE, ex.provenance))
     return Group(*parts)
 
 
@@ -506,7 +512,7 @@ def render_explain_markdown(classes: Sequence[Any]) -> str:
             out.append("")
         for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes),
                              (f"{REPAIRS_TITLE} (docs/fix.md)", repair_lines(cls.code)),
-                             ("References", ex.references)):
+                             ("References", ex.references), (PROVENANCE_TITLE, ex.provenance)):
             if lines:
                 out += [f"**{title}**", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out).rstrip() + "\n"

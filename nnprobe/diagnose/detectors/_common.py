@@ -248,6 +248,7 @@ class RunFacts:
     clip: Optional[float]
     reduction: str
     batch: int
+    n_train: int
     loss_kind: str
     from_logits: bool
     epsilon: float
@@ -286,6 +287,7 @@ class RunFacts:
             clip=finite(opt.get("clip_grad_norm")),
             reduction=str(loss.get("reduction") or "mean"),
             batch=int(min(batch, data.get("n_train") or batch)) if batch else 0,
+            n_train=int(data.get("n_train") or 0),
             loss_kind=str(loss.get("kind") or "mse"),
             from_logits=bool(loss.get("from_logits")),
             epsilon=finite(loss.get("epsilon")) or 0.0,
@@ -359,6 +361,10 @@ FIXES: dict[str, Callable[[RunFacts], Optional[Fix | str]]] = {
     "bias_zeros": lambda f: (
         change({"model.bias_init": "zeros"}, "biases drawn from U[0, 1) all push the same way")
         if f.bias_init not in ("zeros", 0, 0.0, None) else None),
+    "larger_batch": lambda f: (
+        change({"training.batch_size": min(32, f.n_train) if f.batch < 32 else min(4 * f.batch, f.n_train)},
+               f"the loss of {f.batch} example(s) per step swings with every batch")
+        if 0 < f.batch < f.n_train else None),
 }
 
 

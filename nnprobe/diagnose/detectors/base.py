@@ -26,6 +26,8 @@ class Explanation:
     causes: list[str]
     fixes: list[str]
     references: list[str] = field(default_factory=list)
+    #: for a rule taken from the literature: which condition of its source it keeps, which it changes, and why
+    provenance: list[str] = field(default_factory=list)
 
 
 @dataclass

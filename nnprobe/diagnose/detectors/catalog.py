@@ -7,3 +7,4 @@ from nnprobe.diagnose.detectors import units  # noqa: F401  dead-relu, saturated
 from nnprobe.diagnose.detectors import configuration  # noqa: F401  unnormalized-inputs, poor-init
 from nnprobe.diagnose.detectors import training  # noqa: F401  large-update-ratio, loss-divergence, loss-plateau
 from nnprobe.diagnose.detectors import derivatives  # noqa: F401  gradient-mismatch
+from nnprobe.diagnose.detectors import curve  # noqa: F401  loss-oscillation, loss-spike

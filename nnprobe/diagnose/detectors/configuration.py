@@ -60,6 +60,11 @@ class UnnormalizedInputs(Detector):
             "(unit) covariance",
             "Wardat et al. 2022, DeepDiagnosis (ICSE): checks input data ranges before training",
         ],
+        provenance=[
+            "LeCun et al. 1998 §4.3 (zero mean, unit scale): kept: both conditions. Changed: only a feature an "
+            "order of magnitude off scale, more than 3 standard deviations off centre, or nearly constant is "
+            "reported; inputs a little off unit scale train fine",
+        ],
     )
 
     def static(self) -> list[Finding]:
@@ -156,6 +161,11 @@ class PoorInit(Detector):
             "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks",
             "He, Zhang, Ren & Sun 2015, Delving Deep into Rectifiers (He initialisation)",
             "LeCun, Bottou, Orr & Müller 1998, Efficient BackProp §4.6",
+        ],
+        provenance=[
+            "He et al. 2015 / Glorot & Bengio 2010 / LeCun et al. 1998 fan-in rules: kept: the weight scale is "
+            "judged against them. Changed: a layer is only reported more than 3x outside the range the three rules "
+            "span (any of them is a reasonable choice), or with all weights of one sign",
         ],
     )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, Optional
 
 from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
 )
+from nnprobe.diagnose.detectors._progress import LossLevel
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 from nnprobe.findings import Finding, Fix, change
 
@@ -17,7 +19,8 @@ from nnprobe.findings import Finding, Fix, change
 class ExplodingGradients(Detector):
     code = "exploding-gradients"
     severity = "warning"
-    summary = "Gradient norms above a threshold, growing geometrically, or first/last layer ratio above 70."
+    summary = ("Gradient norms above a threshold, growing geometrically, or a first/last layer ratio above 70 in "
+               "most records while the loss is stuck.")
     thresholds = {
         "max_norm": Threshold(
             1e3,
@@ -44,16 +47,34 @@ class ExplodingGradients(Detector):
             "first-layer / output-layer weight-gradient norm ratio above which gradients explode towards the input "
             "(>); AUTOTRAINER's beta_3 = 70 (Zhang et al., ICSE 2021)",
         ),
+        "window": Threshold(
+            20,
+            "full records the ratio rule looks at together (a sliding window): it holds when the ratio is above "
+            "max_ratio in more than `share` of them",
+        ),
+        "share": Threshold(
+            0.5,
+            "fraction of the window's full records whose ratio must be above max_ratio (>): most of them, so a "
+            "few records above it among many below are not an explosion",
+        ),
+        "stuck": Threshold(
+            0.9,
+            "the ratio rule only applies while training is not converging: the window's median loss is at least "
+            "this fraction of the lower of the first loss and the chance-level loss (>=); AUTOTRAINER checks the "
+            "ratio only when accuracy stays below 70% or stops rising",
+        ),
         "patience": Threshold(
-            3, "consecutive full records the ratio must stay above max_ratio (a single record is a blip)",
+            3, "consecutive full records at which the windowed ratio rule must hold (a single record is a blip)",
         ),
     }
     explanation = Explanation(
         meaning=(
             "The gradient is growing out of proportion: its global norm is huge, or it multiplies by a constant "
             "factor step after step, or the first layer's gradient is tens of times the output layer's (each layer "
-            "multiplies the backpropagated signal by more than 1). The next updates overshoot and the weights "
-            "usually reach inf within a few steps."
+            "multiplies the backpropagated signal by more than 1) while the loss makes no progress. With plain SGD "
+            "the next updates overshoot and the weights can reach inf within a few steps; adaptive optimizers "
+            "(Adam, RMSprop) scale each step by its own gradient, which is why the ratio alone is not reported "
+            "while the loss is falling."
         ),
         causes=[
             "unnormalized inputs or targets (x in [0, 100) gives gradients 100x larger than x in [-1, 1])",
@@ -72,6 +93,17 @@ class ExplodingGradients(Detector):
             "Zhang et al. 2021, AUTOTRAINER (ICSE): exploding gradient when |g_first| / |g_last| > 70",
             "LeCun, Bottou, Orr & Müller 1998, Efficient BackProp §4.3 (input normalisation)",
         ],
+        provenance=[
+            "AUTOTRAINER's ratio rule (|g_first| / |g_last| > beta_3 = 70): kept: the ratio and its threshold. "
+            "Changed: AUTOTRAINER applies it only when training is not converging (accuracy below 70%, or not "
+            "rising); nnprobe asks the same of the loss (still near its first value or the chance-level loss), "
+            "and asks for the ratio in most records of a window instead of once. A deep tanh stack trained with "
+            "Adam often has a first layer gradient 70x the last layer's while it learns normally: Adam scales "
+            "each parameter's step by its own gradient size, so a large ratio does not make the steps overshoot",
+            "Pascanu et al.'s explosion (norm growing exponentially): kept as the growth rule, 2x per step for 4 "
+            "steps. Changed: it needs the norm past growth_min_norm, since a norm growing from 1e-4 is a net "
+            "leaving a flat start",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
@@ -86,7 +118,11 @@ class ExplodingGradients(Detector):
         self.peak: Optional[tuple[int, float]] = None
         self.ratio = Persistence(self.t["patience"])
         self.ratio_peak: Optional[tuple[int, float, str, str]] = None
-        self.ratio_first_value: Optional[float] = None
+        self.ratio_window: deque[tuple[int, bool, Optional[float]]] = deque(maxlen=max(1, int(self.t["window"])))
+        self.ratio_above = 0  # full records of the run with the ratio above max_ratio
+        self.ratio_seen = 0  # full records of the run with a ratio
+        self.ratio_at_fire: Optional[dict[str, Any]] = None
+        self.level = LossLevel(context.start or {})
         self.last_step: Optional[int] = None
         self.last_full: Optional[int] = None
         self._max_norm, self._growth_factor = self.t["max_norm"], self.t["growth"]
@@ -96,6 +132,8 @@ class ExplodingGradients(Detector):
         get = record.get
         step = step_of(record)
         self.last_step = step
+        if self.level.first is None:
+            self.level.update(finite(get("loss")))
         gn = number(get("grad_norm"))
         if gn is not None and gn == gn:  # not NaN
             self._absolute(step, gn)
@@ -140,15 +178,32 @@ class ExplodingGradients(Detector):
             self.growth_hit.update(confirmed=step, to=gn, steps=self.growth_run)
 
     def _ratio(self, step: int, record: dict) -> None:
+        """AUTOTRAINER's first/last ratio, in most records of a window, while the loss is not converging."""
         layers = record_layers(record)
+        if len(layers) < 2:
+            return
+        first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")
+        if first is None or last is None or not last > 0:
+            return
+        value = first / last
+        above = value > self._max_ratio
+        self.ratio_seen += 1
+        if above:
+            self.ratio_above += 1
+            if self.ratio_peak is None or value > self.ratio_peak[1]:
+                self.ratio_peak = (step, value, str(layers[0].get("name")), str(layers[-1].get("name")))
+        window = self.ratio_window
+        window.append((step, above, finite(record.get("loss"))))
         holds = False
-        if len(layers) >= 2:
-            first, last = stat(layers[0], "gW", "norm"), stat(layers[-1], "gW", "norm")
-            if first is not None and last is not None and last > 0:
-                value = first / last
-                holds = value > self._max_ratio
-                if holds and (self.ratio_peak is None or value > self.ratio_peak[1]):
-                    self.ratio_peak = (step, value, str(layers[0].get("name")), str(layers[-1].get("name")))
+        if len(window) == window.maxlen:
+            count = sum(1 for _, a, _ in window if a)
+            if count > self.t["share"] * len(window):
+                losses = sorted(l for _, _, l in window if l is not None)
+                median = losses[len(losses) // 2] if losses else None
+                holds = self.level.stuck(median, self.t["stuck"])
+                if holds and self.ratio_at_fire is None:
+                    self.ratio_at_fire = {"from": window[0][0], "to": step, "count": count, "size": len(window),
+                                          "median_loss": median}
         if self.ratio.update(step, holds):
             self._hit(self.ratio.first)
 
@@ -171,15 +226,20 @@ class ExplodingGradients(Detector):
                 f"it grew at least {fmt(self.t['growth'])}x per step for {g['steps']} consecutive steps, from "
                 f"{fmt(g['from'])} at step {g['first']} to {fmt(g['to'])} at step {g['confirmed']}")
             evidence["growth"] = {k: g[k] for k in ("first", "confirmed", "from", "to", "steps")}
-        if self.ratio.confirmed and self.ratio_peak is not None:
+        if self.ratio.confirmed and self.ratio_peak is not None and self.ratio_at_fire is not None:
             r_step, r_value, first_name, last_name = self.ratio_peak
+            w = self.ratio_at_fire
             parts.append(
-                f"the {first_name}/{last_name} gradient-norm ratio stayed above {fmt(self.t['max_ratio'])} "
-                f"{self.ratio.describe(self.last_full)}, up to {fmt(r_value)} at "
-                f"step {r_step}")
+                f"the {first_name}/{last_name} gradient-norm ratio was above {fmt(self.t['max_ratio'])} in "
+                f"{w['count']} of the {w['size']} full records from step {w['from']} to step {w['to']} while the "
+                f"loss stayed at {self.level.describe(w['median_loss'])} (median), and in {self.ratio_above} of "
+                f"all {self.ratio_seen} full records of the run, up to {fmt(r_value)} at step {r_step}")
             evidence["ratio"] = {"first": self.ratio.first, "last": self.ratio.last, "records": self.ratio.held,
-                                 "records_seen": self.ratio.seen,
-                                 "peak": r_value, "peak_step": r_step, "max_ratio": self.t["max_ratio"]}
+                                 "records_seen": self.ratio.seen, "window_from": w["from"], "window_to": w["to"],
+                                 "window_above": w["count"], "window": w["size"], "median_loss": w["median_loss"],
+                                 "records_above": self.ratio_above, "records_with_ratio": self.ratio_seen,
+                                 "peak": r_value, "peak_step": r_step, "max_ratio": self.t["max_ratio"],
+                                 **self.level.evidence()}
         facts = RunFacts.of(self.context)
         message = "Exploding gradients: " + "; ".join(parts) + "."
         fix_list = fixes(facts, "normalize", "normalize_target", "reduction_mean", "lower_lr", "clip")
@@ -258,6 +318,15 @@ class VanishingGradients(Detector):
             "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks",
             "Zhang et al. 2021, AUTOTRAINER (ICSE): vanishing when |g_first|/|g_last| < 1e-3 and |g_first| < 1e-4",
             "SageMaker Debugger VanishingGradient rule: mean |gradient| < 1e-7",
+        ],
+        provenance=[
+            "AUTOTRAINER's vanishing rule (|g_first| / |g_last| < beta_1 = 1e-3 and |g_first| < beta_2 = 1e-4): "
+            "kept: both conditions and both defaults. Changed: it holds for `patience` consecutive records rather "
+            "than once, and records whose loss is below 1e-3 of the first are skipped (AUTOTRAINER gates its rules "
+            "on a run that is not converging; a solved problem has small gradients for a good reason)",
+            "SageMaker Debugger VanishingGradient (mean |g| < 1e-7): kept: the 1e-7 default. Changed: it is "
+            "applied to the RMS per layer (RMS >= mean |g|, so it fires no more often), and an exact 0 is left to "
+            "dead-relu",
         ],
     )
 

@@ -175,6 +175,11 @@ class NonFinite(Detector):
             "SageMaker Debugger ExplodingTensor rule: flags any NaN/inf tensor",
             "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurrent neural networks (clipping)",
         ],
+        provenance=[
+            "SageMaker Debugger ExplodingTensor: kept: any NaN or inf is an error. Changed: tensors are checked in "
+            "computation order and only the first is named, since every tensor computed from it is NaN too and "
+            "naming them all hides where it was born",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
@@ -304,6 +309,18 @@ def _times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
+def _outside_effect(li: dict, kind: str) -> str:
+    """What the loss makes of values outside [0, 1], by side: only the sides the values actually reached."""
+    lo, hi = finite(li.get("min")), finite(li.get("max"))
+    effects = []
+    if lo is not None and lo < 0:
+        effects.append("below 0, the log of a negative number is NaN")
+    if hi is not None and hi > 1:
+        effects.append("above 1, log(1 - a) is the log of a negative number, NaN" if kind == "bce" else
+                       "above 1, log(a) > 0 makes the loss negative, which no probabilities can give")
+    return "; ".join(effects) or "not probabilities"
+
+
 _LOG_EVENTS = [
     _LogEvent("n_zero", lambda kind, eps: True,
               lambda n, li, eps, kind: f"probability 0.0 reached exactly {_times(n)}"),
@@ -311,7 +328,7 @@ _LOG_EVENTS = [
               lambda n, li, eps, kind: f"probability 1.0 reached exactly {_times(n)}"),
     _LogEvent("n_outside", lambda kind, eps: True,
               lambda n, li, eps, kind: f"{n} values outside [0, 1] (min {fmt(finite(li.get('min')))}, "
-                                 f"max {fmt(finite(li.get('max')))}): the log of a negative number is NaN"),
+                                 f"max {fmt(finite(li.get('max')))}): " + _outside_effect(li, kind)),
     _LogEvent("n_below_eps", lambda kind, eps: eps > 0,
               lambda n, li, eps, kind: f"{n} came within epsilon {fmt(eps)} of "
                                        + ("0 or 1" if kind == "bce" else "0")),
@@ -344,11 +361,19 @@ class LogZero(Detector):
             "probabilities at 0 / 1 / outside [0, 1] / within epsilon in one step that make it fire (>=); "
             "1, because a single log(0) = -inf already makes the loss infinite and 0 * log(0) = NaN (IEEE 754)",
         ),
+        "below_zero": Threshold(
+            1e-6,
+            "a bce / cross_entropy loss below minus this is below its lower bound (<): the cross-entropy of "
+            "probabilities is >= 0 (plus an l2 term >= 0), so a negative loss means the outputs are not "
+            "probabilities; the margin absorbs rounding in the fused log-softmax",
+        ),
     }
     explanation = Explanation(
         meaning=(
             "The loss was computed with the textbook formula (loss.from_logits: false) and a probability fed to its "
-            "log was exactly 0 or 1, or outside [0, 1], or so close that only loss.epsilon kept it finite. nnprobe "
+            "log was exactly 0 or 1, or outside [0, 1], or so close that only loss.epsilon kept it finite; or the "
+            "loss itself went below 0, the lower bound of a cross-entropy of probabilities (outputs above 1 make "
+            "log(a) positive, so the loss can fall without limit while accuracy stays at chance). nnprobe "
             "counts these before epsilon is added. A sigmoid or softmax output rounds to exactly 1.0 in float64 once "
             "its input passes about 37 (float32: about 17), which a well-separated problem reaches after enough "
             "steps: the loss falls nicely, then log(0) = -inf and 0 * log(0) = NaN. A lower learning rate only "
@@ -384,10 +409,16 @@ class LogZero(Detector):
         self.peak_step: Optional[int] = None
         self.nan_after: Optional[int] = None
         self.last_step: Optional[int] = None
+        self.probability_loss = self.kind in _LOG_TERMS
+        self.negative: Optional[dict[str, Any]] = None  # first loss below the lower bound, and the lowest
+        self.last_loss: Optional[float] = None
+        self.last_accuracy: Optional[float] = None
 
     def observe(self, record: dict) -> None:
         step = step_of(record)
         self.last_step = step
+        if self.probability_loss:
+            self._bound(step, record)
         if self.first is not None and self.nan_after is None and finite(record.get("loss")) is None \
                 and number(record.get("loss")) is not None:
             self.nan_after = step
@@ -408,10 +439,36 @@ class LogZero(Detector):
             if finite(record.get("loss")) is None and number(record.get("loss")) is not None:
                 self.nan_after = step
 
+    def _bound(self, step: int, record: dict) -> None:
+        """A probability loss below 0: the first step and the lowest value, and where the run ended."""
+        loss = finite(record.get("loss"))
+        self.last_loss = loss
+        accuracy = finite(record.get("accuracy"))
+        if accuracy is not None:
+            self.last_accuracy = accuracy
+        if loss is None or not loss < -self.t["below_zero"]:
+            return
+        if self.negative is None:
+            self.negative = {"step": step, "loss": loss, "min": loss, "min_step": step}
+            if self.first_step is None:
+                self.first_step = step
+        elif loss < self.negative["min"]:
+            self.negative.update(min=loss, min_step=step)
+
+    def _below_bound(self) -> str:
+        n = self.negative
+        end = f", and the run ended at {fmt(self.last_loss)}" if self.last_loss is not None else ""
+        acc = f" with accuracy {fmt(self.last_accuracy)}" if self.last_accuracy is not None else ""
+        return (f"The loss went below 0 at step {n['step']} ({fmt(n['loss'])}), down to {fmt(n['min'])} at step "
+                f"{n['min_step']}{end}{acc}: a {self.kind} of probabilities is never negative, so the falling "
+                "loss measures outputs growing above 1, not how well the classes are told apart.")
+
     def finish(self, end: Optional[dict]) -> list[Finding]:
-        if self.first is None:
+        if self.first is None and self.negative is None:
             return []
         facts = RunFacts.of(self.context)
+        if self.first is None:  # only the bound was crossed (a log without loss_in statistics)
+            return [self._finding(facts, self.negative["step"], self._below_bound(), {})]
         first, li = self.first, self.first["loss_in"]
         parts = [e.describe(first["counts"][e.field], li, self.epsilon, self.kind) for e in self.events
                  if first["counts"][e.field] > 0]
@@ -419,8 +476,10 @@ class LogZero(Detector):
             parts[-1] = parts[-1].replace(" came within", " more came within")
         n = finite(li.get("n"))
         of_n = f" (of {int(n)} probabilities)" if n is not None else ""
-        eps_text = ("with epsilon 0 that is log(0) = -inf and 0*log(0) = NaN" if self.epsilon == 0
-                    else f"epsilon {fmt(self.epsilon)} turns log(0) into {fmt(math.log(self.epsilon))}, a huge but "
+        at_edge = any(first["counts"].get(k) for k in ("n_zero", "n_one", "n_below_eps"))
+        eps_text = ("" if not at_edge else "; with epsilon 0 that is log(0) = -inf and 0*log(0) = NaN"
+                    if self.epsilon == 0
+                    else f"; epsilon {fmt(self.epsilon)} turns log(0) into {fmt(math.log(self.epsilon))}, a huge but "
                          "finite loss whose gradient 1/(a + epsilon) is just as huge")
         term = _LOG_TERMS.get(self.kind, "takes a log")
         to_end = self.last_hit is not None and self.last_hit == self.last_step
@@ -434,14 +493,11 @@ class LogZero(Detector):
         message = (
             "; ".join(parts) + of_n + f" at step {first['step']} where loss.kind {self.kind} {term}"
             + (f" of a {output} output, which is not a probability" if not_prob else "")
-            + f"; {eps_text}. {span[0].upper() + span[1:]}{nan_text}. "
+            + f"{eps_text}. {span[0].upper() + span[1:]}{nan_text}. "
+            + (self._below_bound() + " " if self.negative is not None else "")
             + ("No learning rate helps: the output is not a probability." if not_prob else
                "A lower optimizer.lr only postpones it: the output still saturates, later.")
         )
-        fix_list = fixes(facts, "from_logits", "probability_output")
-        if not fix_list:
-            fix_list = [change({"loss.from_logits": True},
-                               f"keeps the loss exact where epsilon {fmt(self.epsilon)} clamps it")]
         evidence = {
             "step": first["step"], "loss_kind": self.kind, "epsilon": self.epsilon, "output": output,
             **{k: int(finite(li.get(k)) or 0) for k in ("n_zero", "n_one", "n_outside", "n_below_eps")},
@@ -449,9 +505,19 @@ class LogZero(Detector):
             "loss_at_step": first["loss"], "steps_with_events": self.steps_hit, "last_step": self.last_hit,
             "peak_count": self.peak, "peak_step": self.peak_step, "loss_nonfinite_step": self.nan_after,
         }
-        layer = self._output_layer()
-        return [self.finding(step=first["step"], layer=layer, message=message, evidence=clean(evidence),
-                             fixes=fix_list)]
+        return [self._finding(facts, min(first["step"], (self.negative or first)["step"]), message, evidence)]
+
+    def _finding(self, facts: RunFacts, step: int, message: str, evidence: dict[str, Any]) -> Finding:
+        fix_list = fixes(facts, "from_logits", "probability_output")
+        if not fix_list:
+            fix_list = [change({"loss.from_logits": True},
+                               f"keeps the loss exact where epsilon {fmt(self.epsilon)} clamps it")]
+        if self.negative is not None:
+            evidence = {**evidence, "below_zero_step": self.negative["step"], "below_zero_loss": self.negative["loss"],
+                        "min_loss": self.negative["min"], "min_loss_step": self.negative["min_step"],
+                        "final_loss": self.last_loss, "final_accuracy": self.last_accuracy}
+        return self.finding(step=step, layer=self._output_layer(), message=message, evidence=clean(evidence),
+                            fixes=fix_list)
 
     def _output_layer(self) -> Optional[str]:
         layers = (self.context.start or {}).get("layers") or []

@@ -6,11 +6,13 @@ import math
 from typing import Any, Optional
 
 from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._progress import LossLevel
 from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, step_of,
     lower_lr, weight_count,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.windows import ExampleMeans, batch_of
 from nnprobe.findings import Finding, change
 
 
@@ -93,6 +95,15 @@ class LargeUpdateRatio(Detector):
         references=[
             "CS231n, Neural Networks Part 3: the ratio of update magnitudes to value magnitudes should be ~1e-3",
             "SageMaker Debugger WeightUpdateRatio rule (large_threshold 10, small_threshold 1e-8)",
+        ],
+        provenance=[
+            "CS231n's update-ratio rule of thumb (~1e-3): kept as the target a suggested learning rate aims at. "
+            "Changed: a ratio is only reported 100x above it (0.1) or 1e-4 of it below, for `patience` records "
+            "after a `warmup`; the rule of thumb is a healthy centre, not a boundary, and the first steps from a "
+            "random init legitimately move weights by 10-50%",
+            "SageMaker Debugger WeightUpdateRatio (large 10, small 1e-8): kept: both directions. Changed: the "
+            "large bound is 0.1 (a step that rewrites a tenth of the weights already overshoots), and a low ratio "
+            "only counts while the layer's gradient is not itself vanishing and the loss is not solved",
         ],
     )
 
@@ -216,6 +227,12 @@ class LossDivergence(Detector):
             "the rise must also exceed this fraction of the first loss (>): a loss going from 1e-12 to 1e-10 is "
             "rounding noise, not divergence",
         ),
+        "min_examples": Threshold(
+            32,
+            "examples each value fed to the moving average must hold: batches smaller than this are averaged "
+            "over consecutive steps first, since the loss of one or two examples (a lucky first batch, one hard "
+            "example) says nothing about the loss of the model",
+        ),
     }
     explanation = Explanation(
         meaning=(
@@ -234,6 +251,12 @@ class LossDivergence(Detector):
             "step overshoots), §11.4.1 (a learning rate too high makes the loss rise)",
             "SageMaker Debugger LossNotDecreasing rule",
         ],
+        provenance=[
+            "Goodfellow et al. §8.2 / SageMaker LossNotDecreasing: kept: the loss rising above its best value "
+            "means the steps overshoot. Changed: the moving average must reach 10x its best (an order of "
+            "magnitude, not noise), rise by 1% of the first loss, and batches smaller than 32 examples are "
+            "averaged over consecutive steps first: the loss of a batch of one is one example's loss",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
@@ -248,6 +271,7 @@ class LossDivergence(Detector):
         self.last: Optional[int] = None
         self.peak: Optional[tuple[int, float]] = None
         self.last_step: Optional[int] = None
+        self.means = ExampleMeans(batch_of(context.start or {}), self.t["min_examples"])
 
     def observe(self, record: dict) -> None:
         step = step_of(record)
@@ -262,6 +286,10 @@ class LossDivergence(Detector):
         if math.isfinite(loss):
             if self.first_loss is None:
                 self.first_loss = loss
+            group = self.means.add(step, loss)
+            if group is None:
+                return
+            loss = group[1]
             a = self.t["smoothing"]
             self.ema = loss if self.ema is None else self.ema + a * (loss - self.ema)
             level = self.ema
@@ -324,12 +352,21 @@ class LossPlateau(Detector):
             "only reported while the loss is above this fraction of the first loss (>): a plateau near zero is "
             "convergence, not a problem",
         ),
+        "stuck": Threshold(
+            0.9,
+            "and only while the window's best loss is at least this fraction of the lower of the first loss and "
+            "the chance-level loss (>=): a loss that fell well below both and then flattened has reached the "
+            "noise floor of its data (converged), it is not stuck",
+        ),
     }
     explanation = Explanation(
         meaning=(
-            "Over a whole window of steps the best loss improved by less than the tolerance, while it is still a "
-            "large fraction of where it started. Something keeps the net from learning: other findings usually say "
-            "what (dead-relu, vanishing-gradients, saturated-activations, large-update-ratio)."
+            "Over a whole window of steps the best loss improved by less than the tolerance, while it is still "
+            "stuck where it started: near its first value, or at the chance-level loss (the loss of always "
+            "predicting the class frequencies: ln K for K balanced classes, the target variance for mse). A loss "
+            "that fell well below both and then flattened has converged to its data's noise floor and is not "
+            "reported. Something keeps a stuck net from learning: other findings usually say what (dead-relu, "
+            "vanishing-gradients, saturated-activations, large-update-ratio)."
         ),
         causes=[
             "dead ReLU units or saturated sigmoid/tanh units passing no gradient",
@@ -341,11 +378,18 @@ class LossPlateau(Detector):
             "SageMaker Debugger LossNotDecreasing rule (diff_percent 0.1%)",
             "Keras ReduceLROnPlateau (patience, min_delta): the same test used to lower the learning rate",
         ],
+        provenance=[
+            "SageMaker Debugger LossNotDecreasing: kept: the loss's best value over a window must improve by a "
+            "relative tolerance (0.1%). Changed: it also needs the loss to be stuck, near its first value or the "
+            "chance-level loss; the rule alone fires on every healthy run once it reaches its noise floor (noisy "
+            "data never gets near zero), which is convergence, not a plateau",
+        ],
     )
 
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
         self.window = max(1, int(self.t["window"]))
+        self.level = LossLevel(context.start or {})
         self.first_loss: Optional[float] = None
         self.block: Optional[int] = None
         self.block_min: Optional[float] = None
@@ -367,6 +411,7 @@ class LossPlateau(Detector):
         if loss is not None:
             if self.first_loss is None:
                 self.first_loss = loss
+                self.level.update(loss)
             if self.block_min is None or loss < self.block_min:
                 self.block_min = loss
         if step % self.window == self.window - 1:
@@ -382,7 +427,8 @@ class LossPlateau(Detector):
         if before is None or self.first_loss is None or before <= 0:
             return
         improvement = (before - low) / before
-        stalled = improvement < self.t["min_improvement"] and low > self.t["min_fraction"] * self.first_loss
+        stalled = (improvement < self.t["min_improvement"] and low > self.t["min_fraction"] * self.first_loss
+                   and self.level.stuck(low, self.t["stuck"]))
         if not stalled:
             return
         start, end = block * self.window, block * self.window + self.window - 1
@@ -403,8 +449,8 @@ class LossPlateau(Detector):
                     else "did not improve at all")
         message = (
             f"The loss {progress} between step {h['start']} and step {h['end']} "
-            f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), still "
-            f"{100 * h['best'] / self.first_loss:.0f}% of its first value {fmt(self.first_loss, 4)}; "
+            f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), stuck at "
+            f"{self.level.describe(h['best'])}; "
             f"{self.windows} window(s) of {self.window} steps stalled like this, the last ending at step "
             f"{self.last_window_end}" + (" (to the end)" if reached_end else "") + "."
         )
@@ -413,7 +459,7 @@ class LossPlateau(Detector):
             fix_list.append(change({"optimizer.kind": "adam"}, "adapts step sizes where plain SGD crawls"))
         fix_list.append(change({"optimizer.lr": lower_lr(facts.lr, 1 / 3)},
                                "if large-update-ratio reports a low ratio; lower it instead if the loss bounces"))
-        evidence = {**h, "first_loss": self.first_loss, "windows": self.windows,
+        evidence = {**h, **self.level.evidence(), "windows": self.windows,
                     "last_window_end": self.last_window_end, "window": self.window}
         return [self.finding(step=h["start"], layer=None, message=message, evidence=clean(evidence),
                              fixes=fix_list)]

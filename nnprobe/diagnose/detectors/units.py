@@ -7,10 +7,13 @@ from typing import Any, Optional
 
 from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import (
-    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, pct, record_layers,
+    RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, duration, finite, fixes, fmt, layer_key, pct, record_layers,
     lower_lr, stat, step_of,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.windows import (
+    WINDOW_EXAMPLES, DeadUnitWindow, DeadWindow, batch_of, one_batch_windows, window_examples,
+)
 from nnprobe.findings import Finding, change
 
 
@@ -57,14 +60,18 @@ class _LayerDetector(Detector):
         values = self.measure(watch, layer)
         return values if values and values["holds"] else None
 
-    def observe(self, record: dict) -> None:
+    def full_layers(self, record: dict) -> list[dict]:
+        """The per-layer objects of a full record (noting its step as the last full one), else []."""
         layers = record_layers(record)
-        if not layers:
+        if layers:
+            self.last_full = step_of(record)
+        return layers
+
+    def observe(self, record: dict) -> None:
+        layers = self.full_layers(record)
+        if not layers or not self.watch:
             return
-        step = step_of(record)
-        self.last_full = step
-        if not self.watch:
-            return
+        step = self.last_full
         lookup, holding = self.watch.get, self.holding
         for layer in layers:
             watch = lookup(layer_key(layer))
@@ -104,25 +111,35 @@ class _LayerDetector(Detector):
 class DeadRelu(_LayerDetector):
     code = "dead-relu"
     severity = "warning"
-    summary = "At least `fraction` of a ReLU layer's units output 0 for every example of the batch, persisting."
+    summary = ("At least `fraction` of a ReLU layer's units output 0 for every example of a window of at least "
+               "256 examples, persisting.")
     thresholds = {
         "fraction": Threshold(
             0.5,
             "fraction of a relu / leaky_relu layer's units that are dead (>=): pre-activation <= 0 for every "
-            "example; SageMaker Debugger's DeadRelu rule flags a layer at 50% inactive units (threshold_layer)",
+            "example of the window; SageMaker Debugger's DeadRelu rule flags a layer at 50% inactive units "
+            "(threshold_layer)",
+        ),
+        "min_examples": Threshold(
+            WINDOW_EXAMPLES,
+            "examples a window of consecutive batches must cover before its dead units count (the whole training "
+            "set when smaller): a unit is dead when it is 0 for every example it sees over enough examples; at "
+            "batch size 1 one batch is one example, where most units of a healthy ReLU net are 0",
         ),
         "patience": Threshold(
             10,
-            "consecutive full records it must hold: a unit that gets no gradient for 10 updates rarely comes back "
-            "on its own, while one unlucky batch does not count",
+            "consecutive windows it must hold (full-batch training: windows of one step): a unit that gets no "
+            "gradient for 10 updates rarely comes back on its own, while one unlucky window does not count",
         ),
     }
     explanation = Explanation(
         meaning=(
             "A ReLU unit whose pre-activation is <= 0 for every example outputs 0 and passes no gradient back, so "
             "nothing ever moves its weights again: it is dead. (A leaky ReLU passes negative_slope of the gradient, "
-            "which is too little to revive it at 1e-4.) When most of a layer is dead the network has lost most of "
-            "its capacity: accuracy stalls around what the few live units can do."
+            "which is too little to revive it at 1e-4.) Deadness is judged over windows of consecutive batches "
+            "covering at least min_examples examples: a unit counts only when it is dead in every batch of the "
+            "window. When most of a layer is dead the network has lost most of its capacity: accuracy stalls "
+            "around what the few live units can do."
         ),
         causes=[
             "too large updates: one big step pushes a unit's weights and bias so that z < 0 everywhere (CS231n: "
@@ -142,40 +159,119 @@ class DeadRelu(_LayerDetector):
             "SageMaker Debugger DeadRelu rule: threshold_layer 50%",
             "Zhang et al. 2021, AUTOTRAINER (ICSE): dying ReLU when >= 70% of gradients are zero",
         ],
+        provenance=[
+            "SageMaker Debugger DeadRelu: kept: a layer is flagged at 50% inactive units. Changed: its units are "
+            "inactive per batch; here a unit must be 0 for every example of a window of at least 256 examples, "
+            "because at batch size 1 a batch is one example and half the units of a healthy ReLU net are 0 on any "
+            "one example",
+            "AUTOTRAINER dying ReLU (>= 70% of the gradient entries exactly 0, while not converging): not used as "
+            "the rule, since zero gradient entries also come from zero inputs; the zero fraction is quoted as "
+            "evidence",
+        ],
     )
+
+    def __init__(self, context, settings=None) -> None:
+        super().__init__(context, settings)
+        start = context.start or {}
+        batch = batch_of(start)
+        self.window_examples = window_examples(batch, (start.get("data") or {}).get("n_train"),
+                                               self.t["min_examples"])
+        self.windows = {name: DeadUnitWindow(batch, self.window_examples) for name in self.watch}
+        self.last_window_end: dict[str, int] = {}
+        # batches of at least window_examples: every full record is a window of its own (the fast path)
+        self.single = one_batch_windows(batch, self.window_examples)
+        self.batch = batch or 0
 
     def watched(self, spec: dict) -> bool:
         return str(spec.get("activation")) in RELU_FAMILY
 
-    def measure(self, watch: _LayerWatch, layer: dict) -> Optional[dict[str, Any]]:
-        dead = stat(layer, "a", "dead")
-        if dead is None or watch.units <= 0:
-            return None
-        fraction = dead / watch.units
-        return {"holds": fraction >= self.t["fraction"], "dead": int(dead), "fraction": fraction,
-                "zero_frac": stat(layer, "a", "zero_frac"), "grad_zero_frac": stat(layer, "gW", "zero_frac")}
+    def observe(self, record: dict) -> None:
+        layers = self.full_layers(record)
+        step = self.last_full
+        if self.single:
+            self._observe_batches(step, layers)
+            return
+        windows = self.windows
+        for layer in layers:
+            name = layer_key(layer)
+            window = windows.get(name)
+            if window is None:
+                continue
+            closed = window.add(step, layer.get("a"))
+            if closed is not None:
+                self._judge(self.watch[name], closed, layer)
 
-    def holding(self, watch: _LayerWatch, layer: dict) -> Optional[dict[str, Any]]:
-        a = layer.get("a")
-        dead = finite(a.get("dead")) if type(a) is dict else None  # stat(layer, "a", "dead")
-        if dead is None or watch.units <= 0 or not dead / watch.units >= self._fraction:
-            return None
-        return self.measure(watch, layer)
+    def _observe_batches(self, step: int, layers: list[dict]) -> None:
+        """Windows of one batch each: the batch's own count, and nothing built while the layer is healthy."""
+        lookup, fraction = self.watch.get, self._fraction
+        for layer in layers:
+            watch = lookup(layer_key(layer))
+            if watch is None:
+                continue
+            a = layer.get("a")
+            dead = finite(a.get("dead")) if type(a) is dict else None
+            if dead is None:
+                continue
+            persist = watch.persist
+            if watch.units > 0 and dead / watch.units < fraction and not persist.run_len and persist.first is None:
+                persist.active = False  # Persistence.update's idle case, without the call
+                continue
+            self._judge(watch, DeadWindow(step, step, 1, self.batch, int(dead), True), layer)
+
+    def _judge(self, watch: _LayerWatch, w: DeadWindow, layer: dict) -> None:
+        if watch.units <= 0:
+            return
+        fraction = w.dead / watch.units
+        holds = fraction >= self._fraction and w.exact  # counts without masks over several batches prove nothing
+        persist = watch.persist
+        self.last_window_end[watch.name] = w.last
+        confirmed = persist.update(w.first, holds)
+        if holds:
+            watch.note({"step": w.first, "last": w.last, "dead": w.dead, "fraction": fraction, "exact": w.exact,
+                        "records": w.records, "examples": w.examples,
+                        "zero_frac": stat(layer, "a", "zero_frac"),
+                        "grad_zero_frac": stat(layer, "gW", "zero_frac")}, self.peak_key)
+        if confirmed and self.first_step is None:
+            self.first_step = persist.first
 
     peak_key = "dead"
+
+    def finish(self, end: Optional[dict]) -> list[Finding]:
+        facts = RunFacts.of(self.context)
+        out = []
+        for watch in self.watch.values():
+            p = watch.persist
+            if p.confirmed:
+                latest_end = (watch.latest or {}).get("last")
+                to_end = p.active and latest_end == self.last_window_end.get(watch.name) == self.last_full
+                out.append(self.report(watch, facts, "", to_end))
+        return out
 
     def report(self, watch: _LayerWatch, facts: RunFacts, span: str, to_end: bool) -> Finding:
         first = watch.at_first or watch.peak or {}
         peak = watch.peak or first
-        batch = f"all {facts.batch} examples" if facts.batch else "every example"
+        latest = watch.latest or peak
+        p = watch.persist
+        one = first.get("records") == 1
+        if one:  # windows of one batch (full-batch training): a window is a full record
+            span = p.describe(self.last_full) if to_end else duration(p.first, p.last, p.held, p.seen, False)
+            where = f"all {first.get('examples')} examples" if first.get("examples") else "every example of the batch"
+        else:
+            where = (f"all {first.get('examples')} examples of the {first.get('records')} batches of steps "
+                     f"{first.get('step')}-{first.get('last')}")
+            until = "to the end" if to_end else f"to step {latest.get('last')}"
+            span = (f"from step {p.first} {until}, in {p.held} of {p.seen} windows of at least "
+                    f"{self.window_examples} examples")
         leaky = (f" (leaky slope {fmt(facts.negative_slope)} passes only that fraction of the gradient)"
                  if watch.activation == "leaky_relu" else " (they pass no gradient, so nothing revives them)")
-        latest = watch.latest or peak
         counts = "" if first.get("dead") == peak.get("dead") == latest.get("dead") else (
             f"; {peak.get('dead')} dead at most (step {peak.get('step')}), {latest.get('dead')} at step "
-            f"{latest.get('step')}")
+            f"{latest.get('step')}" if one else
+            f"; {peak.get('dead')} dead at most (window from step {peak.get('step')}), {latest.get('dead')} in "
+            f"the window from step {latest.get('step')}")
         message = (
-            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {batch} {span}{leaky}{counts}"
+            f"{first.get('dead')} of {watch.units} units of {watch.name} output 0 for {where}"
+            f"{' ' if one else ', '}{span}{leaky}{counts}"
             + (f"; {pct(peak.get('grad_zero_frac'))} of its weight gradient is exactly 0"
                if watch.activation == "relu" and peak.get("grad_zero_frac") is not None else "") + "."
         )
@@ -193,11 +289,13 @@ class DeadRelu(_LayerDetector):
         evidence = {"units": watch.units, "dead_at_first": first.get("dead"), "peak_dead": peak.get("dead"),
                     "dead_at_last": latest.get("dead"),
                     "peak_step": peak.get("step"), "fraction_threshold": self.t["fraction"],
-                    "first": watch.persist.first, "last": watch.persist.last, "records": watch.persist.held,
-                    "records_seen": watch.persist.seen, "to_end": to_end, "zero_frac": peak.get("zero_frac"),
+                    "first": p.first, "last": latest.get("last"), "records": p.held, "records_seen": p.seen,
+                    "windows": p.held, "windows_seen": p.seen, "window_examples": self.window_examples,
+                    "examples_at_first": first.get("examples"), "batches_at_first": first.get("records"),
+                    "to_end": to_end, "zero_frac": peak.get("zero_frac"),
                     "grad_zero_frac": peak.get("grad_zero_frac"),
                     "batch": facts.batch or None}
-        return self.finding(step=watch.persist.first, layer=watch.name, message=message, evidence=clean(evidence),
+        return self.finding(step=p.first, layer=watch.name, message=message, evidence=clean(evidence),
                             fixes=fix_list)
 
 
@@ -247,6 +345,13 @@ class SaturatedActivations(_LayerDetector):
             "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks",
             "SageMaker Debugger SaturatedActivation rule: threshold_layer 50%, bands (-23, 17) sigmoid, "
             "(-9.4999, 9.4999) tanh",
+        ],
+        provenance=[
+            "SageMaker Debugger SaturatedActivation: kept: a layer is flagged at 50% of its inputs saturated, and "
+            "its bands are quoted in the message. Changed: saturation is where the derivative falls below 1% of "
+            "its maximum (|z| > 5.99 sigmoid, 2.99 tanh), far inside its bands, which mark where float32 rounds "
+            "the output itself; the output layer of bce / cross_entropy is not watched, since there the loss's "
+            "derivative cancels the flat region",
         ],
     )
 
