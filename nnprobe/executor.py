@@ -405,12 +405,15 @@ def _monotonic() -> float:
 class DaskExecutor:
     """The same tasks on a Dask cluster (`dask.distributed`); run directories must be on a path every worker shares."""
 
-    def __init__(self, scheduler: Optional[str] = None, connect_timeout: float = 10.0) -> None:
+    connect_timeout = 10.0  # seconds to reach the scheduler before giving up with a clear message
+
+    def __init__(self, scheduler: Optional[str] = None, connect_timeout: Optional[float] = None) -> None:
         self.address = scheduler or os.environ.get(DASK_SCHEDULER_VARIABLE)
         if not self.address:
             raise ExecutorError(f"--executor dask needs a scheduler address: --scheduler tcp://HOST:8786, or set "
                                 f"{DASK_SCHEDULER_VARIABLE}.")
-        self.connect_timeout = connect_timeout
+        if connect_timeout is not None:
+            self.connect_timeout = connect_timeout
         self.interrupted: Optional[str] = None
         self.client = None
 

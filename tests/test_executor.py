@@ -192,3 +192,29 @@ def test_the_same_map_through_local_workers_and_dask_gives_identical_cells(clust
     on_dask = run_map(plan, executor="dask", scheduler=cluster.scheduler_address).to_json()
     assert on_dask == local
     assert {c["class"] for c in local["cells"]} >= {"diverged"}
+
+
+def test_check_on_dask_keeps_its_verdicts_and_run_directories(cluster, tmp_path):
+    import yaml
+
+    from nnprobe.check import run_check
+
+    for name, lr in (("a", 0.02), ("b", 0.05)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**SMALL, "name": name,
+                                                                "optimizer": {"kind": "adam", "lr": lr}}))
+    report = run_check([tmp_path], out_root=tmp_path / "runs", executor="dask", scheduler=cluster.scheduler_address)
+    assert [o.verdict for o in report.outcomes] == ["pass", "pass"] and report.exit_status == 0
+    assert all(Path(o.run_dir).is_absolute() and (Path(o.run_dir) / "steps.jsonl").is_file() for o in report.outcomes)
+    assert all(o.junit.startswith("<testsuite") for o in report.outcomes)
+
+
+def test_check_with_an_unreachable_scheduler_is_exit_2(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from nnprobe.cli import cli
+
+    monkeypatch.setattr(DaskExecutor, "connect_timeout", 1.0)
+    (tmp_path / "a.yaml").write_text("data: {source: moons}\n")
+    result = CliRunner().invoke(cli, ["check", str(tmp_path), "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"],
+                                catch_exceptions=False)
+    assert result.exit_code == 2 and "cannot reach the Dask scheduler" in result.stderr
