@@ -138,6 +138,23 @@ def test_interrupt_cancels_what_has_not_started_and_stops_stuck_tasks(tmp_path):
     assert not any(p.is_alive() for p in processes)
 
 
+def test_workers_that_cannot_start_are_one_clear_error_not_a_dead_worker_per_task():
+    """From a program read on stdin, spawned workers cannot re-import the main module and die at start; each task
+    used to start (and lose) a worker of its own, and every task was reported as killed."""
+    import subprocess
+    import sys
+
+    program = ("from nnprobe.executor import ExecutorError, LocalExecutor, Task\n"
+               "try:\n"
+               "    with LocalExecutor(2) as ex:\n"
+               "        ex.run([Task(str(i), {}, '.', None) for i in range(6)])\n"
+               "except ExecutorError as exc:\n"
+               "    print('ERROR', exc)\n")
+    proc = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("ERROR the local worker processes cannot start (exit status 1)"), proc
+    assert proc.stderr.count("FileNotFoundError") <= 2  # the two workers that tried, not one per task
+
+
 def test_unknown_executor_kind_and_missing_scheduler_are_errors(monkeypatch):
     with pytest.raises(ExecutorError, match="expected one of local, dask"):
         make_executor("spark")
