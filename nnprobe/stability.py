@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,8 @@ from nnprobe.errors import ConfigError, RunDirError
 from nnprobe.executor import INVALID, ExecutorError, Task, TaskResult, make_executor
 from nnprobe.findings import severity_rank
 from nnprobe.grid import Axis
+
+MAX_RUNS = 100_000  # cells x seeds: every cell's config is validated and held before anything trains
 
 # worst first: a cell over several seeds takes the first of these that any seed reached
 CLASSES = ("error", "diverged", "unstable", "stalled", "healthy")
@@ -236,6 +239,10 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
         raw["training"].pop("epochs", None)
         raw["training"]["steps"] = steps
     config_dir = str(config_path.resolve().parent)
+    cells = math.prod(len(a.values) for a in axes)
+    if cells * seeds > MAX_RUNS:
+        raise ConfigError(f"--grid: {cells} cells x {seeds} seed(s) is {cells * seeds} runs; a map holds at most "
+                          f"{MAX_RUNS}. Use fewer values (a log range such as 1e-4:1:9log covers four decades).")
     values = [dict(zip([a.key for a in axes], combo)) for combo in itertools.product(*(a.values for a in axes))]
     resolved: list[dict] = []
     for cell_values in values:
