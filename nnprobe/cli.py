@@ -374,6 +374,48 @@ def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[st
     ctx.exit(report.exit_status)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Seeds each config is trained with: the control and every candidate.")
+@click.option("--budget", type=click.IntRange(min=1), default=80, show_default=True,
+              help="Training runs allowed in all (each seed of each candidate is one run).")
+@executor_options
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="warning", show_default=True,
+              help="Fix every finding at or above this severity.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the fixed config here (comments and key order of the original kept).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS_RUN), default="text", show_default=True)
+@click.pass_context
+def fix(ctx, config: Path, seeds: int, budget: int, jobs: Optional[int], executor: str,
+        scheduler: Optional[str], fail_on: str, output: Optional[Path], fmt: str) -> None:
+    """Try the findings' fixes on CONFIG over several seeds and keep only the proven ones.
+
+    Exit 0 when a config with nothing at or above --fail-on was found, 1 when not.
+
+    \b
+    nnprobe fix configs/relu-regression.yaml -o relu-regression-fixed.yaml
+    nnprobe fix configs/nan-cost.yaml --seeds 5 --budget 40 --format json
+    """
+    from nnprobe.executor import make_executor
+    from nnprobe.repair.fixer import fix_config
+
+    def tried(attempt) -> None:
+        if fmt != "json":
+            click.echo(f"  {attempt.word:12} {attempt.finding}: {attempt.candidate.label}", err=True)
+
+    with make_executor(executor, jobs=jobs, scheduler=scheduler) as runner:
+        report = fix_config(config, seeds=seeds, budget=budget, fail_on=fail_on, run_tasks=runner.run,
+                            output=output, on_attempt=tried)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
+    else:
+        from nnprobe.reports.repair import render_fix
+
+        _console().print(render_fix(report))
+    ctx.exit(report.exit_status)
+
+
 @cli.command(name="map")
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=VALUES",

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from nnprobe.errors import ConfigError
+from nnprobe.nn.initializers import WEIGHT_INITS
 
 Severity = Literal["info", "warning", "error"]
-BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity")
+BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity")
 
 
 class _Strict(BaseModel):
@@ -70,17 +71,54 @@ class DataConfig(_Strict):
         return self
 
 
+class InitRange(_Strict):
+    """U(low, high), e.g. {low: -0.05, high: 0.05} (Keras's RandomUniform default)."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "InitRange":
+        if not self.low < self.high:
+            raise ValueError(f"a range needs low < high, got low {self.low} and high {self.high}")
+        return self
+
+
+OutputName = Literal["identity", "sigmoid", "softmax", "relu", "tanh"]
+InitName = Literal[tuple(WEIGHT_INITS)]  # type: ignore[valid-type]
+Init = Union[InitName, InitRange]
+BiasInit = Union[InitName, InitRange, float]
+
+
+class LayerSpec(_Strict):
+    """One dense layer of `model.layers`; init, bias_init and init_scale default to the model's."""
+
+    units: Optional[int] = Field(None, gt=0, description="width; optional for the output layer (it follows the "
+                                                         "loss and the data)")
+    activation: str = Field(description="a built-in hidden activation, or an output activation for the last layer")
+    init: Optional[Init] = Field(None, description="null = model.init")
+    bias_init: Optional[BiasInit] = Field(None, description="null = model.bias_init")
+    init_scale: Optional[float] = Field(None, description="null = model.init_scale")
+
+
 class ModelConfig(_Strict):
+    """The MLP, as `hidden` + `activation` + `output`, or layer by layer as `layers` (output layer last).
+
+    With `layers`, hidden/activation/output are derived from it (the first hidden layer's activation)
+    for the code that reads them, and are left out of the resolved config.
+    """
+
     hidden: list[int] = Field(default_factory=lambda: [3])
     activation: str = "leaky_relu"
     negative_slope: float = Field(0.01, ge=0)
-    output: Literal["identity", "sigmoid", "softmax", "relu", "tanh"] = "identity"
-    init: Literal[
-        "uniform", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "zeros"
-    ] = "uniform"
+    output: OutputName = "identity"
+    init: Init = "uniform"
     init_scale: float = 1.0
-    bias_init: Union[Literal["zeros", "uniform", "normal"], float] = "uniform"
+    bias_init: BiasInit = "uniform"
     dtype: Literal["float16", "float32", "float64"] = "float64"
+    layers: Optional[list[LayerSpec]] = Field(
+        None, min_length=1, description="per-layer alternative to hidden/activation/output, output layer last: "
+                                        "[{units, activation, init, bias_init, init_scale}, ...]")
 
     @field_validator("hidden")
     @classmethod
@@ -102,6 +140,54 @@ class ModelConfig(_Strict):
             "or 'module:name' for a user activation"
         )
 
+    @model_validator(mode="after")
+    def _one_form(self) -> "ModelConfig":
+        if self.layers is None:
+            return self
+        both = [k for k in ("hidden", "activation", "output") if k in self.model_fields_set]
+        if both:
+            raise ValueError(
+                f"model.layers describes every layer, so model.{both[0]} cannot be set as well: keep one form, "
+                "either model.layers (output layer last) or model.hidden/activation/output")
+        *hidden, out = self.layers
+        outputs = get_args(OutputName)
+        for i, spec in enumerate(hidden):
+            if spec.units is None:
+                raise ValueError(f"model.layers.{i}.units is required for a hidden layer")
+            if spec.activation not in BUILTIN_ACTIVATIONS:
+                raise ValueError(f"model.layers.{i}.activation: {spec.activation!r} is not a built-in activation; "
+                                 f"valid: {', '.join(BUILTIN_ACTIVATIONS)} (a user activation goes in "
+                                 "model.activation, with model.hidden)")
+        if out.activation not in outputs:
+            raise ValueError(f"model.layers.{len(hidden)}.activation: {out.activation!r} is not an output "
+                             f"activation (the last layer is the output layer); valid: {', '.join(outputs)}")
+        # the views the rest of nnprobe reads, not marked as set (so they stay out of the resolved config)
+        for key, value in (("hidden", [spec.units for spec in hidden]), ("output", out.activation),
+                           ("activation", hidden[0].activation if hidden else "identity")):
+            self.__dict__[key] = value
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_views(self, handler):
+        data = handler(self)
+        if self.layers is not None:
+            for key in ("hidden", "activation", "output"):
+                data.pop(key, None)
+        return data
+
+    def resolved_layers(self) -> list[LayerSpec]:
+        """Every layer, output last, with init, bias_init and init_scale filled in, whichever form configured it."""
+        if self.layers is not None:
+            specs = self.layers
+        else:
+            specs = [LayerSpec.model_construct(units=w, activation=self.activation) for w in self.hidden]
+            specs.append(LayerSpec.model_construct(units=None, activation=self.output))
+        return [LayerSpec.model_construct(
+            units=s.units, activation=s.activation,
+            init=self.init if s.init is None else s.init,
+            bias_init=self.bias_init if s.bias_init is None else s.bias_init,
+            init_scale=self.init_scale if s.init_scale is None else s.init_scale) for s in specs]
+
 
 class LossConfig(_Strict):
     kind: Literal["mse", "bce", "cross_entropy"] = "mse"
@@ -112,7 +198,7 @@ class LossConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    kind: Literal["sgd", "momentum", "nesterov", "adam", "rmsprop"] = "sgd"
+    kind: Literal["sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"] = "sgd"
     lr: float = Field(0.001, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -227,15 +313,24 @@ def _model_for_path(loc: tuple) -> Optional[type[BaseModel]]:
     """The pydantic model that owns the mapping at `loc` (used for did-you-mean hints)."""
     model: Any = Config
     for part in loc:
+        if isinstance(part, int):  # an item of a list of models (model.layers.0): the list's field named it
+            continue
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
             return None
     return model
+
+
+def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
+    """The pydantic model an annotation holds, through Optional[...] and list[...]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _describe_error(err: dict, lines: dict[tuple, int], source: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from nnprobe.nn.activations import HIDDEN, Activation, LeakyReLU
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, change
 
 DEFAULT_TOL = 1e-4  # the gradient-mismatch detector's max_rel_error default (used if the registry lacks it)
 ACT_FLOOR = 1e-3
@@ -473,7 +473,7 @@ def _activation_fixes(act: ActivationReport) -> list[str]:
         what = " and ".join(dict.fromkeys((["derivative"] if act.mismatch else []) + act.in_place))
         fixes.append(f"fix {what}(z) in {act.file or act.name} (docs/user-activations.md shows the pattern)")
     if act.builtin_match:
-        fixes.append(f"model.activation: {act.builtin_match}")
+        fixes.append(change({"model.activation": act.builtin_match}, ""))
     return fixes
 
 
@@ -522,7 +522,7 @@ def _findings(report: GradcheckReport, cfg) -> list[Finding]:
                           f"itself (loss.kind {cfg.loss.kind}, model.output {cfg.model.output}, loss.from_logits "
                           f"{str(cfg.loss.from_logits).lower()}); please report it with this config.")
             if not cfg.loss.from_logits and cfg.loss.kind != "mse":
-                f.fixes = ["loss.from_logits: true  — the fused loss, whose gradient is simply output - target"]
+                f.fixes = [change({"loss.from_logits": True}, "the fused loss, whose gradient is simply output - target")]
         f.evidence.update({t.tensor: t.to_dict() for t in (w, b) if t is not None})
         findings.append(f)
     return findings

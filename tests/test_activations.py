@@ -206,7 +206,66 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_registries_match_the_spec():
-    assert set(HIDDEN) == {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity"}
+    assert set(HIDDEN) == {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity"}
     assert set(OUTPUT) == {"identity", "sigmoid", "softmax", "relu", "tanh"}
     assert RELU_FAMILY == {"relu", "leaky_relu"}
     assert not Softmax.elementwise
+
+
+# ---------------------------------------------------------------- the textbook sigmoid's lower tail
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=["float16", "float32", "float64"])
+def test_sigmoid_is_the_textbook_formula_bit_for_bit(dtype):
+    """What hand-written code computes, on both sides of each saturation point (and past the overflow)."""
+    z = np.concatenate([np.linspace(-800, 800, 4001), [-745.2, -709.8, -104.0, -88.8, -88.7, -17.4, 0.0, 40.0]])
+    z = z.astype(dtype)
+    with np.errstate(over="ignore"):
+        textbook = 1 / (1 + np.exp(-z))
+    np.testing.assert_array_equal(Sigmoid().forward(z), textbook)
+
+
+@pytest.mark.parametrize("dtype,z", [(np.float32, -89.0), (np.float32, -100.0), (np.float64, -710.0),
+                                     (np.float64, -740.0)], ids=["f32-89", "f32-100", "f64-710", "f64-740"])
+def test_sigmoid_below_the_overflow_of_exp_is_exactly_zero(dtype, z):
+    """Regression: the sigmoid stayed above 0 down to z ~ -104 (float32) / -745 (float64), where
+    1 / (1 + exp(-z)) and torch.sigmoid give exactly 0, so a textbook BCE that turns inf in
+    hand-written code reported a finite loss instead (of 47.5) and no log-zero."""
+    with np.errstate(over="raise"):
+        a = Sigmoid().forward(np.array([z], dtype=dtype))
+    assert a[0] == 0.0 and a.dtype == dtype
+
+
+def test_textbook_bce_of_a_sigmoid_saturated_at_zero_is_infinite_and_counted():
+    """The band between the overflow of exp(-z) and the old sigmoid's underflow: log(0) for a positive label."""
+    from nnprobe.nn.losses import Loss
+
+    z = np.array([[-95.0], [3.0]], dtype=np.float32)
+    t = np.array([[1.0], [1.0]], dtype=np.float32)
+    sig = Sigmoid()
+    loss = Loss("bce", output=sig)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = loss(z, sig.forward(z), t)
+    assert out.value == math.inf
+    assert out.loss_in["n_zero"] == 1
+
+
+# ---------------------------------------------------------------- the two GELUs
+
+
+def test_gelu_erf_closed_form():
+    """z Phi(z) with the standard normal CDF Phi: Phi(1) = 0.8413447460685429, Phi(2) = 0.9772498680518208."""
+    z = np.array([-1.0, 0.0, 1.0, 2.0])
+    a = HIDDEN["gelu_erf"]().forward(z)
+    np.testing.assert_allclose(a, [-(1 - 0.8413447460685429), 0.0, 0.8413447460685429, 2 * 0.9772498680518208],
+                               rtol=1e-15, atol=1e-16)
+    # a' = Phi(z) + z phi(z): at 1, 0.8413447460685429 + 0.24197072451914337
+    d = HIDDEN["gelu_erf"]().derivative(z, a)
+    assert d[2] == pytest.approx(0.8413447460685429 + 0.24197072451914337, rel=1e-15)
+    assert d[1] == 0.5
+
+
+def test_gelu_is_the_tanh_approximation_within_5e_4_of_gelu_erf():
+    z = np.linspace(-6, 6, 2001)
+    gap = np.abs(HIDDEN["gelu"]().forward(z) - HIDDEN["gelu_erf"]().forward(z))
+    assert 1e-4 < gap.max() < 5e-4

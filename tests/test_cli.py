@@ -48,7 +48,7 @@ def assert_user_error(result, *needles: str) -> None:
         assert needle in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "diagnose", "validate", "explain", "gradcheck", "report", "check"])
+@pytest.mark.parametrize("command", ["train", "diagnose", "validate", "explain", "gradcheck", "report", "check", "fix"])
 def test_every_command_has_help(command):
     result = run(command, "--help")
     assert result.exit_code == 0

@@ -204,7 +204,7 @@ def test_cli_json_has_the_finding_shape_and_per_layer_errors():
     assert layer_finding["message"].startswith(f"{layer_finding['evidence']['tensor']} of dense1: backprop gives ")
     assert "checked entries of dense1's W and b disagree" in layer_finding["message"]
     assert layer_finding["evidence"]["rel_error"] > 0.1 and layer_finding["evidence"]["max_rel_error"] == 1e-4
-    assert layer_finding["fixes"][-1] == "model.activation: sigmoid"
+    assert layer_finding["fixes"][-1] == {"text": "model.activation: sigmoid", "set": {"model.activation": "sigmoid"}}
     assert doc["activations"][0]["activation"] == "sigmoid_bug:Sigmoid"
     assert doc["user_code"][0]["sha256"]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nnprobe.nn.initializers import BIAS_INITS, WEIGHT_INITS, init_bias, init_weights
+from nnprobe.nn.initializers import WEIGHT_INITS, init_bias, init_weights
 
 FAN_IN, FAN_OUT = 400, 300  # 120 000 samples
 N = FAN_IN * FAN_OUT
@@ -15,8 +15,22 @@ N = FAN_IN * FAN_OUT
 STD_TOL = 6 * math.sqrt(2 / (4 * N))
 MEAN_TOL = 6 / math.sqrt(N)  # in units of sigma
 
+
+
+def truncated_std(a: float) -> float:
+    """Closed form: the std of N(0, 1) truncated to [-a, a] is sqrt(1 - 2 a phi(a) / (2 Phi(a) - 1))."""
+    phi = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
+    return math.sqrt(1 - 2 * a * phi / math.erf(a / math.sqrt(2)))
+
+
 EXPECTED_STD = {
     "normal": 1.0,
+    "truncated_normal": truncated_std(2.0),
+    "lecun_uniform": math.sqrt(1 / FAN_IN),
+    # Keras's VarianceScaling(truncated_normal) divides by the truncated std, so the rule's variance holds
+    "xavier_truncated_normal": math.sqrt(2 / (FAN_IN + FAN_OUT)),
+    "he_truncated_normal": math.sqrt(2 / FAN_IN),
+    "lecun_truncated_normal": math.sqrt(1 / FAN_IN),
     "xavier_uniform": math.sqrt(2 / (FAN_IN + FAN_OUT)),
     "xavier_normal": math.sqrt(2 / (FAN_IN + FAN_OUT)),
     "he_uniform": math.sqrt(2 / FAN_IN),
@@ -38,7 +52,7 @@ def test_zero_centred_rules_have_the_formula_std(name):
     assert abs(w.mean()) < MEAN_TOL * sigma
 
 
-@pytest.mark.parametrize("name", ["xavier_uniform", "he_uniform"])
+@pytest.mark.parametrize("name", ["xavier_uniform", "he_uniform", "lecun_uniform"])
 def test_uniform_rules_stay_inside_their_limit(name):
     w = draw(name)
     limit = math.sqrt(3) * EXPECTED_STD[name]
@@ -88,7 +102,6 @@ def test_bias_inits():
     assert abs(n.mean()) < 0.06 and abs(n.std() - 1) < 0.06
     np.testing.assert_array_equal(init_bias(0.1, rng, 3, np.float64), [0.1, 0.1, 0.1])
     np.testing.assert_array_equal(init_bias(-2, rng, 2, np.float64), [-2.0, -2.0])
-    assert set(BIAS_INITS) == {"zeros", "uniform", "normal"}
 
 
 def test_bias_draws_are_seeded():
@@ -99,5 +112,60 @@ def test_bias_draws_are_seeded():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid: .*he_normal"):
         draw("kaiming")
-    with pytest.raises(ValueError, match="valid: .*zeros.*or a number"):
+    with pytest.raises(ValueError, match="valid: .*zeros.*a range .*or a number"):
         init_bias("ones", np.random.default_rng(0), 3, np.float64)
+
+
+@pytest.mark.parametrize("name", ["truncated_normal", "xavier_truncated_normal", "he_truncated_normal",
+                                  "lecun_truncated_normal"])
+def test_truncated_rules_cut_at_two_standard_deviations_of_the_untruncated_normal(name):
+    """Every draw within 2 sigma of the N(0, sigma) that is truncated (sigma = std / truncated_std(2))."""
+    w = draw(name)
+    sigma = EXPECTED_STD[name] / truncated_std(2.0)
+    assert np.abs(w).max() <= 2 * sigma
+    assert np.abs(w).max() > 1.99 * sigma
+
+
+def test_truncated_normal_takes_init_scale_as_its_std():
+    """init: truncated_normal with init_scale 0.05 is Keras's TruncatedNormal(stddev=0.05): |w| <= 0.1."""
+    w = draw("truncated_normal", scale=0.05)
+    assert np.abs(w).max() <= 0.1
+    assert abs(w.std() / (0.05 * truncated_std(2.0)) - 1) < STD_TOL
+
+
+class Range:
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+
+def test_a_range_is_u_low_high():
+    """{low: -0.05, high: 0.05}: mean 0, std 0.1 / sqrt(12), inside the range."""
+    w = draw(Range(-0.05, 0.05))
+    assert w.min() >= -0.05 and w.max() < 0.05
+    assert abs(w.mean()) < MEAN_TOL * 0.1 / math.sqrt(12)
+    assert abs(w.std() / (0.1 / math.sqrt(12)) - 1) < STD_TOL
+    b = init_bias(Range(1.0, 3.0), np.random.default_rng(0), 10_000, np.float64)
+    assert b.min() >= 1.0 and b.max() < 3.0
+
+
+@pytest.mark.parametrize("name,limit", [("xavier_uniform", lambda n: math.sqrt(6 / (2 * n))),
+                                        ("he_uniform", lambda n: math.sqrt(6 / n)),
+                                        ("lecun_uniform", lambda n: math.sqrt(3 / n))])
+def test_a_bias_drawn_by_a_weight_rule_has_fan_in_and_fan_out_n(name, limit):
+    """Keras's bias_initializer='glorot_uniform' on n units: U(+-sqrt(6 / (n + n)))."""
+    n = 20_000
+    b = init_bias(name, np.random.default_rng(0), n, np.float64)
+    assert b.shape == (n,)
+    assert np.abs(b).max() <= limit(n) and np.abs(b).max() > 0.99 * limit(n)
+
+
+def test_existing_rules_draw_what_they_drew_before():
+    """Runs are reproducible across versions: the draws every older config made are unchanged."""
+    rng = np.random.default_rng(11)
+    expected = rng.standard_normal((3, 4)) * math.sqrt(2.0 / 3)
+    np.testing.assert_array_equal(draw("he_normal", seed=11, fan_in=3, fan_out=4), expected)
+    rng = np.random.default_rng(11)
+    limit = math.sqrt(6.0 / (3 + 4))
+    np.testing.assert_array_equal(draw("xavier_uniform", seed=11, fan_in=3, fan_out=4), rng.uniform(-limit, limit, (3, 4)))
+    np.testing.assert_array_equal(init_bias("uniform", np.random.default_rng(2), 5, np.float64),
+                                  np.random.default_rng(2).random(5))

@@ -1,5 +1,5 @@
 """nnprobe.optim: every update rule against a hand computation over three steps, the update norms it
-reports, in-place updates, and clip_by_global_norm."""
+reports and in-place updates (clipping: tests/test_clip.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nnprobe.nn.optim import OPTIMIZERS, SGD, clip_by_global_norm, make_optimizer
+from nnprobe.nn.optim import OPTIMIZERS, SGD, make_optimizer
 
 LR, MU, B1, B2, EPS = 0.1, 0.9, 0.9, 0.999, 1e-8
 GRADS = [
@@ -48,6 +48,9 @@ def reference(kind: str) -> list[list[np.ndarray]]:
                 p[i] = p[i] - LR * m_hat / (np.sqrt(s_hat) + EPS)
             elif kind == "rmsprop":  # torch.optim.RMSprop with alpha = beta2
                 state["s"][i] = B2 * state["s"][i] + (1 - B2) * g**2
+                p[i] = p[i] - LR * g / (np.sqrt(state["s"][i]) + EPS)
+            elif kind == "adagrad":  # torch.optim.Adagrad, lr_decay 0, initial accumulator 0
+                state["s"][i] = state["s"][i] + g**2
                 p[i] = p[i] - LR * g / (np.sqrt(state["s"][i]) + EPS)
         history.append([x.copy() for x in p])
     return history
@@ -115,28 +118,13 @@ def test_float32_parameters_stay_float32(kind):
     assert params[0].dtype == np.float32
 
 
-# ---------------------------------------------------------------- clipping
-
-
-def test_clip_by_global_norm_scales_every_gradient_to_the_max():
-    grads = [np.array([3.0, 0.0]), np.array([[0.0, 4.0]])]  # global norm 5
-    assert clip_by_global_norm(grads, 1.0, 5.0) is True
-    np.testing.assert_allclose(grads[0], [0.6, 0.0], rtol=1e-15)
-    np.testing.assert_allclose(grads[1], [[0.0, 0.8]], rtol=1e-15)
-    total = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
-    assert total == pytest.approx(1.0, rel=1e-15)
-
-
-def test_clip_leaves_small_gradients_alone():
-    grads = [np.array([0.3, 0.4])]
-    assert clip_by_global_norm(grads, 1.0, 0.5) is False
-    np.testing.assert_array_equal(grads[0], [0.3, 0.4])
-    assert clip_by_global_norm(grads, 0.5, 0.5) is False  # exactly at the max: unchanged
-
-
-@pytest.mark.parametrize("norm", [math.inf, math.nan], ids=["inf", "nan"])
-def test_clip_does_not_touch_non_finite_gradients(norm):
-    """Scaling by max/inf would zero them and hide the event the nonfinite detector exists to catch."""
-    grads = [np.array([math.inf, 1.0])]
-    assert clip_by_global_norm(grads, 1.0, norm) is False
-    assert grads[0][0] == math.inf and grads[0][1] == 1.0
+def test_adagrad_hand_numbers():
+    """Closed form: with a constant gradient g the accumulator after t steps is t g^2, so step t moves
+    p by lr g / (sqrt(t) |g| + eps) = lr sign(g) / sqrt(t) (eps aside): the steps shrink as 1/sqrt(t)."""
+    params = [np.array([0.0, 0.0])]
+    opt = make_optimizer(params, config("adagrad"))
+    g = np.array([3.0, -0.5])
+    for _ in range(4):
+        opt.step([g.copy()])
+    moved = LR * sum(1 / math.sqrt(t) for t in range(1, 5))
+    np.testing.assert_allclose(params[0], [-moved, moved], rtol=1e-7)

@@ -84,16 +84,18 @@ class LeakyReLU(Activation):
 class Sigmoid(Activation):
     """a = 1 / (1 + exp(-z));  a' = a(1 - a).
 
-    Evaluated without overflow, but it still rounds to exactly 1.0 for z > ~36.7 in float64
-    (~16.6 in float32), just as the textbook formula does: that is the event log-zero catches.
+    Computed exactly as the textbook formula (and torch.sigmoid) computes it, so both ends saturate
+    where hand-written code does: exactly 1.0 above z ~ 36.7 (float64) / 16.6 (float32), and exactly
+    0.0 below z ~ -709.8 / -88.7, where exp(-z) overflows to inf. Those exact 0s and 1s are the events
+    log-zero catches; the overflow itself is expected and not warned about.
     """
 
     name = "sigmoid"
     saturation = 2 * math.acosh(10.0)  # s(1-s) = 1/(4 cosh^2(z/2)) < 1% of 1/4  <=>  |z| > 5.986
 
     def forward(self, z):
-        e = np.exp(-np.abs(z))
-        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-z))
 
     def derivative(self, z, a):
         return a * (1 - a)
@@ -128,7 +130,8 @@ _GELU_C = math.sqrt(2 / math.pi)
 
 
 class GELU(Activation):
-    """a = z/2 (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2/pi)  (the tanh approximation);
+    """a = z/2 (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2/pi)  (the tanh approximation,
+    torch's GELU(approximate="tanh"); the exact erf form is gelu_erf, up to 4e-4 away);
     a' = (1 + t)/2 + z/2 (1 - t^2) c (1 + 3*0.044715 z^2)."""
 
     name = "gelu"
@@ -141,8 +144,30 @@ class GELU(Activation):
         return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * z * z)
 
 
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf ufunc (SciPy's is not a dependency)
+
+
+class GELUErf(Activation):
+    """a = z Phi(z) = z/2 (1 + erf(z / sqrt(2)))  (the exact GELU, torch's default GELU());
+    a' = Phi(z) + z phi(z), phi(z) = exp(-z^2/2) / sqrt(2 pi)."""
+
+    name = "gelu_erf"
+
+    @staticmethod
+    def _cdf(z):
+        return (0.5 * (1 + _erf(z / math.sqrt(2)))).astype(z.dtype)
+
+    def forward(self, z):
+        return z * self._cdf(z)
+
+    def derivative(self, z, a):
+        return self._cdf(z) + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
 class Softplus(Activation):
-    """a = log(1 + exp(z));  a' = sigmoid(z)"""
+    """a = log(1 + exp(z));  a' = sigmoid(z).
+
+    Exact at every z (torch's softplus returns z itself above its threshold of 20, 2e-9 away)."""
 
     name = "softplus"
 
@@ -179,6 +204,7 @@ HIDDEN: dict[str, Callable[..., Activation]] = {
     "tanh": Tanh,
     "elu": ELU,
     "gelu": GELU,
+    "gelu_erf": GELUErf,
     "softplus": Softplus,
 }
 

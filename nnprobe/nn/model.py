@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from nnprobe.errors import ConfigError
 from nnprobe.probes import kernel
 from nnprobe.nn.activations import Activation, LeakyReLU, ReLU, hidden_activation, output_activation
 from nnprobe.nn.initializers import init_bias, init_weights
@@ -201,18 +202,26 @@ def output_units(task: str, loss_kind: str, output: str, n_targets: int, n_class
 
 def build_mlp(model_cfg, n_inputs: int, n_outputs: int, rng: np.random.Generator,
               hidden: Optional[Activation] = None) -> MLP:
-    """Layers dense1..denseK; `hidden` overrides the configured hidden activation (user code)."""
+    """Layers dense1..denseK from the config's resolved layers (output last), each drawing W then b.
+
+    `hidden` overrides the configured hidden activation (user code).
+    """
     dtype = np.dtype(model_cfg.dtype)
-    widths = [n_inputs, *model_cfg.hidden, n_outputs]
+    specs = model_cfg.resolved_layers()
+    out = specs[-1]
+    if out.units is not None and out.units != n_outputs:
+        raise ConfigError(
+            f"model.layers.{len(specs) - 1}.units: the output layer has {out.units} units, but the loss and the data "
+            f"need {n_outputs}; leave units out of the last layer (it follows the loss and the data) or set it to "
+            f"{n_outputs}.")
+    widths = [n_inputs, *(spec.units for spec in specs[:-1]), n_outputs]
     layers: list[Dense] = []
-    for i in range(len(widths) - 1):
-        is_output = i == len(widths) - 2
-        if is_output:
-            act, act_name = output_activation(model_cfg.output), model_cfg.output
+    for i, spec in enumerate(specs):
+        if spec is out:
+            act = output_activation(spec.activation)
         else:
-            act = hidden if hidden is not None else hidden_activation(model_cfg.activation, model_cfg.negative_slope)
-            act_name = model_cfg.activation
-        W = init_weights(model_cfg.init, rng, widths[i], widths[i + 1], model_cfg.init_scale, dtype)
-        b = init_bias(model_cfg.bias_init, rng, widths[i + 1], dtype)
-        layers.append(Dense(f"dense{i + 1}", W, b, act, act_name))
+            act = hidden if hidden is not None else hidden_activation(spec.activation, model_cfg.negative_slope)
+        W = init_weights(spec.init, rng, widths[i], widths[i + 1], spec.init_scale, dtype)
+        b = init_bias(spec.bias_init, rng, widths[i + 1], dtype)
+        layers.append(Dense(f"dense{i + 1}", W, b, act, spec.activation))
     return MLP(layers)

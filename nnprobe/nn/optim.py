@@ -7,6 +7,7 @@ it is taken from the delta array the update computes anyway, so no copy of W is 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -192,9 +193,23 @@ class RMSprop(Optimizer):
 
     def _delta(self, i, p, g):
         s = self.s[i]
+        self._accumulate(s, g)
+        return g * -self.lr / (np.sqrt(s) + self.eps)
+
+    def _accumulate(self, s, g):
         s *= self.b2
         s += (1 - self.b2) * (g * g)
-        return g * -self.lr / (np.sqrt(s) + self.eps)
+
+
+class Adagrad(RMSprop):
+    """s <- s + g^2;  p <- p - lr g / (sqrt(s) + eps)   (Duchi et al. 2011; torch.optim.Adagrad's form with
+    lr_decay 0 and the accumulator starting at 0; its eps defaults to 1e-10, optimizer.eps to 1e-8)"""
+
+    def __init__(self, params, lr, eps):
+        super().__init__(params, lr, None, eps)
+
+    def _accumulate(self, s, g):
+        s += g * g
 
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
@@ -203,6 +218,7 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "nesterov": lambda params, c: Nesterov(params, c.lr, c.momentum),
     "adam": lambda params, c: Adam(params, c.lr, c.beta1, c.beta2, c.eps),
     "rmsprop": lambda params, c: RMSprop(params, c.lr, c.beta2, c.eps),
+    "adagrad": lambda params, c: Adagrad(params, c.lr, c.eps),
 }
 
 
@@ -211,11 +227,53 @@ def make_optimizer(params: list[np.ndarray], config) -> Optimizer:
     return OPTIMIZERS[config.kind](params, config)
 
 
-def clip_by_global_norm(grads: list[np.ndarray], max_norm: float, norm: float) -> bool:
-    """Scale the gradients in place so their global norm is at most max_norm; True if clipped."""
+def global_norm(arrays: list[np.ndarray]) -> float:
+    """sqrt(sum of every entry squared) over all arrays: finite whenever the true norm is.
+
+    The norm the clip uses, whatever the probes do, so training never depends on how it is
+    observed. Accumulated in float64 (float32 squares cannot overflow there); when float64 squares
+    overflow (entries above ~1.3e154) the entries are divided by the largest |entry| first and the
+    root scaled back. inf if an entry is inf, NaN if one is NaN.
+    """
+    sq = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is handled below
+        for a in arrays:
+            flat = a.ravel().astype(np.float64, copy=False)
+            sq += float(np.dot(flat, flat))
+    if math.isfinite(sq):
+        return math.sqrt(sq)
+    peaks = [float(np.max(np.abs(a))) for a in arrays if a.size]
+    if any(math.isnan(p) for p in peaks):
+        return math.nan
+    peak = max(peaks)
+    if peak == math.inf:
+        return math.inf
+    scaled = 0.0
+    for a in arrays:
+        flat = a.ravel().astype(np.float64) / peak
+        scaled += float(np.dot(flat, flat))
+    return peak * math.sqrt(scaled)  # inf only when the norm exceeds float64's range
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What clip_by_global_norm found and did: the gradients' global norm and the factor applied (1.0: none)."""
+
+    norm: float
+    factor: float
+
+
+def clip_by_global_norm(grads: list[np.ndarray], max_norm: float) -> Clip:
+    """Scale the gradients in place by max_norm / ||g|| when their global norm exceeds max_norm.
+
+    ||g|| is global_norm's. The factor has no + 1e-6 in the denominator (PyTorch's clip_grad_norm_
+    divides by ||g|| + 1e-6); non-finite gradients are left as they are for the nonfinite detector
+    (PyTorch would scale them by max_norm / inf = 0, or to NaN).
+    """
+    norm = global_norm(grads)
     if not math.isfinite(norm) or norm <= max_norm:
-        return False
+        return Clip(norm, 1.0)
     factor = max_norm / norm
     for g in grads:
         g *= factor
-    return True
+    return Clip(norm, factor)

@@ -73,7 +73,7 @@ def finding_text(f: Finding) -> str:
         lines.append("evidence: " + json.dumps(f.evidence, sort_keys=True, default=str, allow_nan=True))
     if f.fixes:
         lines.append("fixes:")
-        lines += [f"  - {fix}" for fix in f.fixes]
+        lines += [f"  - {fix.shown()}" for fix in f.fixes]
     return "\n".join(lines)
 
 
@@ -213,7 +213,7 @@ def github_annotations(result: RunResult, *, config_file: Optional[str] = None) 
             where += f", {f.layer}"
         body = f"{f.message} [{where}; {result.run_dir}]"
         if f.fixes:
-            body += "\n" + "\n".join(f"fix: {fix}" for fix in f.fixes)
+            body += "\n" + "\n".join(f"fix: {fix.shown()}" for fix in f.fixes)
         lines.append(annotation(level, f"nnprobe {f.code}", body, file=file))
     for c in result.checks:
         if not c.ok:

@@ -197,12 +197,14 @@ def layer_rows(digest: Any) -> list[tuple[str, ...]]:
     return rows
 
 
-def fix_line(finding: Finding) -> str:
+def fix_line(finding: Finding, overrides: bool = False) -> str:
+    """The first fix; with `overrides`, a config change also as the --set arguments that try it."""
     if not finding.fixes:
         return ""
     more = len(finding.fixes) - 1
     extra = f" (+{more} more: nnprobe explain {finding.code})" if more > 0 else ""
-    return f"fix: {finding.fixes[0]}{extra}"
+    first = finding.fixes[0]
+    return f"fix: {first.shown() if overrides else first}{extra}"
 
 
 # -- terminal ----------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def render_markdown(result: RunResult) -> str:
     if findings:
         out += [f"#### Findings ({severity_counts(findings)})", ""]
         rows = [(f.severity, f"`{f.code}`", "static" if f.step is None else f.step, f.layer or "—",
-                 f.message, fix_line(f).removeprefix("fix: ")) for f in findings]
+                 f.message, fix_line(f, overrides=True).removeprefix("fix: ")) for f in findings]
         out += _md_table(("severity", "code", "step", "layer", "what happened", "first fix"), rows) + [""]
     else:
         out += ["No findings.", ""]
@@ -391,6 +393,16 @@ def render_markdown(result: RunResult) -> str:
 # -- explain -----------------------------------------------------------------------------------
 
 
+REPAIRS_TITLE = "What `nnprobe fix` tries, after the finding's own fixes"
+
+
+def repair_lines(code: str) -> list[str]:
+    """The repair catalogue's entries for a code, in the order `nnprobe fix` tries them."""
+    from nnprobe.repair.catalogue import REPAIRS, describe_repair
+
+    return [describe_repair(r) for r in REPAIRS.get(code, ())]
+
+
 def render_explain(detector_cls: Any) -> RenderableType:
     """`nnprobe explain CODE`: what the finding means, its thresholds and why, causes, fixes, references."""
     ex = detector_cls.explanation
@@ -410,6 +422,9 @@ def render_explain(detector_cls: Any) -> RenderableType:
         parts += [Text(""), Text("Thresholds", style="bold"), table]
     parts.append(_section("Causes", ex.causes))
     parts.append(_section("Fixes", ex.fixes))
+    repairs = repair_lines(detector_cls.code)
+    if repairs:
+        parts.append(_section(REPAIRS_TITLE, repairs))
     if ex.references:
         parts.append(_section("References", ex.references))
     return Group(*parts)
@@ -462,7 +477,9 @@ def render_explain_markdown(classes: Sequence[Any]) -> str:
                              [(f"`detectors.{cls.code}.{name}`", fmt_num(th.default), th.doc)
                               for name, th in cls.thresholds.items()])
             out.append("")
-        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes), ("References", ex.references)):
+        for title, lines in (("Usual causes", ex.causes), ("Fixes", ex.fixes),
+                             (f"{REPAIRS_TITLE} (docs/fix.md)", repair_lines(cls.code)),
+                             ("References", ex.references)):
             if lines:
                 out += [f"**{title}**", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out).rstrip() + "\n"

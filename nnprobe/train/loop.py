@@ -14,7 +14,7 @@ from nnprobe.data import Dataset
 from nnprobe.nn.activations import Activation, Identity, ReLU
 from nnprobe.nn.losses import Loss
 from nnprobe.nn.model import MLP, build_mlp, output_units
-from nnprobe.nn.optim import clip_by_global_norm, make_optimizer
+from nnprobe.nn.optim import clip_by_global_norm, global_norm, make_optimizer
 from nnprobe.probes import kernel
 from nnprobe.probes import statistics as probes
 from nnprobe.train.runlog import SCHEMA_VERSION
@@ -257,7 +257,7 @@ class Trainer:
             loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
             flat = model.backward(lo.grad_z, cfg.loss.l2).flat()
             if clip is not None:
-                clip_by_global_norm(flat, clip, math.sqrt(sum(probes.sq_norm(g) for g in flat)))
+                clip_by_global_norm(flat, clip)
             self.optimizer.step(flat, want_norms=False)
             origin = None if math.isfinite(loss_value) else {"pass": "forward", "tensor": "loss", "layer": None}
             return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
@@ -286,6 +286,8 @@ class Trainer:
             sqs = [probes.sq_norm(g) for g in flat]
         self._sqs = sqs
         grad_norm = math.sqrt(sum(sqs))
+        if grad_norm == math.inf:  # an inf entry, or squares that overflowed: the norm may still be finite
+            grad_norm = global_norm(flat)
         if planned:
             self._probe_all(flat, step, probe)
 
@@ -327,8 +329,8 @@ class Trainer:
             norms, origin = self._fused_update(flat, probe, sqs, record, layer_stats, origin)
         else:
             update_sqs = sqs
-            if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
-                factor = clip / grad_norm
+            factor = clip_by_global_norm(flat, clip).factor if clip is not None else 1.0
+            if factor != 1.0:
                 update_sqs = [sq * factor * factor for sq in sqs]
             # the update norms are free for SGD (lr * ||g||) and one pass over the update otherwise
             norms = self.optimizer.step(flat, want_norms=True, grad_sqs=update_sqs)

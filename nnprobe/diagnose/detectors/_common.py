@@ -1,4 +1,4 @@
-"""Helpers the detectors share: safe reads of record fields, number formatting, persistence, and fix texts.
+"""Helpers the detectors share: safe reads of record fields, number formatting, persistence, and fixes.
 
 Everything here is O(1) or O(layers) per call: detectors run live at every step and offline
 over logs of any length, so no helper keeps a history that grows with the run.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+
+from nnprobe.findings import Fix, change
 
 RELU_FAMILY = ("relu", "leaky_relu")
 SQUASHING = ("sigmoid", "tanh")
@@ -310,55 +312,63 @@ class RunFacts:
         return self.activation in RELU_FAMILY
 
     def init_for(self, activation: str) -> str:
-        return "he_normal" if activation in RELU_FAMILY + ("elu", "gelu") else "xavier_normal"
+        return "he_normal" if activation in RELU_FAMILY + ("elu", "gelu", "gelu_erf") else "xavier_normal"
 
 
 def _span(span: Optional[tuple[float, float]]) -> str:
     return f"[{fmt(span[0])}, {fmt(span[1])}]" if span else "far from unit scale"
 
 
-def _lower_lr(f: RunFacts, factor: float = 10.0) -> str:
-    return f"optimizer.lr: {yaml_number(f.lr / factor)}  — {factor:g}x lower than {fmt(f.lr)}"
+def lower_lr(lr: float, factor: float = 10.0) -> float:
+    """The learning rate `factor` times lower, to the two digits a fix text shows (so text and value agree)."""
+    return float(yaml_number(lr / factor))
 
 
-# Each entry: fact-dependent text of a config change, or None where it does not apply.
-FIXES: dict[str, Callable[[RunFacts], Optional[str]]] = {
+def _lower_lr(f: RunFacts, factor: float = 10.0) -> Fix:
+    return change({"optimizer.lr": lower_lr(f.lr, factor)}, f"{factor:g}x lower than {fmt(f.lr)}")
+
+
+# Each entry: the fact-dependent config change, or None where it does not apply. An entry may also
+# return plain text (advice that is no config change): fixes() turns it into a text-only Fix.
+FIXES: dict[str, Callable[[RunFacts], Optional[Fix | str]]] = {
     "from_logits": lambda f: (
-        "loss.from_logits: true  — log-sigmoid / log-softmax of the pre-activation never evaluates log(0)"
+        change({"loss.from_logits": True},
+               "log-sigmoid / log-softmax of the pre-activation never evaluates log(0)")
         if f.textbook_log else None),
     "probability_output": lambda f: (
-        f"model.output: {PROBABILITY_OUTPUT[f.loss_kind]}  — {f.output} outputs are not probabilities"
+        change({"model.output": PROBABILITY_OUTPUT[f.loss_kind]}, f"{f.output} outputs are not probabilities")
         if f.loss_kind in PROBABILITY_OUTPUT and f.output not in PROBABILITY_OUTPUT.values() else None),
     "float32": lambda f: (
-        "model.dtype: float32  — float16 overflows to inf above 65504" if f.dtype == "float16" else None),
+        change({"model.dtype": "float32"}, "float16 overflows to inf above 65504") if f.dtype == "float16" else None),
     "normalize": lambda f: (
-        f"data.normalize: standardize  — inputs span {_span(f.input_span)}" if f.unnormalized_inputs else None),
+        change({"data.normalize": "standardize"}, f"inputs span {_span(f.input_span)}")
+        if f.unnormalized_inputs else None),
     "normalize_target": lambda f: (
-        f"data.normalize_target: standardize  — targets span {_span(f.target_span)}"
+        change({"data.normalize_target": "standardize"}, f"targets span {_span(f.target_span)}")
         if f.unnormalized_targets else None),
     "reduction_mean": lambda f: (
-        f"loss.reduction: mean  — sum multiplies every gradient by the batch size ({f.batch})"
+        change({"loss.reduction": "mean"}, f"sum multiplies every gradient by the batch size ({f.batch})")
         if f.reduction == "sum" and f.batch > 1 else None),
     "lower_lr": lambda f: _lower_lr(f),
     "clip": lambda f: (
-        "optimizer.clip_grad_norm: 1.0  — caps the norm of each step's gradient (Pascanu et al. 2013)"
+        change({"optimizer.clip_grad_norm": 1.0}, "caps the norm of each step's gradient (Pascanu et al. 2013)")
         if f.clip is None else None),
     "fan_in_init": lambda f: (
-        f"model.init: {f.init_for(f.activation)}  — scaled to fan-in for {f.activation}"
+        change({"model.init": f.init_for(f.activation)}, f"scaled to fan-in for {f.activation}")
         if f.init not in ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal") else None),
     "bias_zeros": lambda f: (
-        "model.bias_init: zeros  — biases drawn from U[0, 1) all push the same way"
+        change({"model.bias_init": "zeros"}, "biases drawn from U[0, 1) all push the same way")
         if f.bias_init not in ("zeros", 0, 0.0, None) else None),
 }
 
 
-def fixes(facts: RunFacts, *keys: str) -> list[str]:
-    """The applicable fix texts, in the order asked for, without repeats."""
-    out: list[str] = []
+def fixes(facts: RunFacts, *keys: str) -> list[Fix]:
+    """The applicable fixes, in the order asked for, without repeats."""
+    out: list[Fix] = []
     for key in keys:
-        text = FIXES[key](facts)
-        if text and text not in out:
-            out.append(text)
+        fix = FIXES[key](facts)
+        if fix and fix not in out:
+            out.append(Fix.of(fix))
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, Fix
 
 
 @dataclass(frozen=True)
@@ -67,5 +67,5 @@ class Detector:
         return []
 
     def finding(self, *, step: Optional[int], layer: Optional[str], message: str,
-                evidence: dict[str, Any], fixes: list[str]) -> Finding:
+                evidence: dict[str, Any], fixes: list[Fix | str]) -> Finding:
         return Finding(self.code, self.severity_level, step, layer, message, evidence, fixes)

@@ -10,7 +10,7 @@ from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, change
 
 SHOWN_FEATURES = 5
 
@@ -86,13 +86,13 @@ class UnnormalizedInputs(Detector):
             lo = min((b["min"] for b in bad if b["min"] is not None), default=None)
             hi = max((b["max"] for b in bad if b["max"] is not None), default=None)
             constant = [b["feature"] for b in bad if b["std"] == 0]
-            fix_list.append(f"data.normalize: standardize  — inputs span [{fmt(lo)}, {fmt(hi)}]")
+            fix_list.append(change({"data.normalize": "standardize"}, f"inputs span [{fmt(lo)}, {fmt(hi)}]"))
             if constant:
                 fix_list.append(f"data: drop feature(s) {', '.join(map(str, constant[:SHOWN_FEATURES]))}  — "
                                 "constant, they carry no information")
         if target is not None:
-            fix_list.append(f"data.normalize_target: standardize  — targets span [{fmt(target['min'])}, "
-                            f"{fmt(target['max'])}]")
+            fix_list.append(change({"data.normalize_target": "standardize"},
+                                   f"targets span [{fmt(target['min'])}, {fmt(target['max'])}]"))
         evidence = {"n_features": n_features, "n_bad": len(bad), "features": bad[:SHOWN_FEATURES], "target": target,
                     **limits}
         return [self.finding(step=None, layer=None, message="; ".join(parts) + ".", evidence=clean(evidence),
@@ -105,7 +105,7 @@ _HE: InitRule = ("He sqrt(2/fan_in)", lambda fan_in, fan_out: math.sqrt(2.0 / fa
 _XAVIER: InitRule = ("Xavier sqrt(2/(fan_in+fan_out))", lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)))
 _LECUN: InitRule = ("LeCun sqrt(1/fan_in)", lambda fan_in, fan_out: math.sqrt(1.0 / fan_in))
 INIT_RULES: dict[str, InitRule] = {
-    "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE,
+    "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE, "gelu_erf": _HE,
     "sigmoid": _XAVIER, "tanh": _XAVIER, "softplus": _XAVIER, "identity": _XAVIER, "softmax": _XAVIER,
 }
 # Every standard fan-in rule: a scale between the smallest and the largest of them (times the
@@ -229,14 +229,15 @@ class PoorInit(Detector):
             message = (f"{row['layer']} at initialisation (step {self.checked_step}): " + "; ".join(row["problems"])
                        + (f". Biases start at mean {fmt(row['b_mean'])}" if row["b_mean"] else "") + ".")
             init = facts.init_for(facts.activation)
-            fix_list = [f"model.init: {init}  — zero-mean weights scaled to fan-in (for {row['layer']}: std "
-                        f"{row['rule'] or 'by its fan-in'}"
-                        + (f" = {fmt(row['expected'])})" if row["expected"] else ")")]
+            fix_list = [change({"model.init": init},
+                               f"zero-mean weights scaled to fan-in (for {row['layer']}: std "
+                               f"{row['rule'] or 'by its fan-in'}"
+                               + (f" = {fmt(row['expected'])})" if row["expected"] else ")"))]
             scale = getattr(getattr(self.context.config, "model", None), "init_scale", 1.0)
             if scale not in (1, 1.0, None):
-                fix_list.append(f"model.init_scale: 1.0  — now {fmt(float(scale))}")
+                fix_list.append(change({"model.init_scale": 1.0}, f"now {fmt(float(scale))}"))
             if row["b_mean"] and facts.bias_init not in ("zeros", 0, 0.0):
-                fix_list.append(f"model.bias_init: zeros  — biases start at mean {fmt(row['b_mean'])}")
+                fix_list.append(change({"model.bias_init": "zeros"}, f"biases start at mean {fmt(row['b_mean'])}"))
             evidence = {k: v for k, v in row.items() if k != "problems"}
             evidence["step"] = self.checked_step
             out.append(self.finding(step=self.checked_step, layer=row["layer"], message=message,

@@ -10,7 +10,7 @@ from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, Fix, change
 
 
 @register
@@ -343,14 +343,15 @@ class VanishingGradients(Detector):
                                       fixes=fix_list))
         return found
 
-    def _fixes(self, facts: RunFacts) -> list[str]:
+    def _fixes(self, facts: RunFacts) -> list[Fix]:
         out = []
         if facts.activation in ("sigmoid", "tanh"):
-            out.append(f"model.activation: relu  — {facts.activation}'s derivative is at most "
-                       f"{'0.25' if facts.activation == 'sigmoid' else '1'} and near 0 when saturated, "
-                       f"and {facts.depth} layers multiply it")
-            out.append("model.init: he_normal  — keeps the signal's scale through ReLU layers")
+            out.append(change({"model.activation": "relu"},
+                              f"{facts.activation}'s derivative is at most "
+                              f"{'0.25' if facts.activation == 'sigmoid' else '1'} and near 0 when saturated, "
+                              f"and {facts.depth} layers multiply it"))
+            out.append(change({"model.init": "he_normal"}, "keeps the signal's scale through ReLU layers"))
         out += fixes(facts, "fan_in_init", "normalize")
         if facts.optimizer == "sgd":
-            out.append("optimizer.kind: adam  — scales each parameter's step by its own gradient size")
+            out.append(change({"optimizer.kind": "adam"}, "scales each parameter's step by its own gradient size"))
         return out

@@ -11,7 +11,7 @@ from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, Fix, change
 
 FLOAT16_MAX = 65504.0
 
@@ -123,7 +123,7 @@ class _FixContext:
 
 
 # Fix rules by where the first non-finite value was born; each returns texts or nothing.
-_FIX_RULES: list[Callable[[_FixContext], list[str]]] = [
+_FIX_RULES: list[Callable[[_FixContext], list[Fix | str]]] = [
     lambda c: ["data: the inputs themselves hold NaN or inf — clean or impute them before training"]
     if c.origin.tensor == "input" else [],
     lambda c: fixes(c.facts, "float32") if c.origin.pass_ != "forward" or c.origin.tensor != "input" else [],
@@ -270,11 +270,11 @@ class NonFinite(Detector):
             + f". {self.bad_steps} recorded step(s) with non-finite values, the last at step {self.last_bad}."
         )
         ctx = _FixContext(o, facts, self.before, exploded)
-        fix_list: list[str] = []
+        fix_list: list[Fix] = []
         for rule in _FIX_RULES:
-            for text in rule(ctx):
-                if text not in fix_list:
-                    fix_list.append(text)
+            for fix in rule(ctx):
+                if fix not in fix_list:
+                    fix_list.append(fix)
         evidence = {
             "step": o.step, "pass": o.pass_, "tensor": o.tensor, "layer": o.layer, "kind": o.kind,
             "loss": o.loss, "grad_norm": o.grad_norm,
@@ -440,7 +440,8 @@ class LogZero(Detector):
         )
         fix_list = fixes(facts, "from_logits", "probability_output")
         if not fix_list:
-            fix_list = [f"loss.from_logits: true  — keeps the loss exact where epsilon {fmt(self.epsilon)} clamps it"]
+            fix_list = [change({"loss.from_logits": True},
+                               f"keeps the loss exact where epsilon {fmt(self.epsilon)} clamps it")]
         evidence = {
             "step": first["step"], "loss_kind": self.kind, "epsilon": self.epsilon, "output": output,
             **{k: int(finite(li.get(k)) or 0) for k in ("n_zero", "n_one", "n_outside", "n_below_eps")},

@@ -8,7 +8,7 @@ from typing import Optional
 from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import PROBABILITY_OUTPUT, clean, finite, fmt
 from nnprobe.diagnose.detectors.base import Detector, Explanation
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, change
 
 # Why each (loss kind, output) pair of the cross-entropy family is wrong; pairs not listed fit.
 PROBABILITY_MISMATCH = {
@@ -30,8 +30,8 @@ PROBABILITY_MISMATCH = {
 
 # The config changes that fix each pair (the matching output, or the matching loss for a softmax output).
 PROBABILITY_FIX = {
-    ("bce", "softmax"): ["loss.kind: cross_entropy  — the loss that matches a softmax output",
-                         "loss.from_logits: true  — log-softmax of the pre-activation, never log(0)"],
+    ("bce", "softmax"): [change({"loss.kind": "cross_entropy"}, "the loss that matches a softmax output"),
+                         change({"loss.from_logits": True}, "log-softmax of the pre-activation, never log(0)")],
 }
 
 # Range of each output activation, for regression targets (mse).
@@ -103,8 +103,8 @@ class OutputLossMismatch(Detector):
             message += (f" With loss.from_logits: true the loss applies log-{want} to the pre-activation, so the "
                         f"{output} output the net predicts with is not what it was trained on.")
         fix_list = PROBABILITY_FIX.get((kind, output)) or [
-            f"model.output: {want}  — the output {kind} expects",
-            f"loss.from_logits: true  — log-{want} of the pre-activation, never log(0)",
+            change({"model.output": want}, f"the output {kind} expects"),
+            change({"loss.from_logits": True}, f"log-{want} of the pre-activation, never log(0)"),
         ]
         evidence = {"output": output, "loss_kind": kind, "from_logits": from_logits, "expected_output": want}
         return self.finding(step=None, layer=layer, message=message, evidence=evidence, fixes=fix_list)
@@ -116,7 +116,7 @@ class OutputLossMismatch(Detector):
             message = ("model.output softmax over a single output unit is the constant 1.0 whatever the input: "
                        "the net cannot fit any target and every gradient through it is 0.")
             return self.finding(step=None, layer=layer, message=message, evidence=clean(evidence),
-                                fixes=["model.output: identity  — the output for regression"])
+                                fixes=[change({"model.output": "identity"}, "the output for regression")])
         rng = OUTPUT_RANGE.get(output)
         if rng is None or lo_t is None or hi_t is None:
             return None
@@ -128,4 +128,4 @@ class OutputLossMismatch(Detector):
                    f"targets span [{fmt(lo_t)}, {fmt(hi_t)}]: the targets outside that range can never be fitted "
                    f"and the output saturates chasing them.")
         return self.finding(step=None, layer=layer, message=message, evidence=clean(evidence),
-                            fixes=[f"model.output: identity  — targets span [{fmt(lo_t)}, {fmt(hi_t)}]"])
+                            fixes=[change({"model.output": "identity"}, f"targets span [{fmt(lo_t)}, {fmt(hi_t)}]")])

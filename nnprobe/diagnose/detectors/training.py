@@ -8,10 +8,10 @@ from typing import Any, Optional
 from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, step_of,
-    weight_count, yaml_number,
+    lower_lr, weight_count,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, change
 
 
 class _Side:
@@ -177,12 +177,13 @@ class LargeUpdateRatio(Detector):
             )
             fix_list = []
             if suggested is not None:
-                fix_list.append(f"optimizer.lr: {yaml_number(suggested)}  — brings the update ratio from "
-                                f"{fmt(typical)} to ~{fmt(self.t['target'])}")
+                fix_list.append(change({"optimizer.lr": lower_lr(suggested, 1.0)},
+                                       f"brings the update ratio from {fmt(typical)} to ~{fmt(self.t['target'])}"))
             if direction == "high":
                 fix_list += fixes(facts, "clip")
             elif facts.optimizer == "sgd":
-                fix_list.append("optimizer.kind: adam  — step sizes adapt to each parameter's gradient scale")
+                fix_list.append(change({"optimizer.kind": "adam"},
+                                       "step sizes adapt to each parameter's gradient scale"))
             evidence = {"direction": direction, "threshold": limit, "geometric_mean": typical,
                         "extreme": extreme, "extreme_step": extreme_step, "lr": facts.lr,
                         "suggested_lr": suggested, "first": p.first, "last": p.last, "records": p.held,
@@ -398,10 +399,10 @@ class LossPlateau(Detector):
         facts = RunFacts.of(self.context)
         reached_end = self.last_window_end is not None and self.last_step is not None and \
             self.last_step - self.last_window_end < self.window
-        change = (f"improved by only {100 * h['improvement']:.2g}%" if h["improvement"] > 0
-                  else "did not improve at all")
+        progress = (f"improved by only {100 * h['improvement']:.2g}%" if h["improvement"] > 0
+                    else "did not improve at all")
         message = (
-            f"The loss {change} between step {h['start']} and step {h['end']} "
+            f"The loss {progress} between step {h['start']} and step {h['end']} "
             f"(best {fmt(h['best'], 4)} vs {fmt(h['best_before'], 4)} before), still "
             f"{100 * h['best'] / self.first_loss:.0f}% of its first value {fmt(self.first_loss, 4)}; "
             f"{self.windows} window(s) of {self.window} steps stalled like this, the last ending at step "
@@ -409,9 +410,9 @@ class LossPlateau(Detector):
         )
         fix_list = []
         if facts.optimizer == "sgd":
-            fix_list.append("optimizer.kind: adam  — adapts step sizes where plain SGD crawls")
-        fix_list.append(f"optimizer.lr: {yaml_number(facts.lr * 3)}  — if large-update-ratio reports a low ratio; "
-                        "lower it instead if the loss bounces")
+            fix_list.append(change({"optimizer.kind": "adam"}, "adapts step sizes where plain SGD crawls"))
+        fix_list.append(change({"optimizer.lr": lower_lr(facts.lr, 1 / 3)},
+                               "if large-update-ratio reports a low ratio; lower it instead if the loss bounces"))
         evidence = {**h, "first_loss": self.first_loss, "windows": self.windows,
                     "last_window_end": self.last_window_end, "window": self.window}
         return [self.finding(step=h["start"], layer=None, message=message, evidence=clean(evidence),

@@ -8,10 +8,10 @@ from typing import Any, Optional
 from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import (
     RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, pct, record_layers,
-    stat, step_of, yaml_number,
+    lower_lr, stat, step_of,
 )
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
-from nnprobe.findings import Finding
+from nnprobe.findings import Finding, change
 
 
 class _LayerWatch:
@@ -179,16 +179,16 @@ class DeadRelu(_LayerDetector):
             + (f"; {pct(peak.get('grad_zero_frac'))} of its weight gradient is exactly 0"
                if watch.activation == "relu" and peak.get("grad_zero_frac") is not None else "") + "."
         )
-        fix_list = [f"optimizer.lr: {yaml_number(facts.lr / 10)}  — large steps push units to z <= 0 "
-                    f"for every example (lr {fmt(facts.lr)})"]
+        fix_list = [change({"optimizer.lr": lower_lr(facts.lr)},
+                           f"large steps push units to z <= 0 for every example (lr {fmt(facts.lr)})")]
         if facts.init not in ("he_normal", "he_uniform"):
-            fix_list.append(f"model.init: he_normal  — zero-centred weights scaled for ReLU (now {facts.init})")
+            fix_list.append(change({"model.init": "he_normal"}, f"zero-centred weights scaled for ReLU (now {facts.init})"))
         fix_list += fixes(facts, "bias_zeros")
         if watch.activation == "relu":
-            fix_list.append("model.activation: leaky_relu  — a negative slope keeps a gradient flowing")
+            fix_list.append(change({"model.activation": "leaky_relu"}, "a negative slope keeps a gradient flowing"))
         elif facts.negative_slope < 0.01:
-            fix_list.append(f"model.negative_slope: 0.01  — {fmt(facts.negative_slope)} is too small to revive "
-                            "a unit")
+            fix_list.append(change({"model.negative_slope": 0.01},
+                                   f"{fmt(facts.negative_slope)} is too small to revive a unit"))
         fix_list += fixes(facts, "normalize")
         evidence = {"units": watch.units, "dead_at_first": first.get("dead"), "peak_dead": peak.get("dead"),
                     "dead_at_last": latest.get("dead"),
@@ -294,11 +294,12 @@ class SaturatedActivations(_LayerDetector):
         )
         fix_list = fixes(facts, "normalize")
         if facts.init not in ("xavier_normal", "xavier_uniform", "lecun_normal"):
-            fix_list.append(f"model.init: xavier_normal  — weights scaled to fan-in keep z near 0 (now {facts.init})")
-        fix_list.append(f"optimizer.lr: {yaml_number(facts.lr / 10)}  — smaller steps keep the weights from being "
-                        "thrown into the flat region")
+            fix_list.append(change({"model.init": "xavier_normal"},
+                                   f"weights scaled to fan-in keep z near 0 (now {facts.init})"))
+        fix_list.append(change({"optimizer.lr": lower_lr(facts.lr)},
+                               "smaller steps keep the weights from being thrown into the flat region"))
         if not watch.is_output:
-            fix_list.append("model.activation: relu  — no flat region for z > 0")
+            fix_list.append(change({"model.activation": "relu"}, "no flat region for z > 0"))
         evidence = {"fraction_first": first.get("fraction"), "fraction_peak": peak.get("fraction"),
                     "peak_step": peak.get("step"), "z_min": z_min, "z_max": z_max, "band": [lo, hi],
                     "flat_beyond": flat, "first": watch.persist.first, "last": watch.persist.last,
