@@ -224,20 +224,13 @@ def _map_root(out: Path, name: str) -> Path:
 def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: tuple[str, ...] = (),
              steps: Optional[int] = None, out: Optional[Path] = Path("runs"), absolute_paths: bool = False) -> MapPlan:
     """Every cell's config, validated here (a bad key or value is a ConfigError naming the --grid), as tasks."""
-    from nnprobe.config import load_config, load_raw, parse_override, _set_dotted, validate_config
+    from nnprobe.config import load_config, validate_config
 
     config_path = Path(config_path)
     base = load_config(config_path, overrides)  # the config itself and --set must be valid on their own
-    raw, text = load_raw(config_path)
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(raw, key, value, str(config_path))
+    raw = base.model_dump()  # resolved: every key explicit, data.path absolute, the name settled
     if steps is not None:
-        raw.setdefault("training", {})
-        if not isinstance(raw["training"], dict):
-            raise ConfigError(f"{config_path}: training must be a mapping to take --steps.")
-        raw["training"].pop("epochs", None)
-        raw["training"]["steps"] = steps
+        raw["training"].update(steps=steps, epochs=None)
     config_dir = str(config_path.resolve().parent)
     cells = math.prod(len(a.values) for a in axes)
     if cells * seeds > MAX_RUNS:
@@ -250,8 +243,7 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
         for key, value in cell_values.items():
             cell_raw = _with(cell_raw, key, value)
         try:
-            cfg = validate_config(cell_raw, source=str(config_path), text=text, base_dir=config_path.parent,
-                                  default_name=config_path.stem)
+            cfg = validate_config(cell_raw, source=str(config_path), base_dir=config_path.parent)
         except ConfigError as exc:
             shown = ", ".join(f"{k}={v!r}" for k, v in cell_values.items())
             raise ConfigError(f"--grid {shown}: this cell's config is invalid: {exc}") from None
