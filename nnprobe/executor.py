@@ -39,6 +39,7 @@ CANCELLED = "cancelled"  # Ctrl-C / SIGTERM: not started, or stopped at a step b
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DASK_SCHEDULER_VARIABLE = "NNPROBE_DASK_SCHEDULER"
 EXECUTORS = ("local", "dask")
+READY = "ready"  # a local worker's first message: it started and waits for tasks
 
 
 class ExecutorError(NnprobeError):
@@ -172,6 +173,7 @@ def _worker_main(conn) -> None:
     # the parent decides when to stop; while training, the run's own handler turns SIGINT/SIGTERM into a clean stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
+    conn.send(READY)
     while True:
         try:
             task = conn.recv()
@@ -242,6 +244,7 @@ class LocalExecutor:
     threaded parent is forked; one BLAS thread each when there are several)."""
 
     grace_s = 3.0  # how long running tasks get to stop at a step boundary after Ctrl-C/SIGTERM
+    startup_timeout_s = 120.0  # a spawned worker imports Python afresh; on a loaded machine that takes seconds
 
     def __init__(self, jobs: Optional[int] = None) -> None:
         self.jobs = max(1, jobs or os.cpu_count() or 1)
@@ -270,8 +273,34 @@ class LocalExecutor:
 
     def _grow(self, n: int) -> None:
         self._size = max(self._size, n)
-        while len(self._workers) < n:
-            self._workers.append(self._start_worker())
+        started = [self._start_worker() for _ in range(n - len(self._workers))]  # they start up side by side
+        self._workers += started
+        for worker in started:
+            self._await_ready(worker)
+
+    def _replacement(self) -> _Worker:
+        worker = self._start_worker()
+        self._workers.append(worker)
+        self._await_ready(worker)
+        return worker
+
+    def _await_ready(self, worker: _Worker) -> None:
+        """A worker that dies before it is ready failed to start (no task ran in it yet): say so once, plainly,
+        rather than mark every task as killed by a worker that never lived."""
+        ready = wait([worker.conn, worker.process.sentinel], timeout=self.startup_timeout_s)
+        try:
+            if worker.conn in ready and worker.conn.recv() == READY:
+                return
+        except (EOFError, OSError):
+            pass
+        worker.process.join(1.0)
+        how = _death(worker.process.exitcode) if ready else f"no answer within {self.startup_timeout_s:g} s"
+        self.close()
+        raise ExecutorError(
+            f"the local worker processes cannot start ({how}). Python's spawn start method re-imports the main "
+            "module in each worker: run nnprobe as the `nnprobe` command (or from a script or module file, with its "
+            "code under `if __name__ == '__main__':`), and check that `python -c 'import nnprobe'` works."
+        )
 
     def _retire(self, worker: _Worker) -> None:
         worker.conn.close()
@@ -328,11 +357,9 @@ class LocalExecutor:
                 worker.running = None
                 if result.reason == DIED:
                     self._retire(worker)
-                    if pending:
-                        worker = self._start_worker()
-                        self._workers.append(worker)
-                    else:
+                    if not pending:
                         continue
+                    worker = self._replacement()
                 dispatch(worker)
 
     def _receive(self, worker: _Worker, task: Task) -> Optional[TaskResult]:
@@ -405,12 +432,15 @@ def _monotonic() -> float:
 class DaskExecutor:
     """The same tasks on a Dask cluster (`dask.distributed`); run directories must be on a path every worker shares."""
 
-    def __init__(self, scheduler: Optional[str] = None, connect_timeout: float = 10.0) -> None:
+    connect_timeout = 10.0  # seconds to reach the scheduler before giving up with a clear message
+
+    def __init__(self, scheduler: Optional[str] = None, connect_timeout: Optional[float] = None) -> None:
         self.address = scheduler or os.environ.get(DASK_SCHEDULER_VARIABLE)
         if not self.address:
             raise ExecutorError(f"--executor dask needs a scheduler address: --scheduler tcp://HOST:8786, or set "
                                 f"{DASK_SCHEDULER_VARIABLE}.")
-        self.connect_timeout = connect_timeout
+        if connect_timeout is not None:
+            self.connect_timeout = connect_timeout
         self.interrupted: Optional[str] = None
         self.client = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,8 @@ from nnprobe.errors import ConfigError, RunDirError
 from nnprobe.executor import INVALID, ExecutorError, Task, TaskResult, make_executor
 from nnprobe.findings import severity_rank
 from nnprobe.grid import Axis
+
+MAX_RUNS = 100_000  # cells x seeds: every cell's config is validated and held before anything trains
 
 # worst first: a cell over several seeds takes the first of these that any seed reached
 CLASSES = ("error", "diverged", "unstable", "stalled", "healthy")
@@ -221,22 +224,18 @@ def _map_root(out: Path, name: str) -> Path:
 def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: tuple[str, ...] = (),
              steps: Optional[int] = None, out: Optional[Path] = Path("runs"), absolute_paths: bool = False) -> MapPlan:
     """Every cell's config, validated here (a bad key or value is a ConfigError naming the --grid), as tasks."""
-    from nnprobe.config import load_config, load_raw, parse_override, _set_dotted, validate_config
+    from nnprobe.config import load_config, validate_config
 
     config_path = Path(config_path)
     base = load_config(config_path, overrides)  # the config itself and --set must be valid on their own
-    doc = load_raw(config_path)
-    raw = doc.data
-    for item in overrides:
-        key, value = parse_override(item)
-        _set_dotted(raw, key, value, str(config_path))
+    raw = base.model_dump()  # resolved: every key explicit, data.path absolute, the name settled
     if steps is not None:
-        raw.setdefault("training", {})
-        if not isinstance(raw["training"], dict):
-            raise ConfigError(f"{config_path}: training must be a mapping to take --steps.")
-        raw["training"].pop("epochs", None)
-        raw["training"]["steps"] = steps
+        raw["training"].update(steps=steps, epochs=None)
     config_dir = str(config_path.resolve().parent)
+    cells = math.prod(len(a.values) for a in axes)
+    if cells * seeds > MAX_RUNS:
+        raise ConfigError(f"--grid: {cells} cells x {seeds} seed(s) is {cells * seeds} runs; a map holds at most "
+                          f"{MAX_RUNS}. Use fewer values (a log range such as 1e-4:1:9log covers four decades).")
     values = [dict(zip([a.key for a in axes], combo)) for combo in itertools.product(*(a.values for a in axes))]
     resolved: list[dict] = []
     for cell_values in values:
@@ -244,8 +243,7 @@ def plan_map(config_path: Path, axes: list[Axis], *, seeds: int = 1, overrides: 
         for key, value in cell_values.items():
             cell_raw = _with(cell_raw, key, value)
         try:
-            cfg = validate_config(cell_raw, source=str(config_path), lines=doc.lines, base_dir=config_path.parent,
-                                  default_name=config_path.stem)
+            cfg = validate_config(cell_raw, source=str(config_path), base_dir=config_path.parent)
         except ConfigError as exc:
             shown = ", ".join(f"{k}={v!r}" for k, v in cell_values.items())
             raise ConfigError(f"--grid {shown}: this cell's config is invalid: {exc}") from None

@@ -120,6 +120,8 @@ def test_check_stops_cleanly_with_a_summary_and_leaves_no_worker(tmp_path, sig):
 
 
 @needs_script
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="PYTHONSAFEPATH, which keeps the working directory off the "
+                    "workers' import path, is Python 3.11+")
 def test_check_ignores_a_multiprocessing_py_in_the_working_directory(tmp_path):
     """A multiprocessing.py in the current directory was imported by the spawned workers, running its code."""
     marker = tmp_path / "shadow-ran"

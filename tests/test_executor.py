@@ -138,6 +138,23 @@ def test_interrupt_cancels_what_has_not_started_and_stops_stuck_tasks(tmp_path):
     assert not any(p.is_alive() for p in processes)
 
 
+def test_workers_that_cannot_start_are_one_clear_error_not_a_dead_worker_per_task():
+    """From a program read on stdin, spawned workers cannot re-import the main module and die at start; each task
+    used to start (and lose) a worker of its own, and every task was reported as killed."""
+    import subprocess
+    import sys
+
+    program = ("from nnprobe.executor import ExecutorError, LocalExecutor, Task\n"
+               "try:\n"
+               "    with LocalExecutor(2) as ex:\n"
+               "        ex.run([Task(str(i), {}, '.', None) for i in range(6)])\n"
+               "except ExecutorError as exc:\n"
+               "    print('ERROR', exc)\n")
+    proc = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("ERROR the local worker processes cannot start (exit status 1)"), proc
+    assert proc.stderr.count("FileNotFoundError") <= 2  # the two workers that tried, not one per task
+
+
 def test_unknown_executor_kind_and_missing_scheduler_are_errors(monkeypatch):
     with pytest.raises(ExecutorError, match="expected one of local, dask"):
         make_executor("spark")
@@ -192,3 +209,29 @@ def test_the_same_map_through_local_workers_and_dask_gives_identical_cells(clust
     on_dask = run_map(plan, executor="dask", scheduler=cluster.scheduler_address).to_json()
     assert on_dask == local
     assert {c["class"] for c in local["cells"]} >= {"diverged"}
+
+
+def test_check_on_dask_keeps_its_verdicts_and_run_directories(cluster, tmp_path):
+    import yaml
+
+    from nnprobe.check import run_check
+
+    for name, lr in (("a", 0.02), ("b", 0.05)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**SMALL, "name": name,
+                                                                "optimizer": {"kind": "adam", "lr": lr}}))
+    report = run_check([tmp_path], out_root=tmp_path / "runs", executor="dask", scheduler=cluster.scheduler_address)
+    assert [o.verdict for o in report.outcomes] == ["pass", "pass"] and report.exit_status == 0
+    assert all(Path(o.run_dir).is_absolute() and (Path(o.run_dir) / "steps.jsonl").is_file() for o in report.outcomes)
+    assert all(o.junit.startswith("<testsuite") for o in report.outcomes)
+
+
+def test_check_with_an_unreachable_scheduler_is_exit_2(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from nnprobe.cli import cli
+
+    monkeypatch.setattr(DaskExecutor, "connect_timeout", 1.0)
+    (tmp_path / "a.yaml").write_text("data: {source: moons}\n")
+    result = CliRunner().invoke(cli, ["check", str(tmp_path), "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"],
+                                catch_exceptions=False)
+    assert result.exit_code == 2 and "cannot reach the Dask scheduler" in result.stderr

@@ -219,12 +219,17 @@ def test_killed_worker_leaves_the_map_complete_with_its_cell_marked(tmp_path):
     (["--grid", "optimizer.lr=0.1,-1"], "optimizer.lr=-1"),
     (["--grid", "optimizer.kind=sgd,adamw"], "did you mean 'adam'"),
     (["--grid", "a=1", "--grid", "b=1", "--grid", "c=1"], "one or two"),
+    (["--grid", "optimizer.lr=1e-4:1:1000log", "--grid", "optimizer.momentum=0:0.99:1000"], "at most 100000"),
     (["--grid", "optimizer.lr=0.1", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"],
      "cannot reach the Dask scheduler"),
-], ids=["syntax", "unknown-key", "invalid-value", "invalid-name", "three-axes", "unreachable-scheduler"])
-def test_bad_map_input_is_a_clear_message_and_exit_2(tmp_path, args, message):
+], ids=["syntax", "unknown-key", "invalid-value", "invalid-name", "three-axes", "too-many-runs",
+        "unreachable-scheduler"])
+def test_bad_map_input_is_a_clear_message_and_exit_2(tmp_path, monkeypatch, args, message):
     if "dask" in args:
         pytest.importorskip("distributed")
+        from nnprobe.executor import DaskExecutor
+
+        monkeypatch.setattr(DaskExecutor, "connect_timeout", 1.0)
     result = run(REGRESSION_FIXED, *args, "--no-runs", "--steps", "5")
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.stderr
