@@ -19,8 +19,8 @@ from nnprobe.errors import UserCodeError
 from nnprobe.findings import Finding
 from nnprobe.nn.activations import Identity
 from nnprobe.nn.finite_differences import (
-    BATCH_SIZE, DEFAULT_TOL, MAX_ENTRIES, PARAM_FLOOR, ActivationReport, TensorReport, check_activation, check_tensor, fmt_number,
-    json_number,
+    BATCH_SIZE, DEFAULT_TOL, MAX_ENTRIES, PARAM_FLOOR, ActivationReport, TensorReport, check_activation,
+    check_tensor, fmt_number, json_number,
 )
 from nnprobe.nn.user_activations import UserActivation, load_user_activation, user_code_info
 from nnprobe.result import GradcheckReport, RunResult
