@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nnprobe.data import SOURCES
 from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.errors import ConfigError
 
@@ -37,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz"]
+    source: Literal[SOURCES]  # type: ignore[valid-type]  (the data registry: generators, then file loaders)
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

@@ -13,12 +13,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
-from nnprobe.config import DataConfig
 from nnprobe.errors import DataError
+
+if TYPE_CHECKING:  # annotations only: config.py reads SOURCES from here, so data.py must not import it
+    from nnprobe.config import DataConfig
 
 TASKS = ("regression", "classification")
 
@@ -449,6 +451,9 @@ def _read_npz(cfg: DataConfig) -> _Table:
 
 LOADERS: dict[str, Callable[[DataConfig], _Table]] = {"csv": _read_csv, "npz": _read_npz}
 
+#: every `data.source`, in the order messages and docs/data.md list them: what config.py accepts
+SOURCES = (*GENERATORS, *LOADERS)
+
 
 def _class_labels(table: _Table, path: str) -> tuple[np.ndarray, int, np.ndarray]:
     """Integer labels 0..K-1 (sorted unique of the file's labels), K and the original label values."""
@@ -528,7 +533,7 @@ def load_dataset(cfg: DataConfig, task: str, rng: np.random.Generator) -> Datase
         if task == "classification":
             y, n_classes, classes = _class_labels(table, str(cfg.path))
     else:
-        valid = ", ".join([*GENERATORS, *LOADERS])
+        valid = ", ".join(SOURCES)
         raise DataError(f"data.source: unknown source {cfg.source!r}; valid: {valid}.")
 
     train, val = _split(len(x), cfg.validation_fraction, rng)
