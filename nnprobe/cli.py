@@ -350,7 +350,9 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
-        _console().print(report.render())
+        from nnprobe.reports.check_table import render_check
+
+        _console().print(render_check(report))
     ctx.exit(report.exit_status)
 
 
