@@ -55,8 +55,14 @@ def main(rev: str, quick: bool, numpy_stats: bool, say) -> None:
         for side, tree in (("old", old_tree), ("new", ROOT)) if i % 2 == 0 else (("new", ROOT), ("old", old_tree)):
             say(f"round {i + 1}/{ROUNDS}: {rev if side == 'old' else 'working tree'} ...")
             runs[side].append(_run(tree, work / f"{side}-{i}.json", quick, numpy_stats))
+    report(runs, rev, commit, quick, numpy_stats)
+
+
+def report(runs: dict[str, list[dict]], rev: str, commit: str, quick: bool, numpy_stats: bool) -> None:
+    """The side-by-side table and the bounds, from each tree's `python -m bench --only steps` JSON."""
     networks = [r["network"] for r in runs["new"][0]["steps"]]
-    print(f"Step time, {rev} ({commit[:10]}) against the working tree, medians of {ROUNDS} alternating runs "
+    rounds = min(len(runs["old"]), len(runs["new"]))
+    print(f"Step time, {rev} ({commit[:10]}) against the working tree, medians of {rounds} alternating run(s) "
           f"({'NumPy passes' if numpy_stats else 'default statistics path'}{', --quick' if quick else ''}):")
     head = f"{'network':<15}" + "".join(f"{h:>12}" for h in ("off us", "on us", "on/off", "np/torch")) * 2
     print(f"{'':<15}{'-- ' + rev + ' --':^48}{'-- working tree --':^48}")

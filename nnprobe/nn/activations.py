@@ -88,8 +88,8 @@ class ReLU(Activation):
     def vjp(self, z, a, grad_a):
         """np.where(z > 0, grad_a, 0), bit for bit (NaN, inf and the sign of zero included).
 
-        np.where branches per entry and a ReLU's mask is a coin flip, so it runs ~15x slower than a
-        multiply: the float's bit pattern times the 0/1 mask is the entry or +0.0 exactly.
+        np.where branches per entry and a ReLU's mask is a coin flip, so it runs many times slower than a
+        multiply (docs/performance.md): the float's bit pattern times the 0/1 mask is the entry or +0.0 exactly.
         """
         bits = _SAME_SIZE_INT.get(grad_a.dtype)
         if bits is None or z.shape != grad_a.shape:
