@@ -255,3 +255,25 @@ def test_registries_match_the_spec():
     assert set(OUTPUT) >= {"identity", "sigmoid", "softmax", "relu", "tanh"}
     assert RELU_FAMILY >= {"relu", "leaky_relu"}
     assert not Softmax.elementwise
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("slope", [0.01, 0.2, 0.0, 1.5])
+def test_leaky_relu_forward_and_vjp_are_np_where_bit_for_bit(dtype, slope):
+    """The branch-free formulations inside LeakyReLU give np.where's bits: NaN, inf, signed zeros, tiny z."""
+    bits = {"float16": np.int16, "float32": np.int32, "float64": np.int64}[dtype]
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((64, 48)).astype(dtype)
+    g = rng.standard_normal((64, 48)).astype(dtype)
+    z[0, :7] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1e-7]
+    g[0, :6] = [1.0, np.nan, np.inf, -np.inf, np.nan, -0.0]
+    g[1, :4] = -0.0
+    act = LeakyReLU(slope)
+    given = g.copy()
+    with np.errstate(all="ignore"):
+        forward, backward = act.forward(z), act.vjp(z, None, given)
+        want_forward, want_backward = np.where(z > 0, z, z * slope), np.where(z > 0, g, g * slope)
+    assert forward.dtype == want_forward.dtype and backward.dtype == want_backward.dtype
+    np.testing.assert_array_equal(forward.view(bits), want_forward.view(bits))
+    np.testing.assert_array_equal(backward.view(bits), want_backward.view(bits))
+    np.testing.assert_array_equal(given.view(bits), g.view(bits))  # the incoming gradient is left alone

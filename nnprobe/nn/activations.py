@@ -107,13 +107,26 @@ class LeakyReLU(Activation):
         self.slope = float(negative_slope)
 
     def forward(self, z):
+        """np.where(z > 0, z, z * s), bit for bit. For 0 < s < 1 that is max(z, z * s), which NumPy runs
+        without a branch per entry (np.where's per-entry branch is many times slower on a random sign)."""
+        if 0.0 < self.slope < 1.0:
+            return np.maximum(z, z * self.slope)
         return np.where(z > 0, z, z * self.slope)
 
     def derivative(self, z, a):
         return np.where(z > 0, 1.0, self.slope).astype(z.dtype)
 
     def vjp(self, z, a, grad_a):
-        return np.where(z > 0, grad_a, grad_a * self.slope)
+        """np.where(z > 0, grad_a, grad_a * s), bit for bit, as a branch-free select on the bit patterns:
+        out = g*s ^ ((g*s ^ g) & mask), mask all ones where z > 0."""
+        scaled = grad_a * self.slope
+        bits = _SAME_SIZE_INT.get(scaled.dtype)
+        if bits is None or z.shape != grad_a.shape or grad_a.dtype != scaled.dtype:
+            return np.where(z > 0, grad_a, scaled)
+        mask = np.negative((z > 0).view(np.int8), dtype=bits)  # True -> -1: every bit set
+        out = scaled.view(bits)
+        out ^= (out ^ grad_a.view(bits)) & mask
+        return scaled
 
 
 class Sigmoid(Activation):
