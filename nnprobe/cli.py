@@ -19,6 +19,7 @@ import click
 
 import nnprobe
 from nnprobe.errors import NnprobeError
+from nnprobe.reports.formats import DOCUMENTS
 
 FORMATS_RUN = ("text", "json")
 FAIL_ON = ("error", "warning", "info", "never")
@@ -76,10 +77,12 @@ def _exit_status(result, fail_on: str) -> int:
 def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
     if fmt == "text":
+        from nnprobe.reports.terminal import render_text
+
         with _no_workflow_commands(result):
-            _emit_report(result, fmt, fail_on)
+            _console().print(render_text(result))
     else:  # json, markdown and junit go to files: no line of theirs starts with '::' (reports/junit.py)
-        _emit_report(result, fmt, fail_on)
+        click.echo(DOCUMENTS[fmt](result, fail_on), nl=False)
     if os.environ.get("GITHUB_ACTIONS"):
         from nnprobe.reports.junit import github_annotations
 
@@ -102,23 +105,6 @@ def _no_workflow_commands(result) -> Iterator[None]:  # a RunResult or a CheckRe
         yield
     finally:
         click.echo(f"::{token}::")
-
-
-def _emit_report(result, fmt: str, fail_on: str) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
-    elif fmt == "markdown":
-        from nnprobe.reports.terminal import render_markdown
-
-        click.echo(render_markdown(result), nl=False)
-    elif fmt == "junit":
-        from nnprobe.reports.junit import render_junit
-
-        click.echo(render_junit(result, fail_on=fail_on), nl=False)
-    else:
-        from nnprobe.reports.terminal import render_text
-
-        _console().print(render_text(result))
 
 
 @click.group(name="nnprobe", cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -197,7 +183,7 @@ class _progress:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown", "junit")), default="text",
+@click.option("--format", "fmt", type=click.Choice(("text", *DOCUMENTS)), default="text",
               show_default=True)
 @fail_on_option
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
@@ -327,7 +313,8 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     nnprobe gradcheck configs/relu-regression.yaml --format json
     """
     from nnprobe.config import load_config
-    from nnprobe.gradcheck import gradcheck_config, render_gradcheck
+    from nnprobe.app import gradcheck_config
+    from nnprobe.reports.gradcheck import render_gradcheck
 
     from nnprobe.app import user_output_to_stderr
 
@@ -402,8 +389,10 @@ def check(ctx, paths, jobs: Optional[int], executor: str, scheduler: Optional[st
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
+        from nnprobe.reports.check_table import render_check
+
         with _no_workflow_commands(report):
-            _console().print(report.render())
+            _console().print(render_check(report))
     _interrupted_note(report.interrupted, "check", out_root)
     ctx.exit(report.exit_status)
 

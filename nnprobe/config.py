@@ -21,12 +21,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
+from nnprobe.data import SOURCES
+from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.errors import ConfigError
 from nnprobe.nn.initializers import WEIGHT_INITS
-from nnprobe.limits import MAX_LAYERS, MAX_STEPS, check_config_footprint
+from nnprobe.footprint import check_config_footprint
+from nnprobe.limits import MAX_LAYERS, MAX_STEPS
 
 Severity = Literal["info", "warning", "error"]
-BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "gelu_erf", "softplus", "identity")
+BUILTIN_ACTIVATIONS = tuple(HIDDEN)  # the registry decides (nnprobe.nn.activations: each class's traits)
 
 
 class _Strict(BaseModel):
@@ -48,7 +51,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz"]
+    source: Literal[SOURCES]  # type: ignore[valid-type]  (the data registry: generators, then file loaders)
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0
@@ -95,7 +98,7 @@ class InitRange(_Strict):
         return self
 
 
-OutputName = Literal["identity", "sigmoid", "softmax", "relu", "tanh"]
+OutputName = Literal[tuple(OUTPUT)]  # type: ignore[valid-type]  (the registry's output activations)
 InitName = Literal[tuple(WEIGHT_INITS)]  # type: ignore[valid-type]
 Init = Union[InitName, InitRange]
 BiasInit = Union[InitName, InitRange, float]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -93,40 +92,3 @@ def check_footprint(config, n_rows: int, n_features: int, n_outputs: int, *, sou
             "training.batch_size for a typo; to allow more, set NNPROBE_MAX_MEMORY_GB."
         )
     return fp
-
-
-def generated_shape(config) -> Optional[tuple[int, int, int, int]]:
-    """(rows, features, outputs, extra values) of a synthetic source, known before generating; None for files."""
-    from nnprobe.data import GENERATORS
-    from nnprobe.nn.model import output_units
-
-    gen = GENERATORS.get(config.data.source)
-    if gen is None:
-        return None
-    k = gen.n_classes(config.data)
-    n_features = 1 if config.data.source == "affine" else (2 if gen.planar else config.data.n_features)
-    if k is None:
-        outputs = 1
-    elif config.task == "classification":
-        outputs = output_units("classification", config.loss.kind, config.model.output, 1, k)
-    else:
-        outputs = 1 if k == 2 else k
-    extra = k * n_features if k is not None else 0  # the class centres
-    return config.data.n_samples, n_features, outputs, extra
-
-
-def check_config_footprint(config, *, source: str) -> None:
-    """The check for a synthetic source, before its data exist (file sources are checked once read)."""
-    shape = generated_shape(config)
-    if shape is not None:
-        rows, features, outputs, extra = shape
-        check_footprint(config, rows, features, outputs, source=source, extra_data_values=extra)
-
-
-def check_data_footprint(config, data, *, source: str) -> None:
-    """The check once the data are loaded, before the model is built."""
-    from nnprobe.nn.model import output_units
-
-    n_targets = data.y_train.shape[1] if data.task == "regression" else 1
-    outputs = output_units(data.task, config.loss.kind, config.model.output, n_targets, data.n_classes)
-    check_footprint(config, len(data.x_train) + len(data.x_val), data.n_features, outputs, source=source)

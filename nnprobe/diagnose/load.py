@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -53,6 +54,15 @@ def config_mismatches(config: Config, start: dict) -> list[str]:
     return out
 
 
+def _read_meta(run_dir: Path) -> dict:
+    """meta.json as a dict; {} when it is missing or unreadable (a killed run may not have rewritten it)."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def load_run(run_dir: Path | str) -> RunResult:
     """Stream the step log through the detectors and the digest; memory does not grow with its length."""
     run_dir = Path(run_dir)
@@ -100,6 +110,7 @@ def load_run(run_dir: Path | str) -> RunResult:
         run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
         findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
         stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm,
+        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir),
     )
     result.checks = evaluate_expectations(config, result)
     return result

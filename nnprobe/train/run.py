@@ -18,8 +18,9 @@ from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.errors import DataError, RunDirError
-from nnprobe.limits import check_data_footprint
+from nnprobe.footprint import check_data_footprint
 from nnprobe.result import RunResult
+from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
@@ -30,9 +31,8 @@ ProgressFn = Callable[[int, int, float], None]
 
 def load_data(config: Config, source: str):
     """The config's data, from its seed, with data problems named after the config; then the memory check."""
-    data_seq = np.random.SeedSequence(config.seed).spawn(1)[0]
     try:
-        data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+        data = load_dataset(config.data, config.task, data_rng(config.seed))
     except DataError as exc:
         raise DataError(f"{source}: {exc}") from None
     check_data_footprint(config, data, source=source)
@@ -163,10 +163,12 @@ def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer:
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
         start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
+        detector_codes=suite.watching_codes(),
     )
     result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=steps_done,
                 step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
     write_json(run_dir / "meta.json", meta)
+    result.meta = meta
     write_json(run_dir / "findings.json", result.to_json())
     return result

@@ -8,7 +8,7 @@ import statistics
 from collections import deque
 from typing import Any, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, record_layers, stat, step_of,
 )
