@@ -36,7 +36,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz"]
+    # external: a run recorded from a loop nnprobe does not own (nnprobe.torch.Probe); `train` cannot load it
+    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "external"]
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

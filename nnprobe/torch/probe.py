@@ -1,0 +1,582 @@
+"""`Probe`: nnprobe's step records from a PyTorch training loop, with the detectors `train` runs.
+
+Hooks see each tensor as the step makes it: a forward pre-hook and a forward hook on every leaf
+module (the non-finite check of its input and output, and a layer's z and a), a tensor hook on
+each layer's z and a for their gradients, and `before_update` for the parameter gradients. A
+step that is not recorded in full costs one float64 sum per hooked tensor and one transfer of
+those sums to the host at the end of the step; a recorded step queues its statistics on the
+device and moves them in the same single transfer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import nn
+
+from nnprobe.config import validate_config
+from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
+from nnprobe.train.recorded import RecordedRun
+from nnprobe.train.signals import StopFlag, catch_signals
+from nnprobe.torch import records, stats
+from nnprobe.torch.hooks import HookErrors, HookSet
+from nnprobe.torch.layers import SATURATION, Discovery, Layer, ProbeError, activation_name, discover, identify
+
+LOSS_KINDS = ("mse", "bce", "cross_entropy")
+TASKS = ("regression", "classification")
+
+
+@dataclass
+class _Check:
+    """One value of the step's non-finite check, in computation order, and what it would name."""
+
+    where: dict
+    value: torch.Tensor
+
+
+@dataclass
+class _StepState:
+    index: int
+    full: bool
+    forward: list[_Check] = field(default_factory=list)
+    backward: list[_Check] = field(default_factory=list)
+    z: dict[str, torch.Tensor] = field(default_factory=dict)
+    a: dict[str, torch.Tensor] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # layers in execution order
+    follows: dict[str, str] = field(default_factory=dict)  # activation module path -> its layer
+    pending: Optional[str] = None  # the last layer whose activation output is not known yet
+    last_output: Optional[torch.Tensor] = None
+    last_layer: Optional[str] = None
+    first_input: Optional[torch.Tensor] = None
+    loss: Optional[torch.Tensor] = None
+    outputs: Optional[torch.Tensor] = None
+    targets: Optional[torch.Tensor] = None
+    grads: Optional[dict[str, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]] = None
+    grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(grad) -> its norm
+    grad_total: Optional[torch.Tensor] = None
+    w_before: dict[str, torch.Tensor] = field(default_factory=dict)
+    optimizer: Any = None
+    batch: stats.Batch = field(default_factory=stats.Batch)
+    forward_vectors: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    tensor_hooks: HookSet = field(default_factory=HookSet)
+    # filled when a full step's statistics are queued (_queue_full) and resolved
+    layer_entries: list[dict] = field(default_factory=list)
+    loss_in: Optional[dict] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Step:
+    """What the loop tells the probe within one step: the loss, and when the gradients are final."""
+
+    def __init__(self, probe: "Probe", state: Optional[_StepState]) -> None:
+        self._probe = probe
+        self._state = state
+
+    def loss(self, loss: torch.Tensor, outputs: Optional[torch.Tensor] = None,
+             targets: Optional[torch.Tensor] = None) -> None:
+        """The step's loss; `outputs` (what the loss read: probabilities or logits) and `targets` optional."""
+        if self._state is not None:
+            self._probe._guarded(self._probe._on_loss, self._state, loss, outputs, targets)
+
+    def before_update(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
+        """Read the parameter gradients now (after unscaling, before clipping if called there)."""
+        if self._state is not None:
+            self._probe._guarded(self._probe._read_grads, self._state, optimizer)
+
+    def __enter__(self) -> "Step":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._probe._end_step(self._state, failed=exc_type is not None)
+        return False
+
+
+class Probe:
+    """Record a PyTorch training loop into an nnprobe run directory and diagnose it live.
+
+    with Probe(model, "runs/net", every=10, loss="cross_entropy") as probe:
+        for x, y in loader:
+            with probe.step() as s:
+                ...; s.loss(loss, outputs=out, targets=y); ...; s.before_update(optimizer); optimizer.step()
+            if probe.stopped:
+                break
+    """
+
+    def __init__(self, model: nn.Module, out: str | Path, every: int = 10, loss: Optional[str] = None,
+                 task: Optional[str] = None, stop_on: Iterable[str] = ("nonfinite",),
+                 layers: Optional[list[str]] = None, name: Optional[str] = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise ProbeError(f"model: expected a torch.nn.Module, got {type(model).__name__}.")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ProbeError(f"every: expected a positive integer (record statistics every N steps), got {every!r}.")
+        if loss is not None and loss not in LOSS_KINDS:
+            raise ProbeError(f"loss: expected one of {', '.join(LOSS_KINDS)} or None, got {loss!r}.")
+        if task is not None and task not in TASKS:
+            raise ProbeError(f"task: expected one of {', '.join(TASKS)} or None, got {task!r}.")
+        self.model = model
+        self.every = every
+        self.loss_kind = loss
+        self.task = task or ("regression" if loss in (None, "mse") else "classification")
+        self.found: Discovery = discover(model, layers)
+        raw = {"name": name or Path(out).name or "torch", "data": {"source": "external"},
+               "loss": {"kind": loss or "mse"}, "probes": {"every": every}, "stop_on": list(stop_on)}
+        try:
+            config = validate_config(raw, source="Probe(...)")
+        except Exception as exc:  # ConfigError: an unknown stop_on code, with the valid list
+            raise ProbeError(str(exc).replace("stop_on", "stop_on").replace(" Run `nnprobe validate --schema` for "
+                                              "every key and its type.", "")) from None
+        self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__})
+        self.errors = HookErrors()
+        self.hooks = HookSet()
+        self._flag = StopFlag()
+        self._signals = ExitStack()
+        self._state: Optional[_StepState] = None
+        self._step_index = 0
+        self._layer_order: list[str] = []  # from the first step
+        self._from_logits: Optional[bool] = None
+        self._optimizer_info: Optional[dict] = None
+        self._closed = False
+        self.stopped = False
+        self.result = None
+        self._register()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Probe":
+        self._signals.enter_context(catch_signals(self._flag))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            status = "completed"
+        else:
+            status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        self.close(status)
+        return False
+
+    def close(self, status: Optional[str] = None) -> Any:
+        """Remove every hook, write the end record and the findings; return the run's result (idempotent)."""
+        if self._closed:
+            return self.result
+        self._closed = True
+        self.hooks.remove()
+        if self._state is not None:
+            self._state.tensor_hooks.remove()
+            self._state = None
+        self._signals.close()
+        if status is None or status == "completed":
+            status = "interrupted" if self._flag.signal is not None else "completed"
+        extra = {"probe_errors": {"count": self.errors.count, "first": self.errors.first}}
+        self.result = self.run.finish(status, extra_meta=extra)
+        if self.errors.count:
+            problem = (f"probe: {self.errors.count} exception(s) inside nnprobe's hooks were caught and training "
+                       f"went on; the first: {self.errors.first}")
+            self.result.log_problems.append(problem)
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        return self.result
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    def step(self) -> Step:
+        """A context for one optimizer step; after `stopped`, or after close, it records nothing."""
+        if self._closed or self.stopped:
+            return Step(self, None)
+        planned = self._step_index % self.every == 0
+        self._state = _StepState(index=self._step_index, full=planned)
+        self.errors.step_count = 0
+        return Step(self, self._state)
+
+    # ------------------------------------------------------------ hooks
+
+    def _register(self) -> None:
+        guard = self.errors.guard
+        for path, module in self.found.leaves.items():
+            self.hooks.add(module.register_forward_pre_hook(guard(self._pre_hook(path))))
+            self.hooks.add(module.register_forward_hook(guard(self._forward_hook(path, module))))
+
+    def _guarded(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.errors.add(exc)
+
+    def _pre_hook(self, path: str):
+        layer = self.found.layers.get(path)
+
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            st = self._state
+            if st is None or not inputs or not isinstance(inputs[0], torch.Tensor):
+                return
+            x = inputs[0]
+            if st.first_input is None:
+                st.first_input = x
+            if layer is not None and st.pending is not None:
+                self._set_activation(st, st.pending, x, functional=True)
+            if x is not st.last_output and x.is_floating_point():
+                st.forward.append(_Check(self._input_origin(st, path), stats.check(x)))
+        return hook
+
+    def _input_origin(self, st: _StepState, path: str) -> dict:
+        if not st.forward:
+            return {"pass": "forward", "tensor": "input", "layer": None, "module": path}
+        # made by code between modules (a functional activation, an operation in forward())
+        return {"pass": "forward", "tensor": "activation", "layer": st.last_layer,
+                "module": f"code before {path}"}
+
+    def _forward_hook(self, path: str, module: nn.Module):
+        layer = self.found.layers.get(path)
+        act = activation_name(module)
+
+        def hook(mod: nn.Module, inputs: tuple, output: Any) -> None:
+            st = self._state
+            if st is None or not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if layer is not None and path not in st.z:
+                if st.pending is not None:
+                    self._set_activation(st, st.pending, st.z[st.pending], functional=False)
+                where = {"pass": "forward", "tensor": "pre-activation", "layer": path, "module": path}
+                st.z[path] = output
+                st.order.append(path)
+                st.pending = path
+                st.last_layer = path
+                if st.full:
+                    self._queue_forward(st, layer, "z", output)
+                self._watch_gradient(st, output, path, "pre-activation-gradient", path)
+            elif act is not None and st.pending is not None and (x is st.z[st.pending] or output is st.z[st.pending]):
+                owner = st.pending
+                st.follows[path] = owner
+                self._name_activation(self.found.layers[owner], act)
+                where = {"pass": "forward", "tensor": "activation", "layer": owner, "module": path}
+                self._set_activation(st, owner, output, functional=False, module=path)
+            else:
+                where = {"pass": "forward", "tensor": "output", "layer": st.last_layer, "module": path}
+            st.forward.append(_Check(where, stats.check(output)))
+            st.last_output = output
+        return hook
+
+    def _name_activation(self, layer: Layer, name: str) -> None:
+        if layer.activation is None:
+            layer.activation = name
+
+    def _set_activation(self, st: _StepState, owner: str, a: torch.Tensor, *, functional: bool,
+                        module: Optional[str] = None) -> None:
+        """The layer's a is known: the activation module's output, or the next layer's input."""
+        st.pending = None
+        layer = self.found.layers[owner]
+        z = st.z[owner]
+        if functional:
+            if layer.activation is None:
+                layer.activation = "identity" if a is z else identify(z.detach(), a.detach())
+        st.a[owner] = a
+        if a is not z:
+            self._watch_gradient(st, a, owner, "activation-gradient", module or owner)
+        if st.full:
+            self._queue_forward(st, layer, "a", a)
+
+    def _watch_gradient(self, st: _StepState, t: torch.Tensor, layer: str, tensor: str, module: str) -> None:
+        if not t.requires_grad:
+            return
+        where = {"pass": "backward", "tensor": tensor, "layer": layer, "module": module}
+
+        def on_grad(grad: torch.Tensor) -> None:
+            if self._state is st:
+                st.backward.append(_Check(where, stats.check(grad)))
+        st.tensor_hooks.add(t.register_hook(self.errors.guard(on_grad)))
+
+    def _queue_forward(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor) -> None:
+        saturation = SATURATION.get(layer.activation) if kind == "z" else None
+        st.forward_vectors[(layer.name, kind)] = stats.forward_vector(x, layer.kind.unit_dim, saturation)
+
+    # ------------------------------------------------------------ the loop's calls
+
+    def _on_loss(self, st: _StepState, loss: torch.Tensor, outputs, targets) -> None:
+        if not isinstance(loss, torch.Tensor):
+            loss = torch.as_tensor(float(loss))
+        st.loss = loss.detach()
+        st.outputs = outputs if isinstance(outputs, torch.Tensor) else None
+        st.targets = targets if isinstance(targets, torch.Tensor) else None
+        last = st.order[-1] if st.order else None
+        if st.pending is not None and st.outputs is not None and st.outputs is not st.z[st.pending]:
+            self._set_activation(st, st.pending, st.outputs, functional=True)
+        if self._from_logits is None and last is not None:
+            self._from_logits = st.outputs is None or st.outputs is st.z[last]
+        if st.outputs is not None and st.outputs is not st.last_output and st.outputs.is_floating_point():
+            where = {"pass": "forward", "tensor": "activation", "layer": last, "module": "code before the loss"}
+            st.forward.append(_Check(where, stats.check(st.outputs)))
+
+    def _read_grads(self, st: _StepState, optimizer) -> None:
+        """Every parameter's gradient now: the global norm (one fused reduction), and a full step's statistics."""
+        if optimizer is not None:
+            st.optimizer = optimizer
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad.detach() for p in params]
+        norms = torch._foreach_norm(grads) if grads else []
+        st.grad_norms = {id(p): n for p, n in zip(params, norms)}
+        st.grad_total = torch.linalg.vector_norm(torch.stack(norms)) if grads else None
+        st.grads = {}
+        for name, layer in self.found.layers.items():
+            w, b = layer.weight, layer.bias
+            st.grads[name] = (w.grad.detach() if w.grad is not None else None,
+                              b.grad.detach() if b is not None and b.grad is not None else None)
+            if st.full:
+                st.w_before[name] = w.detach().clone()
+
+    # ------------------------------------------------------------ the end of a step
+
+    def _end_step(self, st: Optional[_StepState], failed: bool) -> None:
+        if st is None:
+            return
+        try:
+            if not failed:
+                self._record(st)
+        except Exception as exc:  # a bug in the probe: count it, keep training
+            self.errors.add(exc)
+        finally:
+            st.tensor_hooks.remove()
+            self._state = None
+            self._step_index += 1
+        if self._flag.signal is not None and not self.stopped:
+            self.stopped = True
+            self._signals.close()  # a second Ctrl-C interrupts as usual
+
+    def _params_of(self, name: str) -> list[tuple[str, torch.Tensor]]:
+        layer = self.found.layers[name]
+        out = [("weight", layer.weight)]
+        if layer.bias is not None:
+            out.append(("bias", layer.bias))
+        return out
+
+    def _record(self, st: _StepState) -> None:
+        if st.grads is None:
+            self._read_grads(st, None)
+        for name, z in list(st.z.items()):
+            if name not in st.a:
+                self._set_activation(st, name, z, functional=True)
+        first = not self._layer_order
+        if first:
+            self._layer_order = list(st.order)
+        order = [n for n in self._layer_order if n in st.z]
+        # the update pass: every layer parameter after optimizer.step(), one fused reduction
+        params = [(n, kind, p.detach()) for n in order for kind, p in self._params_of(n)]
+        after = torch._foreach_norm([p for _, _, p in params]) if params else []
+        head = [st.loss if st.loss is not None else torch.zeros(()),
+                st.grad_total if st.grad_total is not None else torch.zeros(())]
+        head += [c.value for c in st.forward] + [c.value for c in st.backward] + list(after)
+        device = head[0].device
+        grads_in_order = self._gradient_checks(st, order)
+        head += [v for _, v in grads_in_order]
+        if st.full:
+            self._queue_full(st, order, first)
+        values = st.batch.resolve(torch.stack([h.to(device=device, dtype=torch.float64) for h in head]))
+        loss = values[0] if st.loss is not None else None
+        grad_norm = values[1] if st.grad_total is not None else None
+        at = 2
+        fwd = values[at:at + len(st.forward)]
+        at += len(st.forward)
+        bwd = values[at:at + len(st.backward)]
+        at += len(st.backward)
+        upd = values[at:at + len(after)]
+        at += len(after)
+        pgrads = values[at:]
+        origin = self._origin(st, fwd, loss, bwd, grads_in_order, pgrads, params, upd)
+        if origin is not None and not st.full:
+            st.full = True  # the step where something went non-finite is recorded in full
+            for name in order:
+                self._queue_forward(st, self.found.layers[name], "z", st.z[name])
+                self._queue_forward(st, self.found.layers[name], "a", st.a[name])
+            self._queue_full(st, order, first)
+            st.batch.resolve()
+        if first:
+            self.run.begin(self._start_record(st, order))
+        record = records.step_record(
+            st.index, loss=loss, grad_norm=grad_norm, nonfinite=origin,
+            loss_in=st.loss_in if st.full else None, layers=st.layer_entries if st.full else None,
+            probe_errors=self.errors.step_count, extra=st.extra if st.full else None,
+        )
+        if self.run.step(record) is not None:
+            self.stopped = True
+
+    def _gradient_checks(self, st: _StepState, order: list[str]) -> list[tuple[dict, torch.Tensor]]:
+        """The parameter gradients' norms as non-finite checks, from the last layer back (backward order)."""
+        out = []
+        for name in reversed(order):
+            gw, gb = st.grads.get(name, (None, None))
+            for tensor, g in (("weight-gradient", gw), ("bias-gradient", gb)):
+                if g is not None:
+                    norm = st.grad_norms.get(id(self._param(name, tensor)))
+                    out.append(({"pass": "backward", "tensor": tensor, "layer": name, "module": name},
+                                norm if norm is not None else torch.linalg.vector_norm(g)))
+        return out
+
+    def _param(self, name: str, tensor: str) -> torch.Tensor:
+        layer = self.found.layers[name]
+        return layer.weight if tensor == "weight-gradient" else layer.bias
+
+    def _origin(self, st, fwd, loss, bwd, grads_in_order, pgrads, params, upd) -> Optional[dict]:
+        """The first non-finite value of the step in computation order: forward, loss, backward, update."""
+        for check, v in zip(st.forward, fwd):
+            if not math.isfinite(v):
+                return check.where
+        if loss is not None and not math.isfinite(loss):
+            return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
+        for check, v in zip(st.backward, bwd):
+            if not math.isfinite(v):
+                return check.where
+        for (where, _), v in zip(grads_in_order, pgrads):
+            if not math.isfinite(v):
+                return where
+        for (name, kind, _), v in zip(params, upd):
+            if not math.isfinite(v):
+                return {"pass": "update", "tensor": kind, "layer": name, "module": name}
+        return None
+
+    def _queue_full(self, st: _StepState, order: list[str], first: bool) -> None:
+        """Queue every full-record statistic not queued yet; the dicts fill in when the batch resolves."""
+        st.layer_entries = []
+        for name in order:
+            layer = self.found.layers[name]
+            entry = records.layer_entry(name, z=None, a=None, gW=None, gb=None, W=None, b=None, update_ratio=None)
+            st.layer_entries.append(entry)
+            z, a = st.z[name], st.a[name]
+            saturation = SATURATION.get(layer.activation)
+            zv = st.forward_vectors.get((name, "z"))
+            if zv is None or (saturation is not None and first):
+                zv = stats.forward_vector(z, layer.kind.unit_dim, saturation)
+            av = st.forward_vectors.get((name, "a"))
+            if av is None:
+                av = stats.forward_vector(a, layer.kind.unit_dim, None)
+            both = torch.cat([zv, av])
+
+            def finish_forward(v, entry=entry, z=z, a=a, saturation=saturation):
+                entry["z"] = stats.forward_dict(v[:7], "z", z, saturation)
+                entry["a"] = stats.forward_dict(v[7:], "a", a, None, dead=stats.dead_units(v[:7]))
+            st.batch.add(both, finish_forward)
+            self._queue_params(st, layer, entry, first)
+        st.loss_in = None
+        if self._probabilities(st):
+            p = st.outputs
+
+            def finish_loss_in(v, p=p):
+                st.loss_in = stats.probability_dict(v, p)
+            st.batch.add(stats.probability_vector(p), finish_loss_in)
+        st.extra = {}
+        if st.targets is not None and st.outputs is not None and self.task == "classification":
+            acc = self._accuracy(st.outputs.detach(), st.targets.detach())
+            if acc is not None:
+                st.batch.add(acc.reshape(1), lambda v: st.extra.__setitem__("accuracy", v[0]))
+
+    def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool) -> None:
+        gw, gb = st.grads.get(layer.name, (None, None))
+        w, b = layer.weight.detach(), layer.bias
+        before = st.w_before.get(layer.name, w)
+        w_norm = torch.linalg.vector_norm(before)
+        vectors = [stats.weight_vector(before, w_norm, first)]
+        ratio = (torch.linalg.vector_norm(w - before) / w_norm).reshape(1) if layer.name in st.w_before else None
+        if gw is not None:
+            vectors.append(stats.gradient_vector(gw, st.grad_norms.get(id(layer.weight), torch.linalg.vector_norm(gw))))
+        if b is not None:
+            vectors.append(stats.bias_vector(b, torch.linalg.vector_norm(b.detach())))
+        if gb is not None:
+            vectors.append(stats.gradient_vector(gb, st.grad_norms.get(id(b), torch.linalg.vector_norm(gb))))
+        if ratio is not None:
+            vectors.append(ratio.to(torch.float64))
+        nw = 6 if first else 1
+
+        def finish(v, entry=entry, gw=gw, gb=gb, w=before, b=b, has_ratio=ratio is not None):
+            at = 0
+            entry["W"] = stats.weight_dict(v[at:at + nw], w)
+            at += nw
+            if gw is not None:
+                entry["gW"] = stats.gradient_dict(v[at:at + 3], gw, True)
+                at += 3
+            if b is not None:
+                entry["b"] = stats.bias_dict(v[at:at + 2], b)
+                at += 2
+            if gb is not None:
+                entry["gb"] = stats.gradient_dict(v[at:at + 3], gb, False)
+                at += 3
+            if has_ratio:
+                entry["update_ratio"] = v[at] if math.isfinite(v[at]) else None
+        st.batch.add(torch.cat([x.reshape(-1).to(torch.float64) for x in vectors]), finish)
+
+    def _probabilities(self, st: _StepState) -> bool:
+        """Whether this step's outputs are probabilities a log is taken of (textbook bce / cross-entropy)."""
+        return (self.loss_kind in ("bce", "cross_entropy") and st.outputs is not None and not self._from_logits
+                and st.outputs.is_floating_point())
+
+    def _accuracy(self, out: torch.Tensor, targets: torch.Tensor) -> Optional[torch.Tensor]:
+        if out.dim() == 0 or out.shape[0] != targets.shape[0]:
+            return None
+        if out.dim() >= 2 and out.shape[-1] > 1:
+            pred = out.argmax(dim=-1)
+            labels = targets.argmax(dim=-1) if targets.dim() == out.dim() else targets
+        else:
+            threshold = 0.0 if self._from_logits else 0.5
+            pred = (out.reshape(out.shape[0], -1)[:, 0] >= threshold).to(torch.long)
+            labels = targets.reshape(targets.shape[0], -1)[:, 0].to(torch.long)
+        if pred.shape != labels.shape:
+            return None
+        return (pred == labels.to(pred.dtype)).to(torch.float64).mean()
+
+    # ------------------------------------------------------------ the start record
+
+    def _start_record(self, st: _StepState, order: list[str]) -> dict:
+        layers = []
+        for i, name in enumerate(order):
+            layer = self.found.layers[name]
+            activation = layer.activation or "identity"
+            is_output = i == len(order) - 1
+            if is_output and self._from_logits and self.loss_kind in PROBABILITY_OUTPUT:
+                activation = PROBABILITY_OUTPUT[self.loss_kind]  # applied inside the loss, as from_logits: true
+            layers.append({"name": name, "fan_in": layer.fan_in, "units": layer.units, "activation": activation,
+                           "is_output": is_output})
+        opt = st.optimizer
+        group = opt.param_groups[0] if opt is not None and getattr(opt, "param_groups", None) else {}
+        lr = group.get("lr")
+        optimizer = {"kind": type(opt).__name__.lower() if opt is not None else None,
+                     "lr": float(lr) if isinstance(lr, (int, float)) else None, "clip_grad_norm": None}
+        first_layer = self.found.layers[order[0]] if order else None
+        dtype = str(first_layer.weight.dtype).replace("torch.", "") if first_layer else "float32"
+        loss = {"kind": self.loss_kind or "mse", "reduction": "mean", "from_logits": bool(self._from_logits),
+                "epsilon": 0.0, "l2": 0.0}
+        x = st.first_input
+        return records.start_record(
+            name=self.run.config.name, task=self.task, dtype=dtype, every=self.every,
+            batch_size=int(x.shape[0]) if x is not None and x.dim() > 0 else None, layers=layers, loss=loss,
+            optimizer=optimizer, data=self._data_summary(x, st.targets, first_layer),
+        )
+
+    def _data_summary(self, x: Optional[torch.Tensor], targets: Optional[torch.Tensor],
+                      first_layer: Optional[Layer]) -> dict:
+        """Per-feature statistics of the first batch: what unnormalized-inputs judges."""
+        data: dict[str, Any] = {"n_train": None, "n_val": 0, "n_features": first_layer.fan_in if first_layer else None,
+                                "n_classes": None, "input_mean": [], "input_std": [], "input_min": [], "input_max": [],
+                                "target_mean": None, "target_std": None, "target_min": None, "target_max": None,
+                                "from": "first batch"}
+        if x is not None and x.is_floating_point() and x.dim() >= 1 and first_layer is not None:
+            with torch.no_grad():
+                feats = x.detach().to(torch.float64)
+                axis = first_layer.kind.unit_dim if feats.dim() > 1 else 0
+                feats = feats.movedim(axis, 0).reshape(feats.shape[axis], -1) if feats.dim() > 1 else feats.reshape(1, -1)
+                summary = torch.stack([feats.mean(1), feats.std(1, correction=0), feats.amin(1), feats.amax(1)])
+                mean, std, mn, mx = summary.cpu().tolist()
+            data.update(input_mean=mean, input_std=std, input_min=mn, input_max=mx)
+        if targets is not None and targets.numel():
+            t = targets.detach()
+            if self.task == "regression" and t.is_floating_point():
+                values = torch.stack([t.double().mean(), t.double().std(correction=0), t.double().amin(),
+                                      t.double().amax()]).tolist()
+                data.update(target_mean=values[0], target_std=values[1], target_min=values[2], target_max=values[3])
+            elif self.task == "classification":
+                units = self.found.layers[self._layer_order[-1]].units if self._layer_order else 1
+                data["n_classes"] = units if units > 1 else 2
+        return data
