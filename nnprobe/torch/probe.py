@@ -494,6 +494,8 @@ class Probe:
         def finish(v, entry=entry, gw=gw, gb=gb, w=before, b=b, has_ratio=ratio is not None):
             at = 0
             entry["W"] = stats.weight_dict(v[at:at + nw], w)
+            if not has_ratio:  # before_update was not called this step: these are the weights after the update
+                entry["W"]["after_update"] = True
             at += nw
             if gw is not None:
                 entry["gW"] = stats.gradient_dict(v[at:at + 3], gw, True)

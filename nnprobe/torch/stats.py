@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from nnprobe.probes import statistics as host
@@ -89,7 +90,13 @@ def _finite(values: list[float]) -> bool:
 
 
 def _numpy(x: torch.Tensor):
-    return x.detach().to("cpu").numpy()
+    return x.detach().to("cpu", torch.float64 if x.dtype == torch.bfloat16 else x.dtype).numpy()
+
+
+def _exact(fn, *args):
+    """nnprobe's NumPy statistics of a non-finite tensor (overflow in their sums of squares is expected)."""
+    with np.errstate(all="ignore"):
+        return fn(*args)
 
 
 def forward_dict(v: list[float], kind: str, x: torch.Tensor, saturation: Optional[float],
@@ -100,7 +107,7 @@ def forward_dict(v: list[float], kind: str, x: torch.Tensor, saturation: Optiona
     if _finite([mean, std, mn, mx]):
         out = {"mean": mean, "std": std, "min": mn, "max": mx, "nan": 0, "posinf": 0, "neginf": 0}
     else:
-        out = host.tensor_stats(_numpy(x).reshape(x.shape[0], -1) if x.dim() > 1 else _numpy(x))
+        out = _exact(host.tensor_stats, _numpy(x))
     if kind == "z":
         out["sat_frac"] = None if saturation is None else sat / n
     else:
@@ -121,12 +128,12 @@ def gradient_dict(v: list[float], g: torch.Tensor, with_zero_frac: bool) -> dict
         if with_zero_frac:
             out["zero_frac"] = zeros / n
         return out
-    return host.gradient_stats(_numpy(g), with_zero_frac)
+    return _exact(host.gradient_stats, _numpy(g), with_zero_frac)
 
 
 def weight_dict(v: list[float], w: torch.Tensor) -> dict:
     if not _finite(v):
-        full = host.weight_stats(_numpy(w))
+        full = _exact(host.weight_stats, _numpy(w))
         return full if len(v) > 1 else {"norm": full["norm"], "nonfinite": full["nonfinite"]}
     if len(v) == 1:
         return {"norm": v[0], "nonfinite": 0}
@@ -138,7 +145,7 @@ def weight_dict(v: list[float], w: torch.Tensor) -> dict:
 def bias_dict(v: list[float], b: torch.Tensor) -> dict:
     if _finite(v):
         return {"norm": v[0], "mean": v[1]}
-    return host.bias_stats(_numpy(b))
+    return _exact(host.bias_stats, _numpy(b))
 
 
 def probability_dict(v: list[float], p: torch.Tensor) -> dict:
