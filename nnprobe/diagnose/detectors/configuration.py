@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
 )

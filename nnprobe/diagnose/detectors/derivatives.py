@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
 
 
