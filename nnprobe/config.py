@@ -36,8 +36,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    # external: a run recorded from a loop nnprobe does not own (nnprobe.torch.Probe); `train` cannot load it
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "external"]
+    # recorded: a run recorded from a hand-written loop (nnprobe.Recorder); it cannot be trained again
+    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "recorded"]
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

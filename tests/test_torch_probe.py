@@ -176,7 +176,7 @@ def test_convolution_layers_are_recorded(tmp_path):
     probe = _train(model, tmp_path / "run", steps=1, x=x, y=y)
     start = _records(probe.run_dir)[0]
     assert [(l["name"], l["fan_in"], l["units"]) for l in start["layers"]] == [("0", 9, 4), ("3", 64, 2)]
-    assert start["data"]["n_features"] == 9 and len(start["data"]["input_mean"]) == 1  # per input channel
+    assert start["data"]["n_features"] == len(start["data"]["input_mean"]) == 1  # per input channel
 
 
 def test_layers_argument_restricts_what_is_recorded(tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,7 +25,8 @@ from nnprobe.config import validate_config
 from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
 from nnprobe.train.recorded import RecordedRun
 from nnprobe.train.signals import StopFlag, catch_signals
-from nnprobe.torch import records, stats
+from nnprobe.probes import records
+from nnprobe.torch import stats
 from nnprobe.torch.hooks import HookErrors, HookSet
 from nnprobe.torch.layers import SATURATION, Discovery, Layer, ProbeError, activation_name, discover, identify
 
@@ -65,10 +67,10 @@ class _StepState:
     batch: stats.Batch = field(default_factory=stats.Batch)
     forward_vectors: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     tensor_hooks: HookSet = field(default_factory=HookSet)
-    # filled when a full step's statistics are queued (_queue_full) and resolved
-    layer_entries: list[dict] = field(default_factory=list)
+    # a full step's statistics in the log's per-tensor schema, per layer, filled when the batch resolves
+    entries: dict[str, dict] = field(default_factory=dict)
     loss_in: Optional[dict] = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    accuracy: Optional[float] = None
 
 
 class Step:
@@ -124,7 +126,7 @@ class Probe:
         self.loss_kind = loss
         self.task = task or ("regression" if loss in (None, "mse") else "classification")
         self.found: Discovery = discover(model, layers)
-        raw = {"name": name or Path(out).name or "torch", "data": {"source": "external"},
+        raw = {"name": name or Path(out).name or "torch", "data": {"source": "recorded"},
                "loss": {"kind": loss or "mse"}, "probes": {"every": every}, "stop_on": list(stop_on)}
         try:
             config = validate_config(raw, source="Probe(...)")
@@ -397,13 +399,34 @@ class Probe:
             st.batch.resolve()
         if first:
             self.run.begin(self._start_record(st, order))
-        record = records.step_record(
-            st.index, loss=loss, grad_norm=grad_norm, nonfinite=origin,
-            loss_in=st.loss_in if st.full else None, layers=st.layer_entries if st.full else None,
-            probe_errors=self.errors.step_count, extra=st.extra if st.full else None,
-        )
-        if self.run.step(record) is not None:
+        if self.run.step(self._step_record(st, order, first, loss, grad_norm, origin)) is not None:
             self.stopped = True
+
+    def _step_record(self, st: _StepState, order: list[str], first: bool, loss: Optional[float],
+                     grad_norm: Optional[float], origin: Optional[dict]) -> dict:
+        """The step record, laid out by nnprobe's record builder from the statistics taken on the device."""
+        rec = records.StepRecordBuilder(st.index, full=st.full, weight_distribution=first)
+        for name in order:
+            got = st.entries.get(name, {})
+            rec.layer(name, z=got.get("z"), a=got.get("a"), W=got.get("W"), b=got.get("b"),
+                      saturation=SATURATION.get(self.found.layers[name].activation))
+        if loss is not None:
+            rec.loss(loss, st.loss_in)
+        for name in order:
+            got = st.entries.get(name, {})
+            if "gW" in got or "gb" in got:
+                rec.grads(name, gW=got.get("gW"), gb=got.get("gb"))
+        if grad_norm is not None:
+            rec.grad_norm(grad_norm)
+        rec.before_update()
+        for name in order:
+            rec.update(name, norm=st.entries.get(name, {}).get("update_norm"))
+        rec.accuracy(st.accuracy)
+        record = rec.record()
+        record["nonfinite"] = origin  # the producing module, which the builder's layer-level view cannot name
+        if self.errors.step_count:
+            record["probe_errors"] = self.errors.step_count
+        return record
 
     def _gradient_checks(self, st: _StepState, order: list[str]) -> list[tuple[dict, torch.Tensor]]:
         """The parameter gradients' norms as non-finite checks, from the last layer back (backward order)."""
@@ -441,11 +464,9 @@ class Probe:
 
     def _queue_full(self, st: _StepState, order: list[str], first: bool) -> None:
         """Queue every full-record statistic not queued yet; the dicts fill in when the batch resolves."""
-        st.layer_entries = []
         for name in order:
             layer = self.found.layers[name]
-            entry = records.layer_entry(name, z=None, a=None, gW=None, gb=None, W=None, b=None, update_ratio=None)
-            st.layer_entries.append(entry)
+            entry = st.entries[name] = {}
             z, a = st.z[name], st.a[name]
             saturation = SATURATION.get(layer.activation)
             zv = st.forward_vectors.get((name, "z"))
@@ -468,11 +489,10 @@ class Probe:
             def finish_loss_in(v, p=p):
                 st.loss_in = stats.probability_dict(v, p)
             st.batch.add(stats.probability_vector(p), finish_loss_in)
-        st.extra = {}
         if st.targets is not None and st.outputs is not None and self.task == "classification":
             acc = self._accuracy(st.outputs.detach(), st.targets.detach())
             if acc is not None:
-                st.batch.add(acc.reshape(1), lambda v: st.extra.__setitem__("accuracy", v[0]))
+                st.batch.add(acc.reshape(1), lambda v: setattr(st, "accuracy", v[0]))
 
     def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool) -> None:
         gw, gb = st.grads.get(layer.name, (None, None))
@@ -480,7 +500,8 @@ class Probe:
         before = st.w_before.get(layer.name, w)
         w_norm = torch.linalg.vector_norm(before)
         vectors = [stats.weight_vector(before, w_norm, first)]
-        ratio = (torch.linalg.vector_norm(w - before) / w_norm).reshape(1) if layer.name in st.w_before else None
+        # ||W_after - W_before||: the builder divides it by ||W_before|| (update_ratio)
+        ratio = torch.linalg.vector_norm(w - before).reshape(1) if layer.name in st.w_before else None
         if gw is not None:
             vectors.append(stats.gradient_vector(gw, st.grad_norms.get(id(layer.weight), torch.linalg.vector_norm(gw))))
         if b is not None:
@@ -507,7 +528,7 @@ class Probe:
                 entry["gb"] = stats.gradient_dict(v[at:at + 3], gb, False)
                 at += 3
             if has_ratio:
-                entry["update_ratio"] = v[at] if math.isfinite(v[at]) else None
+                entry["update_norm"] = v[at] if math.isfinite(v[at]) else None
         st.batch.add(torch.cat([x.reshape(-1).to(torch.float64) for x in vectors]), finish)
 
     def _probabilities(self, st: _StepState) -> bool:
@@ -532,15 +553,14 @@ class Probe:
     # ------------------------------------------------------------ the start record
 
     def _start_record(self, st: _StepState, order: list[str]) -> dict:
-        layers = []
+        specs = []
         for i, name in enumerate(order):
             layer = self.found.layers[name]
             activation = layer.activation or "identity"
             is_output = i == len(order) - 1
             if is_output and self._from_logits and self.loss_kind in PROBABILITY_OUTPUT:
                 activation = PROBABILITY_OUTPUT[self.loss_kind]  # applied inside the loss, as from_logits: true
-            layers.append({"name": name, "fan_in": layer.fan_in, "units": layer.units, "activation": activation,
-                           "is_output": is_output})
+            specs.append(records.LayerSpec(name, layer.fan_in, layer.units, activation, is_output))
         opt = st.optimizer
         group = opt.param_groups[0] if opt is not None and getattr(opt, "param_groups", None) else {}
         lr = group.get("lr")
@@ -550,35 +570,31 @@ class Probe:
         dtype = str(first_layer.weight.dtype).replace("torch.", "") if first_layer else "float32"
         loss = {"kind": self.loss_kind or "mse", "reduction": "mean", "from_logits": bool(self._from_logits),
                 "epsilon": 0.0, "l2": 0.0}
-        x = st.first_input
-        return records.start_record(
-            name=self.run.config.name, task=self.task, dtype=dtype, every=self.every,
-            batch_size=int(x.shape[0]) if x is not None and x.dim() > 0 else None, layers=layers, loss=loss,
-            optimizer=optimizer, data=self._data_summary(x, st.targets, first_layer),
-        )
+        x, t = st.first_input, st.targets
+        features = self._features(x, first_layer)
+        targets = t.detach().to("cpu", torch.float64).numpy() if t is not None and t.is_floating_point() else None
+        units = specs[-1].units if specs else 1
+        with np.errstate(all="ignore"):  # a first batch holding NaN or inf is for the detectors to report
+            start = records.start_record(
+                name=self.run.config.name, seed=None, task=self.task, dtype=dtype, layers=specs, x=features,
+                y=targets, n_classes=(units if units > 1 else 2) if self.task == "classification" else None,
+                loss=loss, optimizer=optimizer, probes_every=self.every,
+                batch_size=int(x.shape[0]) if x is not None and x.dim() > 0 else None,
+            )
+        if start["data"] is not None:
+            start["data"].update(n_train=start["batch_size"], data_from="first batch")
+        start["source"] = "torch"
+        return start
 
-    def _data_summary(self, x: Optional[torch.Tensor], targets: Optional[torch.Tensor],
-                      first_layer: Optional[Layer]) -> dict:
-        """Per-feature statistics of the first batch: what unnormalized-inputs judges."""
-        data: dict[str, Any] = {"n_train": None, "n_val": 0, "n_features": first_layer.fan_in if first_layer else None,
-                                "n_classes": None, "input_mean": [], "input_std": [], "input_min": [], "input_max": [],
-                                "target_mean": None, "target_std": None, "target_min": None, "target_max": None,
-                                "from": "first batch"}
-        if x is not None and x.is_floating_point() and x.dim() >= 1 and first_layer is not None:
-            with torch.no_grad():
-                feats = x.detach().to(torch.float64)
-                axis = first_layer.kind.unit_dim if feats.dim() > 1 else 0
-                feats = feats.movedim(axis, 0).reshape(feats.shape[axis], -1) if feats.dim() > 1 else feats.reshape(1, -1)
-                summary = torch.stack([feats.mean(1), feats.std(1, correction=0), feats.amin(1), feats.amax(1)])
-                mean, std, mn, mx = summary.cpu().tolist()
-            data.update(input_mean=mean, input_std=std, input_min=mn, input_max=mx)
-        if targets is not None and targets.numel():
-            t = targets.detach()
-            if self.task == "regression" and t.is_floating_point():
-                values = torch.stack([t.double().mean(), t.double().std(correction=0), t.double().amin(),
-                                      t.double().amax()]).tolist()
-                data.update(target_mean=values[0], target_std=values[1], target_min=values[2], target_max=values[3])
-            elif self.task == "classification":
-                units = self.found.layers[self._layer_order[-1]].units if self._layer_order else 1
-                data["n_classes"] = units if units > 1 else 2
-        return data
+    @staticmethod
+    def _features(x: Optional[torch.Tensor], first_layer: Optional[Layer]):
+        """The first batch as (examples, features) on the host: what unnormalized-inputs judges.
+
+        A convolution's features are its input channels, every position of every example one row.
+        """
+        if x is None or not x.is_floating_point() or x.dim() == 0 or first_layer is None:
+            return None
+        x = x.detach()
+        if x.dim() > 2 and first_layer.kind.unit_dim == 1:
+            x = x.movedim(1, -1)
+        return x.reshape(-1, x.shape[-1]).to("cpu", torch.float64).numpy()
