@@ -276,15 +276,21 @@ def _hook_count(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def test_probing_leaves_the_training_bit_identical(tmp_path):
-    plain, probed = _mlp(), _mlp()
-    x, y = _data()
+def _unprobed(steps, x, y):
+    """The same model trained by the same loop without a probe."""
+    plain = _mlp()
     opt = torch.optim.SGD(plain.parameters(), lr=0.1)
-    for _ in range(4):
+    for _ in range(steps):
         loss = nn.functional.cross_entropy(plain(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return plain
+
+
+def test_probing_leaves_the_training_bit_identical(tmp_path):
+    x, y = _data()
+    plain, probed = _unprobed(4, x, y), _mlp()
     _train(probed, tmp_path / "run", steps=4, every=2, x=x, y=y)
     for p, q in zip(plain.parameters(), probed.parameters()):
         assert torch.equal(p, q)
@@ -320,14 +326,8 @@ def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, mo
         return real(x)
 
     monkeypatch.setattr(torch_stats, "check", flaky)
-    plain, probed = _mlp(), _mlp()
     x, y = _data()
-    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
-    for _ in range(3):
-        loss = nn.functional.cross_entropy(plain(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    plain, probed = _unprobed(3, x, y), _mlp()
     with pytest.warns(RuntimeWarning, match="1 exception"):
         probe = _train(probed, tmp_path / "run", steps=3, x=x, y=y)
     assert probe.errors.count == 1 and "probe bug" in probe.errors.first
