@@ -36,10 +36,11 @@ TASKS = ("regression", "classification")
 
 @dataclass
 class _Check:
-    """One value of the step's non-finite check, in computation order, and what it would name."""
+    """One tensor of the step's non-finite check, in computation order, and what it would name."""
 
     where: dict
-    value: torch.Tensor
+    tensor: torch.Tensor
+    value: Optional[torch.Tensor] = None  # stats.check(tensor), taken when the tensor was made
 
 
 @dataclass
@@ -65,7 +66,7 @@ class _StepState:
     w_before: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: Any = None
     batch: stats.Batch = field(default_factory=stats.Batch)
-    forward_vectors: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    forward_parts: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=dict)
     tensor_hooks: HookSet = field(default_factory=HookSet)
     # a full step's statistics in the log's per-tensor schema, per layer, filled when the batch resolves
     entries: dict[str, dict] = field(default_factory=dict)
@@ -223,7 +224,7 @@ class Probe:
             if layer is not None and st.pending is not None:
                 self._set_activation(st, st.pending, x, functional=True)
             if x is not st.last_output and x.is_floating_point():
-                st.forward.append(_Check(self._input_origin(st, path), stats.check(x)))
+                st.forward.append(_Check(self._input_origin(st, path), x, stats.check(x)))
         return hook
 
     def _input_origin(self, st: _StepState, path: str) -> dict:
@@ -261,7 +262,7 @@ class Probe:
                 self._set_activation(st, owner, output, functional=False, module=path)
             else:
                 where = {"pass": "forward", "tensor": "output", "layer": st.last_layer, "module": path}
-            st.forward.append(_Check(where, stats.check(output)))
+            st.forward.append(_Check(where, output, stats.check(output)))
             st.last_output = output
         return hook
 
@@ -291,12 +292,13 @@ class Probe:
 
         def on_grad(grad: torch.Tensor) -> None:
             if self._state is st:
-                st.backward.append(_Check(where, stats.check(grad)))
+                st.backward.append(_Check(where, grad))  # checked only if a parameter gradient is not finite
         st.tensor_hooks.add(t.register_hook(self.errors.guard(on_grad)))
 
     def _queue_forward(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor) -> None:
+        """A full step's statistics of z or a, taken in the hook: before an in-place activation overwrites z."""
         saturation = SATURATION.get(layer.activation) if kind == "z" else None
-        st.forward_vectors[(layer.name, kind)] = stats.forward_vector(x, layer.kind.unit_dim, saturation)
+        st.forward_parts[(layer.name, kind)] = stats.forward_parts(x, kind, layer.kind.unit_dim, saturation)
 
     # ------------------------------------------------------------ the loop's calls
 
@@ -313,7 +315,7 @@ class Probe:
             self._from_logits = st.outputs is None or st.outputs is st.z[last]
         if st.outputs is not None and st.outputs is not st.last_output and st.outputs.is_floating_point():
             where = {"pass": "forward", "tensor": "activation", "layer": last, "module": "code before the loss"}
-            st.forward.append(_Check(where, stats.check(st.outputs)))
+            st.forward.append(_Check(where, st.outputs, stats.check(st.outputs)))
 
     def _read_grads(self, st: _StepState, optimizer) -> None:
         """Every parameter's gradient now: the global norm (one fused reduction), and a full step's statistics."""
@@ -369,27 +371,21 @@ class Probe:
         order = [n for n in self._layer_order if n in st.z]
         # the update pass: every layer parameter after optimizer.step(), one fused reduction
         params = [(n, kind, p.detach()) for n in order for kind, p in self._params_of(n)]
-        after = torch._foreach_norm([p for _, _, p in params]) if params else []
-        head = [st.loss if st.loss is not None else torch.zeros(()),
-                st.grad_total if st.grad_total is not None else torch.zeros(())]
-        head += [c.value for c in st.forward] + [c.value for c in st.backward] + list(after)
-        device = head[0].device
+        after = list(torch._foreach_norm([p for _, _, p in params])) if params else []
         grads_in_order = self._gradient_checks(st, order)
-        head += [v for _, v in grads_in_order]
+        nothing = torch.zeros((), dtype=torch.float64)
+        head = ([st.loss if st.loss is not None else nothing, st.grad_total if st.grad_total is not None else nothing]
+                + [c.value for c in st.forward] + after + [v for _, v in grads_in_order])
         if st.full:
             self._queue_full(st, order, first)
-        values = st.batch.resolve(torch.stack([h.to(device=device, dtype=torch.float64) for h in head]))
+        values = st.batch.resolve(head)  # the step's one transfer: checks, loss, and a full step's statistics
         loss = values[0] if st.loss is not None else None
         grad_norm = values[1] if st.grad_total is not None else None
-        at = 2
-        fwd = values[at:at + len(st.forward)]
-        at += len(st.forward)
-        bwd = values[at:at + len(st.backward)]
-        at += len(st.backward)
-        upd = values[at:at + len(after)]
-        at += len(after)
-        pgrads = values[at:]
-        origin = self._origin(st, fwd, loss, bwd, grads_in_order, pgrads, params, upd)
+        n_fwd = len(st.forward)
+        fwd = values[2:2 + n_fwd]
+        upd = values[2 + n_fwd:2 + n_fwd + len(after)]
+        pgrads = values[2 + n_fwd + len(after):]
+        origin = self._origin(st, fwd, loss, grads_in_order, pgrads, params, upd)
         if origin is not None and not st.full:
             st.full = True  # the step where something went non-finite is recorded in full
             for name in order:
@@ -444,19 +440,27 @@ class Probe:
         layer = self.found.layers[name]
         return layer.weight if tensor == "weight-gradient" else layer.bias
 
-    def _origin(self, st, fwd, loss, bwd, grads_in_order, pgrads, params, upd) -> Optional[dict]:
+    @staticmethod
+    def _confirmed(check: _Check) -> bool:
+        """Whether a check that came out non-finite holds a non-finite entry (and not a sum that overflowed)."""
+        return not bool(torch.isfinite(check.tensor.detach()).all())
+
+    def _origin(self, st, fwd, loss, grads_in_order, pgrads, params, upd) -> Optional[dict]:
         """The first non-finite value of the step in computation order: forward, loss, backward, update."""
         for check, v in zip(st.forward, fwd):
-            if not math.isfinite(v):
+            if not math.isfinite(v) and self._confirmed(check):
                 return check.where
         if loss is not None and not math.isfinite(loss):
             return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
-        for check, v in zip(st.backward, bwd):
-            if not math.isfinite(v):
-                return check.where
-        for (where, _), v in zip(grads_in_order, pgrads):
-            if not math.isfinite(v):
-                return where
+        if not all(math.isfinite(v) for v in pgrads):
+            # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
+            sums = stats.transfer([stats.check(c.tensor) for c in st.backward])
+            for check, v in zip(st.backward, sums):
+                if not math.isfinite(v) and self._confirmed(check):
+                    return check.where
+            for (where, _), v in zip(grads_in_order, pgrads):
+                if not math.isfinite(v):
+                    return where
         for (name, kind, _), v in zip(params, upd):
             if not math.isfinite(v):
                 return {"pass": "update", "tensor": kind, "layer": name, "module": name}
@@ -464,72 +468,68 @@ class Probe:
 
     def _queue_full(self, st: _StepState, order: list[str], first: bool) -> None:
         """Queue every full-record statistic not queued yet; the dicts fill in when the batch resolves."""
-        for name in order:
+        before = [st.w_before.get(name, self.found.layers[name].weight.detach()) for name in order]
+        biases = [self.found.layers[name].bias for name in order]
+        w_norms = torch._foreach_norm(before) if before else []
+        present = [b.detach() for b in biases if b is not None]
+        b_norms = iter(torch._foreach_norm(present) if present else [])
+        for name, w, w_norm, b in zip(order, before, w_norms, biases):
             layer = self.found.layers[name]
             entry = st.entries[name] = {}
             z, a = st.z[name], st.a[name]
             saturation = SATURATION.get(layer.activation)
-            zv = st.forward_vectors.get((name, "z"))
-            if zv is None or (saturation is not None and first):
-                zv = stats.forward_vector(z, layer.kind.unit_dim, saturation)
-            av = st.forward_vectors.get((name, "a"))
-            if av is None:
-                av = stats.forward_vector(a, layer.kind.unit_dim, None)
-            both = torch.cat([zv, av])
+            zp = st.forward_parts.get((name, "z"))
+            if zp is None or (saturation is not None and first):  # the activation was not known at z's hook
+                zp = stats.forward_parts(z, "z", layer.kind.unit_dim, saturation)
+            ap = st.forward_parts.get((name, "a"))
+            if ap is None:
+                ap = stats.forward_parts(a, "a", layer.kind.unit_dim, None)
 
-            def finish_forward(v, entry=entry, z=z, a=a, saturation=saturation):
-                entry["z"] = stats.forward_dict(v[:7], "z", z, saturation)
-                entry["a"] = stats.forward_dict(v[7:], "a", a, None, dead=stats.dead_units(v[:7]))
-            st.batch.add(both, finish_forward)
-            self._queue_params(st, layer, entry, first)
+            def finish_forward(v, entry=entry, z=z, a=a, saturation=saturation, k=len(zp)):
+                entry["z"] = stats.forward_dict(v[:k], "z", z, saturation)
+                entry["a"] = stats.forward_dict(v[k:], "a", a, None, dead=stats.dead_units(v[:k]))
+            st.batch.add(zp + ap, finish_forward)
+            self._queue_params(st, layer, entry, first, w, w_norm, b, next(b_norms) if b is not None else None)
         st.loss_in = None
         if self._probabilities(st):
             p = st.outputs
-
-            def finish_loss_in(v, p=p):
-                st.loss_in = stats.probability_dict(v, p)
-            st.batch.add(stats.probability_vector(p), finish_loss_in)
+            st.batch.add(stats.probability_parts(p), lambda v, p=p: setattr(st, "loss_in", stats.probability_dict(v, p)))
         if st.targets is not None and st.outputs is not None and self.task == "classification":
             acc = self._accuracy(st.outputs.detach(), st.targets.detach())
             if acc is not None:
-                st.batch.add(acc.reshape(1), lambda v: setattr(st, "accuracy", v[0]))
+                st.batch.add([acc], lambda v: setattr(st, "accuracy", v[0]))
 
-    def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool) -> None:
+    def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool, before: torch.Tensor,
+                      w_norm: torch.Tensor, b: Optional[torch.Tensor], b_norm: Optional[torch.Tensor]) -> None:
+        """W (the weights this step's forward used, when before_update saw them), b, gW, gb, ||W_after - W_before||."""
         gw, gb = st.grads.get(layer.name, (None, None))
-        w, b = layer.weight.detach(), layer.bias
-        before = st.w_before.get(layer.name, w)
-        w_norm = torch.linalg.vector_norm(before)
-        vectors = [stats.weight_vector(before, w_norm, first)]
-        # ||W_after - W_before||: the builder divides it by ||W_before|| (update_ratio)
-        ratio = torch.linalg.vector_norm(w - before).reshape(1) if layer.name in st.w_before else None
-        if gw is not None:
-            vectors.append(stats.gradient_vector(gw, st.grad_norms.get(id(layer.weight), torch.linalg.vector_norm(gw))))
+        has_before = layer.name in st.w_before
+        sections: list[tuple[str, list]] = [("W", [w_norm] + stats.weight_parts(before, first))]
         if b is not None:
-            vectors.append(stats.bias_vector(b, torch.linalg.vector_norm(b.detach())))
-        if gb is not None:
-            vectors.append(stats.gradient_vector(gb, st.grad_norms.get(id(b), torch.linalg.vector_norm(gb))))
-        if ratio is not None:
-            vectors.append(ratio.to(torch.float64))
-        nw = 6 if first else 1
+            sections.append(("b", [b_norm] + stats.bias_parts(b)))
+        for key, g, param in (("gW", gw, layer.weight), ("gb", gb, b)):
+            if g is not None:
+                norm = st.grad_norms.get(id(param))
+                sections.append((key, [norm if norm is not None else torch.linalg.vector_norm(g)]
+                                 + stats.gradient_parts(g)))
+        if has_before:  # the builder divides it by ||W_before|| (update_ratio)
+            sections.append(("update_norm", [torch.linalg.vector_norm(layer.weight.detach() - before)]))
+        finishers = {
+            "W": lambda v: stats.weight_dict(v[1:], before, v[0]),
+            "b": lambda v: stats.bias_dict(v[1:], b, v[0]),
+            "gW": lambda v: stats.gradient_dict(v[1:], gw, v[0], True),
+            "gb": lambda v: stats.gradient_dict(v[1:], gb, v[0], False),
+            "update_norm": lambda v: v[0] if math.isfinite(v[0]) else None,
+        }
 
-        def finish(v, entry=entry, gw=gw, gb=gb, w=before, b=b, has_ratio=ratio is not None):
+        def finish(v, entry=entry):
             at = 0
-            entry["W"] = stats.weight_dict(v[at:at + nw], w)
-            if not has_ratio:  # before_update was not called this step: these are the weights after the update
+            for key, parts in sections:
+                entry[key] = finishers[key](v[at:at + len(parts)])
+                at += len(parts)
+            if not has_before:  # before_update was not called this step: these are the weights after the update
                 entry["W"]["after_update"] = True
-            at += nw
-            if gw is not None:
-                entry["gW"] = stats.gradient_dict(v[at:at + 3], gw, True)
-                at += 3
-            if b is not None:
-                entry["b"] = stats.bias_dict(v[at:at + 2], b)
-                at += 2
-            if gb is not None:
-                entry["gb"] = stats.gradient_dict(v[at:at + 3], gb, False)
-                at += 3
-            if has_ratio:
-                entry["update_norm"] = v[at] if math.isfinite(v[at]) else None
-        st.batch.add(torch.cat([x.reshape(-1).to(torch.float64) for x in vectors]), finish)
+        st.batch.add([p for _, parts in sections for p in parts], finish)
 
     def _probabilities(self, st: _StepState) -> bool:
         """Whether this step's outputs are probabilities a log is taken of (textbook bce / cross-entropy)."""

@@ -20,66 +20,84 @@ import torch
 from nnprobe.probes import statistics as host
 
 _F64 = torch.float64
+_NATIVE = (torch.float32, torch.float64)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """The tensor as one float32/float64 vector (a view where the layout allows)."""
+    x = x.detach()
+    return (x if x.dtype in _NATIVE else x.float()).reshape(-1)
 
 
 def check(x: torch.Tensor) -> torch.Tensor:
-    """The every-step non-finite check: one float64 sum, which is finite exactly when every entry is.
+    """The every-step non-finite check: one sum, non-finite whenever an entry is.
 
-    Accumulating a float32/float16 tensor in float64 cannot overflow for finite entries; a float64
-    tensor whose finite entries sum past 1.8e308 is reported as non-finite and then counted exactly.
+    A sum of finite entries can also overflow (entries near 1e34 in float32); the probe then
+    confirms the tensor entry by entry before naming it (Probe._confirmed).
     """
-    return x.detach().sum(dtype=_F64)
+    x = x.detach()
+    return x.sum() if x.dtype in _NATIVE else x.sum(dtype=torch.float32)
 
 
 def units_max(z: torch.Tensor, unit_dim: int) -> torch.Tensor:
     """Each unit's largest pre-activation over the batch (and any spatial positions)."""
+    z = z.detach()
     if z.dim() < 2:
         return z.reshape(1, -1).amax(1)
     return z.movedim(unit_dim, 0).reshape(z.shape[unit_dim], -1).amax(1)
 
 
-def forward_vector(x: torch.Tensor, unit_dim: int, saturation: Optional[float]) -> torch.Tensor:
-    """[mean, std, min, max, zeros, dead units, saturated] of a pre-activation or activation."""
-    x = x.detach()
-    var, mean = torch.var_mean(x, correction=0)
-    mn, mx = torch.aminmax(x)
-    zeros = (x == 0).sum()
-    dead = (units_max(x, unit_dim) <= 0).sum()
-    sat = (x.abs() > saturation).sum() if saturation is not None else zeros.new_zeros(())
-    parts = [mean, var.sqrt(), mn, mx, zeros, dead, sat]
-    return torch.stack([p.to(_F64) for p in parts])
+def _moments(f: torch.Tensor) -> list[torch.Tensor]:
+    """[shift, sum of (x - shift), sum of squares of (x - shift), min, max]: BLAS and plain reductions only.
+
+    The sums are taken about the first entry, so the variance keeps its digits when |mean| >> std.
+    """
+    shift = f[0]
+    d = f - shift
+    return [shift, d.sum(), torch.dot(d, d), f.amin(), f.amax()]
 
 
-def gradient_vector(g: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """[norm, max |entry|, zeros] of a parameter gradient, given its norm (taken once for grad_norm)."""
-    g = g.detach()
-    mn, mx = torch.aminmax(g)
-    maxabs = torch.maximum(mn.abs(), mx.abs())
-    return torch.stack([norm.to(_F64), maxabs.to(_F64), (g == 0).sum().to(_F64)])
+def forward_parts(x: torch.Tensor, kind: str, unit_dim: int, saturation: Optional[float]) -> list[torch.Tensor]:
+    """z: moments, dead units, saturated entries; a: moments and non-zero entries (reductions on the device)."""
+    f = _flat(x)
+    if f.numel() == 0:
+        return []
+    parts = _moments(f)
+    if kind == "z":
+        parts.append((units_max(x, unit_dim) <= 0).sum())
+        if saturation is not None:
+            parts.append(torch.count_nonzero(f.abs() > saturation))
+    else:
+        parts.append(torch.count_nonzero(f))
+    return parts
 
 
-def weight_vector(w: torch.Tensor, norm: torch.Tensor, distribution: bool) -> torch.Tensor:
-    """[norm] or, for the initial weights, [norm, mean, std, min, max, positives]."""
-    w = w.detach()
+def gradient_parts(g: torch.Tensor) -> list[torch.Tensor]:
+    """[min, max, non-zero entries] of a parameter gradient (its norm is taken once, for grad_norm)."""
+    f = _flat(g)
+    return [f.amin(), f.amax(), torch.count_nonzero(f)] if f.numel() else []
+
+
+def weight_parts(w: torch.Tensor, distribution: bool) -> list[torch.Tensor]:
+    """[] or, for the initial weights, moments and positive entries (the norm comes from one fused reduction)."""
     if not distribution:
-        return norm.to(_F64).reshape(1)
-    var, mean = torch.var_mean(w, correction=0)
-    mn, mx = torch.aminmax(w)
-    parts = [norm, mean, var.sqrt(), mn, mx, (w > 0).sum()]
-    return torch.stack([p.to(_F64) for p in parts])
+        return []
+    f = _flat(w)
+    return _moments(f) + [torch.count_nonzero(f > 0)] if f.numel() else []
 
 
-def bias_vector(b: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """[norm, mean] of a bias."""
-    return torch.stack([norm.to(_F64), b.detach().mean(dtype=_F64)])
+def bias_parts(b: torch.Tensor) -> list[torch.Tensor]:
+    """[sum] of a bias (its norm comes from one fused reduction)."""
+    return [_flat(b).sum()]
 
 
-def probability_vector(p: torch.Tensor) -> torch.Tensor:
+def probability_parts(p: torch.Tensor) -> list[torch.Tensor]:
     """[min, max, exactly 0, exactly 1, outside [0, 1]] of the probabilities a loss takes the log of."""
-    p = p.detach()
-    mn, mx = torch.aminmax(p)
-    parts = [mn, mx, (p == 0).sum(), (p == 1).sum(), ((p < 0) | (p > 1)).sum()]
-    return torch.stack([q.to(_F64) for q in parts])
+    f = _flat(p)
+    if f.numel() == 0:
+        return []
+    return [f.amin(), f.amax(), torch.count_nonzero(f == 0), torch.count_nonzero(f == 1),
+            torch.count_nonzero((f < 0) | (f > 1))]
 
 
 # ---------------------------------------------------------------- on the host
@@ -99,56 +117,73 @@ def _exact(fn, *args):
         return fn(*args)
 
 
+def _moments_dict(v: list[float], n: int) -> Optional[dict]:
+    """mean, std, min, max from _moments' values; None when any is non-finite (the exact path decides)."""
+    shift, total, ss, mn, mx = v
+    if not _finite([shift, total, ss, mn, mx]):
+        return None
+    offset = total / n
+    var = max(ss / n - offset * offset, 0.0)
+    return {"mean": shift + offset, "std": math.sqrt(var), "min": mn, "max": mx}
+
+
 def forward_dict(v: list[float], kind: str, x: torch.Tensor, saturation: Optional[float],
                  dead: Optional[int] = None) -> dict:
     """The `z` (kind "z") or `a` object; `dead` for an `a` comes from its layer's z."""
-    mean, std, mn, mx, zeros, dead_here, sat = v
     n = x.numel()
-    if _finite([mean, std, mn, mx]):
-        out = {"mean": mean, "std": std, "min": mn, "max": mx, "nan": 0, "posinf": 0, "neginf": 0}
+    if n == 0:
+        out = {"mean": None, "std": None, "min": None, "max": None, "nan": 0, "posinf": 0, "neginf": 0}
+        return {**out, "sat_frac": None} if kind == "z" else {**out, "zero_frac": 0.0, "dead": dead or 0}
+    moments = _moments_dict(v[:5], n)
+    if moments is not None:
+        out = {**moments, "nan": 0, "posinf": 0, "neginf": 0}
     else:
         out = _exact(host.tensor_stats, _numpy(x))
     if kind == "z":
-        out["sat_frac"] = None if saturation is None else sat / n
+        out["sat_frac"] = None if saturation is None else v[6] / n
     else:
-        out["zero_frac"] = zeros / n
-        out["dead"] = int(dead_here if dead is None else dead)
+        out["zero_frac"] = (n - v[5]) / n
+        out["dead"] = int(dead or 0)
     return out
 
 
 def dead_units(v: list[float]) -> int:
-    return int(v[5])
+    """The dead-unit count of a z's values (forward_parts' layout)."""
+    return int(v[5]) if len(v) > 5 else 0
 
 
-def gradient_dict(v: list[float], g: torch.Tensor, with_zero_frac: bool) -> dict:
-    norm, maxabs, zeros = v
+def gradient_dict(v: list[float], g: torch.Tensor, norm: float, with_zero_frac: bool) -> dict:
     n = g.numel()
-    if _finite([norm, maxabs]):
-        out = {"norm": norm, "maxabs": maxabs, "nonfinite": 0}
-        if with_zero_frac:
-            out["zero_frac"] = zeros / n
-        return out
-    return _exact(host.gradient_stats, _numpy(g), with_zero_frac)
+    if n == 0:
+        return {"norm": 0.0, "maxabs": None, "nonfinite": 0, **({"zero_frac": 0.0} if with_zero_frac else {})}
+    mn, mx, nonzero = v
+    if not _finite([norm, mn, mx]):
+        return _exact(host.gradient_stats, _numpy(g), with_zero_frac)
+    out = {"norm": norm, "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+    if with_zero_frac:
+        out["zero_frac"] = (n - nonzero) / n
+    return out
 
 
-def weight_dict(v: list[float], w: torch.Tensor) -> dict:
-    if not _finite(v):
-        full = _exact(host.weight_stats, _numpy(w))
-        return full if len(v) > 1 else {"norm": full["norm"], "nonfinite": full["nonfinite"]}
-    if len(v) == 1:
-        return {"norm": v[0], "nonfinite": 0}
-    norm, mean, std, mn, mx, positives = v
+def weight_dict(v: list[float], w: torch.Tensor, norm: float) -> dict:
     n = w.numel()
-    return {"norm": norm, "mean": mean, "std": std, "min": mn, "max": mx, "pos_frac": positives / n, "nonfinite": 0}
+    if not math.isfinite(norm) or (v and _moments_dict(v[:5], n) is None):
+        full = _exact(host.weight_stats, _numpy(w))
+        return full if v else {"norm": full["norm"], "nonfinite": full["nonfinite"]}
+    if not v:
+        return {"norm": norm, "nonfinite": 0}
+    return {"norm": norm, **_moments_dict(v[:5], n), "pos_frac": v[5] / n, "nonfinite": 0}
 
 
-def bias_dict(v: list[float], b: torch.Tensor) -> dict:
-    if _finite(v):
-        return {"norm": v[0], "mean": v[1]}
+def bias_dict(v: list[float], b: torch.Tensor, norm: float) -> dict:
+    if _finite([norm] + v) and b.numel():
+        return {"norm": norm, "mean": v[0] / b.numel()}
     return _exact(host.bias_stats, _numpy(b))
 
 
-def probability_dict(v: list[float], p: torch.Tensor) -> dict:
+def probability_dict(v: list[float], p: torch.Tensor) -> Optional[dict]:
+    if not v:
+        return None
     mn, mx, zero, one, outside = v
     return {"n": p.numel(), "min": mn, "max": mx, "n_zero": int(zero), "n_one": int(one), "n_outside": int(outside),
             "n_below_eps": 0}
@@ -156,32 +191,54 @@ def probability_dict(v: list[float], p: torch.Tensor) -> dict:
 
 @dataclass
 class Pending:
-    """One statistics vector waiting for the step's single transfer, and what turns it into its dict."""
+    """Scalars waiting for the step's single transfer, and what turns their values into a dict."""
 
-    vector: torch.Tensor
+    parts: list[torch.Tensor]
     finish: Callable[[list[float]], object]
 
 
 class Batch:
-    """The statistics of one step: vectors queued on the device, moved to the host together."""
+    """The statistics of one step: 0-d tensors queued on the device, moved to the host together.
+
+    Scalars of one dtype are stacked into one tensor (a few stacks in all, not one op per scalar),
+    converted to float64 and concatenated: one device-to-host copy however many there are.
+    """
 
     def __init__(self) -> None:
         self.items: list[Pending] = []
 
-    def add(self, vector: torch.Tensor, finish: Callable[[list[float]], object]) -> None:
-        self.items.append(Pending(vector, finish))
+    def add(self, parts: list[torch.Tensor], finish: Callable[[list[float]], object]) -> None:
+        self.items.append(Pending(list(parts), finish))
 
-    def resolve(self, head: Optional[torch.Tensor] = None) -> list[float]:
-        """One device-to-host copy of `head` and every queued vector; runs each `finish`; returns `head`'s values."""
-        vectors = ([head.to(_F64).reshape(-1)] if head is not None else []) + [p.vector for p in self.items]
-        if not vectors:
-            return []
-        values = torch.cat([v.to(vectors[0].device) for v in vectors]).tolist()
-        n_head = vectors[0].numel() if head is not None else 0
-        at = n_head
-        for p in self.items:
-            k = p.vector.numel()
+    def resolve(self, head: Optional[list[torch.Tensor]] = None) -> list[float]:
+        """One transfer of `head` and every queued part; runs each `finish`; returns `head`'s values."""
+        head = list(head or [])
+        flat = head + [t for p in self.items for t in p.parts]
+        values = transfer(flat)
+        at = len(head)
+        items, self.items = self.items, []
+        for p in items:
+            k = len(p.parts)
             p.finish(values[at:at + k])
             at += k
-        self.items = []
-        return values[:n_head]
+        return values[:len(head)]
+
+
+def transfer(scalars: list[torch.Tensor]) -> list[float]:
+    """The values of 0-d tensors as Python floats, in order, with one device-to-host copy."""
+    if not scalars:
+        return []
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(scalars):
+        groups.setdefault((t.dtype, t.device), []).append(i)
+    device = scalars[0].device
+    order: list[int] = []
+    stacked = []
+    for (_, dev), idx in groups.items():
+        order.extend(idx)
+        stacked.append(torch.stack([scalars[i].reshape(()) for i in idx]).to(device=device, dtype=_F64))
+    values = torch.cat(stacked).tolist() if len(stacked) > 1 else stacked[0].tolist()
+    out = [0.0] * len(scalars)
+    for position, i in enumerate(order):
+        out[i] = values[position]
+    return out
