@@ -110,10 +110,9 @@ def test_nonfinite_gradient_counts_its_bad_entries():
 
 
 def test_probabilities_fed_to_a_log_are_counted_by_hand():
-    p = torch.tensor([[0.0, 0.5], [1.0, 1.0], [-0.1, 2.0]])
+    p = torch.tensor([[0.0, 0.5], [1.0, 1.0], [-0.1, 2.0], [float("nan"), 0.25]])
     d = _through_batch(stats.probability_parts(p), lambda v: stats.probability_dict(v, p))
-    assert d == {"n": 6, "min": pytest.approx(-0.1), "max": 2.0, "n_zero": 1, "n_one": 2, "n_outside": 2,
-                 "n_below_eps": 0}
+    assert d["n"] == 8 and (d["n_zero"], d["n_one"], d["n_outside"]) == (1, 2, 2)  # NaN is none of them
 
 
 def test_one_batch_moves_every_scalar_in_one_transfer_in_order(monkeypatch):

@@ -30,13 +30,15 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def check(x: torch.Tensor) -> torch.Tensor:
-    """The every-step non-finite check: one sum, non-finite whenever an entry is.
+    """The every-step non-finite check: one dot product of the tensor with itself, non-finite whenever an entry is.
 
-    A sum of finite entries can also overflow (entries near 1e34 in float32); the probe then
-    confirms the tensor entry by entry before naming it (Probe._confirmed).
+    A BLAS dot product runs on one core at these sizes; a sum or an isfinite pass goes through
+    the intra-op thread pool, which costs milliseconds when another process holds the other core.
+    The sum of squares of finite entries can also overflow (entries above ~1e19 in float32); the
+    probe then confirms the tensor entry by entry before naming it (Probe._confirmed).
     """
-    x = x.detach()
-    return x.sum() if x.dtype in _NATIVE else x.sum(dtype=torch.float32)
+    f = _flat(x)
+    return torch.dot(f, f)
 
 
 def units_max(z: torch.Tensor, unit_dim: int) -> torch.Tensor:
@@ -45,6 +47,11 @@ def units_max(z: torch.Tensor, unit_dim: int) -> torch.Tensor:
     if z.dim() < 2:
         return z.reshape(1, -1).amax(1)
     return z.movedim(unit_dim, 0).reshape(z.shape[unit_dim], -1).amax(1)
+
+
+def _count_above(f: torch.Tensor, threshold: float) -> torch.Tensor:
+    """How many entries exceed `threshold` (NaN does not), without a boolean temporary (slow on CPU)."""
+    return torch.count_nonzero(torch.relu(torch.nan_to_num(f - threshold, nan=0.0)))
 
 
 def _moments(f: torch.Tensor) -> list[torch.Tensor]:
@@ -66,7 +73,7 @@ def forward_parts(x: torch.Tensor, kind: str, unit_dim: int, saturation: Optiona
     if kind == "z":
         parts.append((units_max(x, unit_dim) <= 0).sum())
         if saturation is not None:
-            parts.append(torch.count_nonzero(f.abs() > saturation))
+            parts.append(_count_above(f.abs(), saturation))
     else:
         parts.append(torch.count_nonzero(f))
     return parts
@@ -83,7 +90,7 @@ def weight_parts(w: torch.Tensor, distribution: bool) -> list[torch.Tensor]:
     if not distribution:
         return []
     f = _flat(w)
-    return _moments(f) + [torch.count_nonzero(f > 0)] if f.numel() else []
+    return _moments(f) + [_count_above(f, 0.0)] if f.numel() else []
 
 
 def bias_parts(b: torch.Tensor) -> list[torch.Tensor]:
@@ -96,8 +103,9 @@ def probability_parts(p: torch.Tensor) -> list[torch.Tensor]:
     f = _flat(p)
     if f.numel() == 0:
         return []
-    return [f.amin(), f.amax(), torch.count_nonzero(f == 0), torch.count_nonzero(f == 1),
-            torch.count_nonzero((f < 0) | (f > 1))]
+    n = f.numel()
+    return [f.amin(), f.amax(), n - torch.count_nonzero(f), n - torch.count_nonzero(f - 1),
+            _count_above(-f, 0.0) + _count_above(f, 1.0)]
 
 
 # ---------------------------------------------------------------- on the host
