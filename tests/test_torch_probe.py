@@ -414,3 +414,21 @@ def test_cuda_model_is_probed_on_the_device(tmp_path):
     probe = _train(model, tmp_path / "run", steps=2, x=x.cuda(), y=y.cuda())
     steps = _steps(probe.run_dir)
     assert math.isfinite(steps[0]["loss"]) and steps[0]["layers"][0]["z"]["nan"] == 0
+
+
+class _Huge(nn.Module):
+    """Finite outputs whose sum of squares overflows float32 (entries of 1e20)."""
+
+    def forward(self, x):
+        return torch.full_like(x, 1e20)
+
+
+def test_huge_but_finite_tensors_are_not_named_nonfinite(tmp_path):
+    """The every-step check overflows on entries of 1e20; the entry-by-entry confirmation clears them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), _Huge(), nn.Linear(8, 3))
+    x, y = _data()
+    probe = _train(model, tmp_path / "run", steps=2, every=100, x=x, y=y,
+                   loss_fn=lambda out, t: (out * 0.0).sum() + nn.functional.cross_entropy(out * 0.0, t))
+    assert [r["nonfinite"] for r in _steps(probe.run_dir)] == [None, None]
+    assert "nonfinite" not in {f.code for f in probe.result.findings}
