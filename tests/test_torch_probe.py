@@ -432,3 +432,9 @@ def test_huge_but_finite_tensors_are_not_named_nonfinite(tmp_path):
                    loss_fn=lambda out, t: (out * 0.0).sum() + nn.functional.cross_entropy(out * 0.0, t))
     assert [r["nonfinite"] for r in _steps(probe.run_dir)] == [None, None]
     assert "nonfinite" not in {f.code for f in probe.result.findings}
+
+
+def test_a_bare_linear_model_is_one_layer_named_model(tmp_path):
+    torch.manual_seed(0)
+    probe = _train(nn.Linear(4, 3), tmp_path / "run", steps=1)
+    assert [l["name"] for l in _steps(probe.run_dir)[0]["layers"]] == ["model"]

@@ -124,13 +124,19 @@ class Discovery:
     leaves: dict[str, nn.Module] = field(default_factory=dict)
 
 
+#: the name of a model that is itself a single leaf module
+ROOT = "model"
+
+
 def discover(model: nn.Module, only: Optional[list[str]] = None) -> Discovery:
     """The weighted modules (all, or the module paths in `only`) and every leaf module of `model`."""
     found = Discovery()
     named = dict(model.named_modules())
     for path, module in named.items():
         if not path:
-            continue
+            if any(True for _ in module.children()):
+                continue
+            path = ROOT  # the model is itself one module (a bare nn.Linear)
         if not any(True for _ in module.children()):
             found.leaves[path] = module
         kind = layer_kind(module)

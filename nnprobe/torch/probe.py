@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nnprobe.config import validate_config
+from nnprobe.errors import ConfigError
 from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
 from nnprobe.train.recorded import RecordedRun
 from nnprobe.train.signals import StopFlag, catch_signals
@@ -131,9 +132,8 @@ class Probe:
                "loss": {"kind": loss or "mse"}, "probes": {"every": every}, "stop_on": list(stop_on)}
         try:
             config = validate_config(raw, source="Probe(...)")
-        except Exception as exc:  # ConfigError: an unknown stop_on code, with the valid list
-            raise ProbeError(str(exc).replace("stop_on", "stop_on").replace(" Run `nnprobe validate --schema` for "
-                                              "every key and its type.", "")) from None
+        except ConfigError as exc:  # an unknown stop_on code: the message names it and lists the valid ones
+            raise ProbeError(str(exc).split(" Run `nnprobe validate")[0]) from None
         self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__})
         self.errors = HookErrors()
         self.hooks = HookSet()
