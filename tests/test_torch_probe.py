@@ -438,3 +438,22 @@ def test_a_bare_linear_model_is_one_layer_named_model(tmp_path):
     torch.manual_seed(0)
     probe = _train(nn.Linear(4, 3), tmp_path / "run", steps=1)
     assert [l["name"] for l in _steps(probe.run_dir)[0]["layers"]] == ["model"]
+
+
+def test_ctrl_c_finishes_the_step_and_stops_with_status_interrupted(tmp_path):
+    import os
+    import signal
+
+    model = _mlp()
+    x, y = _data()
+    with Probe(model, tmp_path / "run", loss="cross_entropy") as probe:
+        for i in range(5):
+            with probe.step() as s:
+                s.loss(nn.functional.cross_entropy(model(x), y))
+                if i == 1:
+                    os.kill(os.getpid(), signal.SIGINT)  # handled by the probe: no KeyboardInterrupt
+            if probe.stopped:
+                break
+    assert i == 1 and probe.result.status == "interrupted"
+    assert len(_steps(probe.run_dir)) == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back after the first
