@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -94,9 +94,10 @@ def measure(widths: list[int], batch: int, classification: bool, rounds: int, st
             times["bare"].append(_timed(loop.bare, steps))
             for every, probe in probes.items():
                 times[f"every={every}"].append(_timed(lambda n, p=probe: loop.probed(n, p), steps))
-            with torch.autograd.detect_anomaly(check_nan=True) if hasattr(torch.autograd, "detect_anomaly") \
-                    else nullcontext():
-                times["detect_anomaly"].append(_timed(loop.bare, steps))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Anomaly Detection has been enabled"
+                with torch.autograd.detect_anomaly(check_nan=True):
+                    times["detect_anomaly"].append(_timed(loop.bare, steps))
     finally:
         for probe in probes.values():
             probe.close()
