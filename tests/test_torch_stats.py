@@ -79,13 +79,6 @@ def test_variance_keeps_its_digits_when_the_mean_dominates():
     assert d["mean"] == pytest.approx(ref.mean().item(), rel=1e-7)
 
 
-def test_every_step_check_is_non_finite_whenever_an_entry_is():
-    for bad in (float("nan"), float("inf"), -float("inf")):
-        t = torch.zeros(5)
-        t[2] = bad
-        assert not math.isfinite(stats.check(t).item())
-
-
 def test_gradient_weight_and_bias_statistics_match_numpy():
     g = torch.Generator().manual_seed(2)
     gw = torch.randn(7, 5, generator=g)

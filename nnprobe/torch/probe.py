@@ -40,8 +40,7 @@ class _Check:
     """One tensor of the step's non-finite check, in computation order, and what it would name."""
 
     where: dict
-    tensor: torch.Tensor
-    value: Optional[torch.Tensor] = None  # stats.check(tensor), taken when the tensor was made
+    tensor: torch.Tensor  # checked at the end of the step, with every other tensor, by one fused reduction
 
 
 @dataclass
@@ -63,7 +62,7 @@ class _StepState:
     targets: Optional[torch.Tensor] = None
     grads: Optional[dict[str, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]] = None
     grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(grad) -> its norm
-    grad_total: Optional[torch.Tensor] = None
+    all_grad_norms: list[torch.Tensor] = field(default_factory=list)  # every parameter's, for grad_norm
     w_before: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: Any = None
     batch: stats.Batch = field(default_factory=stats.Batch)
@@ -224,7 +223,7 @@ class Probe:
             if layer is not None and st.pending is not None:
                 self._set_activation(st, st.pending, x, functional=True)
             if x is not st.last_output and x.is_floating_point():
-                st.forward.append(_Check(self._input_origin(st, path), x, stats.check(x)))
+                st.forward.append(_Check(self._input_origin(st, path), x))
         return hook
 
     def _input_origin(self, st: _StepState, path: str) -> dict:
@@ -262,7 +261,7 @@ class Probe:
                 self._set_activation(st, owner, output, functional=False, module=path)
             else:
                 where = {"pass": "forward", "tensor": "output", "layer": st.last_layer, "module": path}
-            st.forward.append(_Check(where, output, stats.check(output)))
+            st.forward.append(_Check(where, output))
             st.last_output = output
         return hook
 
@@ -315,7 +314,7 @@ class Probe:
             self._from_logits = st.outputs is None or st.outputs is st.z[last]
         if st.outputs is not None and st.outputs is not st.last_output and st.outputs.is_floating_point():
             where = {"pass": "forward", "tensor": "activation", "layer": last, "module": "code before the loss"}
-            st.forward.append(_Check(where, st.outputs, stats.check(st.outputs)))
+            st.forward.append(_Check(where, st.outputs))
 
     def _read_grads(self, st: _StepState, optimizer) -> None:
         """Every parameter's gradient now: the global norm (one fused reduction), and a full step's statistics."""
@@ -325,7 +324,7 @@ class Probe:
         grads = [p.grad.detach() for p in params]
         norms = torch._foreach_norm(grads) if grads else []
         st.grad_norms = {id(p): n for p, n in zip(params, norms)}
-        st.grad_total = torch.linalg.vector_norm(torch.stack(norms)) if grads else None
+        st.all_grad_norms = list(norms)
         st.grads = {}
         for name, layer in self.found.layers.items():
             w, b = layer.weight, layer.bias
@@ -369,22 +368,22 @@ class Probe:
         if first:
             self._layer_order = list(st.order)
         order = [n for n in self._layer_order if n in st.z]
-        # the update pass: every layer parameter after optimizer.step(), one fused reduction
+        # the non-finite check of the step: one fused reduction (a norm per tensor) over every forward
+        # tensor the hooks saw and every layer parameter after optimizer.step()
         params = [(n, kind, p.detach()) for n in order for kind, p in self._params_of(n)]
-        after = list(torch._foreach_norm([p for _, _, p in params])) if params else []
+        checked = [c.tensor.detach() for c in st.forward] + [p for _, _, p in params]
+        norms = list(torch._foreach_norm(checked)) if checked else []
         grads_in_order = self._gradient_checks(st, order)
-        nothing = torch.zeros((), dtype=torch.float64)
-        head = ([st.loss if st.loss is not None else nothing, st.grad_total if st.grad_total is not None else nothing]
-                + [c.value for c in st.forward] + after + [v for _, v in grads_in_order])
+        head = ([st.loss] if st.loss is not None else []) + norms + [v for _, v in grads_in_order] + st.all_grad_norms
         if st.full:
             self._queue_full(st, order, first)
         values = st.batch.resolve(head)  # the step's one transfer: checks, loss, and a full step's statistics
-        loss = values[0] if st.loss is not None else None
-        grad_norm = values[1] if st.grad_total is not None else None
-        n_fwd = len(st.forward)
-        fwd = values[2:2 + n_fwd]
-        upd = values[2 + n_fwd:2 + n_fwd + len(after)]
-        pgrads = values[2 + n_fwd + len(after):]
+        loss = values.pop(0) if st.loss is not None else None
+        n_fwd, n_par, n_lay = len(st.forward), len(params), len(grads_in_order)
+        fwd, upd = values[:n_fwd], values[n_fwd:n_fwd + n_par]
+        pgrads = values[n_fwd + n_par:n_fwd + n_par + n_lay]
+        every_grad = values[n_fwd + n_par + n_lay:]
+        grad_norm = math.sqrt(sum(v * v for v in every_grad)) if every_grad else None
         origin = self._origin(st, fwd, loss, grads_in_order, pgrads, params, upd)
         if origin is not None and not st.full:
             st.full = True  # the step where something went non-finite is recorded in full
@@ -454,7 +453,7 @@ class Probe:
             return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
         if not all(math.isfinite(v) for v in pgrads):
             # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
-            sums = stats.transfer([stats.check(c.tensor) for c in st.backward])
+            sums = stats.transfer(list(torch._foreach_norm([c.tensor.detach() for c in st.backward])))
             for check, v in zip(st.backward, sums):
                 if not math.isfinite(v) and self._confirmed(check):
                     return check.where

@@ -1,9 +1,9 @@
 """Per-tensor statistics of a PyTorch step, taken on the tensor's own device without a host round trip.
 
-Each function returns a small float64 vector (a fixed layout per kind, below) built from batched
-reductions; the probe concatenates the vectors of a step and moves them to the host once, where
-`to_dict` turns each into the log's per-tensor object (docs/log-schema.md). The fast layouts are
-right only for finite tensors; a vector whose moments came out non-finite is recomputed from the
+Each `*_parts` function returns 0-d tensors (a fixed layout per kind) from BLAS and plain
+reductions; `Batch` moves every part of a step to the host in one copy, where the `*_dict`
+functions turn them into the log's per-tensor objects (docs/log-schema.md). The fast layouts are
+right only for finite tensors; a tensor whose values came out non-finite is recounted from the
 tensor itself by nnprobe.probes.statistics (exact NaN/inf counts, moments over the finite entries),
 which happens only on the step where something went non-finite.
 """
@@ -27,18 +27,6 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     """The tensor as one float32/float64 vector (a view where the layout allows)."""
     x = x.detach()
     return (x if x.dtype in _NATIVE else x.float()).reshape(-1)
-
-
-def check(x: torch.Tensor) -> torch.Tensor:
-    """The every-step non-finite check: one dot product of the tensor with itself, non-finite whenever an entry is.
-
-    A BLAS dot product runs on one core at these sizes; a sum or an isfinite pass goes through
-    the intra-op thread pool, which costs milliseconds when another process holds the other core.
-    The sum of squares of finite entries can also overflow (entries above ~1e19 in float32); the
-    probe then confirms the tensor entry by entry before naming it (Probe._confirmed).
-    """
-    f = _flat(x)
-    return torch.dot(f, f)
 
 
 def units_max(z: torch.Tensor, unit_dim: int) -> torch.Tensor:
