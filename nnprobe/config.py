@@ -15,10 +15,12 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nnprobe.data import SOURCES
+from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.errors import ConfigError
 
 Severity = Literal["info", "warning", "error"]
-BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity")
+BUILTIN_ACTIVATIONS = tuple(HIDDEN)  # the registry decides (nnprobe.nn.activations: each class's traits)
 
 
 class _Strict(BaseModel):
@@ -36,8 +38,9 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    # recorded: a run recorded from a hand-written loop (nnprobe.Recorder); it cannot be trained again
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "recorded"]
+    # the data registry (generators, then file loaders), and `recorded`: a run recorded from a loop nnprobe
+    # does not own (nnprobe.Recorder, nnprobe.torch.Probe); it cannot be trained again
+    source: Literal[(*SOURCES, "recorded")]  # type: ignore[valid-type]
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0
@@ -75,7 +78,7 @@ class ModelConfig(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [3])
     activation: str = "leaky_relu"
     negative_slope: float = Field(0.01, ge=0)
-    output: Literal["identity", "sigmoid", "softmax", "relu", "tanh"] = "identity"
+    output: Literal[tuple(OUTPUT)] = "identity"  # type: ignore[valid-type]  (the registry's output activations)
     init: Literal[
         "uniform", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "zeros"
     ] = "uniform"

@@ -17,6 +17,7 @@ from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.result import RunResult
+from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
@@ -29,9 +30,7 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
           config_path: Optional[Path] = None, runs_root: Path = Path("runs"),
           hidden_activation=None, user_code: Optional[list[dict]] = None) -> RunResult:
     """Train one config into a fresh run directory and return the analysed result."""
-    seq = np.random.SeedSequence(config.seed)
-    data_seq = seq.spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    data = load_dataset(config.data, config.task, data_rng(config.seed))
     trainer = Trainer(config, data, hidden_activation)
     run_dir = new_run_dir(config, out_dir, runs_root)
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
@@ -87,10 +86,12 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
         start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
+        detector_codes=suite.watching_codes(),
     )
     result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=steps_done,
                 step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
     write_json(run_dir / "meta.json", meta)
+    result.meta = meta
     write_json(run_dir / "findings.json", result.to_json())
     return result

@@ -71,6 +71,10 @@ class DetectorSuite:
     def static_findings(self) -> list[Finding]:
         return list(self._static)
 
+    def watching_codes(self) -> list[str]:
+        """The codes of this suite's detectors that watch a run (gradcheck-only detectors do not)."""
+        return [d.code for d in self.detectors if watches_runs(type(d))]
+
     def observe(self, record: dict[str, Any], detectors: Optional[list[Detector]] = None) -> list[str]:
         """Feed one record to every detector (or to `detectors`, some of them); return the codes that
         first fired at it (drives stop_on)."""
@@ -87,6 +91,11 @@ class DetectorSuite:
         for det in self.detectors:
             found.extend(det.finish(end))
         return sort_findings(found)
+
+
+def watches_runs(cls: type[Detector]) -> bool:
+    """Whether a detector looks at a run at all (its records or its start), not only at gradcheck's report."""
+    return not (cls.observe is Detector.observe and cls.static is Detector.static)
 
 
 def explain(code: str) -> type[Detector]:
