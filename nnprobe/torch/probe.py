@@ -127,6 +127,7 @@ class Probe:
         self.loss_kind = loss
         self.task = task or ("regression" if loss in (None, "mse") else "classification")
         self.found: Discovery = discover(model, layers)
+        self._parameters = list(model.parameters())  # walked once: model.parameters() walks every module
         raw = {"name": name or Path(out).name or "torch", "data": {"source": "recorded"},
                "loss": {"kind": loss or "mse"}, "probes": {"every": every}, "stop_on": list(stop_on)}
         try:
@@ -320,7 +321,7 @@ class Probe:
         """Every parameter's gradient now: the global norm (one fused reduction), and a full step's statistics."""
         if optimizer is not None:
             st.optimizer = optimizer
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self._parameters if p.grad is not None]
         grads = [p.grad.detach() for p in params]
         norms = torch._foreach_norm(grads) if grads else []
         st.grad_norms = {id(p): n for p, n in zip(params, norms)}

@@ -221,7 +221,7 @@ class Batch:
 
 
 def transfer(scalars: list[torch.Tensor]) -> list[float]:
-    """The values of 0-d tensors as Python floats, in order, with one device-to-host copy."""
+    """The values of 0-d tensors as Python floats, in order, with one device-to-host copy (a stack per dtype)."""
     if not scalars:
         return []
     groups: dict[tuple, list[int]] = {}
@@ -232,7 +232,7 @@ def transfer(scalars: list[torch.Tensor]) -> list[float]:
     stacked = []
     for (_, dev), idx in groups.items():
         order.extend(idx)
-        stacked.append(torch.stack([scalars[i].reshape(()) for i in idx]).to(device=device, dtype=_F64))
+        stacked.append(torch.stack([scalars[i] for i in idx]).to(device=device, dtype=_F64))
     values = torch.cat(stacked).tolist() if len(stacked) > 1 else stacked[0].tolist()
     out = [0.0] * len(scalars)
     for position, i in enumerate(order):
