@@ -42,14 +42,27 @@ def _count_above(f: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.count_nonzero(torch.relu(torch.nan_to_num(f - threshold, nan=0.0)))
 
 
-def _moments(f: torch.Tensor) -> list[torch.Tensor]:
-    """[shift, sum of (x - shift), sum of squares of (x - shift), min, max]: BLAS and plain reductions only.
+#: read-only ones vectors by (size, dtype, device): a sum as a BLAS dot product
+_ONES: dict[tuple, torch.Tensor] = {}
 
-    The sums are taken about the first entry, so the variance keeps its digits when |mean| >> std.
+
+def _ones(f: torch.Tensor) -> torch.Tensor:
+    key = (f.numel(), f.dtype, f.device)
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = torch.ones(f.numel(), dtype=f.dtype, device=f.device)
+    return ones
+
+
+def _moments(f: torch.Tensor) -> list[torch.Tensor]:
+    """[sum, sum of squares, min, max]: two BLAS dot products and one min/max reduction.
+
+    On CPU a dot product runs on the calling thread, where a sum, a variance or a comparison goes
+    through the intra-op thread pool: 5-10x slower at these sizes on a machine with other work
+    (bench/torch_probe.py). forward_dict recomputes the moments exactly where the sums lose digits.
     """
-    shift = f[0]
-    d = f - shift
-    return [shift, d.sum(), torch.dot(d, d), f.amin(), f.amax()]
+    mn, mx = torch.aminmax(f)
+    return [torch.dot(f, _ones(f)), torch.dot(f, f), mn, mx]
 
 
 def forward_parts(x: torch.Tensor, kind: str, unit_dim: int, saturation: Optional[float]) -> list[torch.Tensor]:
@@ -83,7 +96,8 @@ def weight_parts(w: torch.Tensor, distribution: bool) -> list[torch.Tensor]:
 
 def bias_parts(b: torch.Tensor) -> list[torch.Tensor]:
     """[sum] of a bias (its norm comes from one fused reduction)."""
-    return [_flat(b).sum()]
+    f = _flat(b)
+    return [torch.dot(f, _ones(f))]
 
 
 def probability_parts(p: torch.Tensor) -> list[torch.Tensor]:
@@ -113,14 +127,21 @@ def _exact(fn, *args):
         return fn(*args)
 
 
+#: var < _CANCEL * mean of squares: sum-of-squares minus squared mean has lost digits (as probes.statistics)
+_CANCEL = 1.0 / 16.0
+
+
 def _moments_dict(v: list[float], n: int) -> Optional[dict]:
-    """mean, std, min, max from _moments' values; None when any is non-finite (the exact path decides)."""
-    shift, total, ss, mn, mx = v
-    if not _finite([shift, total, ss, mn, mx]):
+    """mean, std, min, max from _moments' values; None when any is non-finite or the variance lost its digits
+    (the exact path decides)."""
+    total, ss, mn, mx = v
+    if not _finite([total, ss, mn, mx]):
         return None
-    offset = total / n
-    var = max(ss / n - offset * offset, 0.0)
-    return {"mean": shift + offset, "std": math.sqrt(var), "min": mn, "max": mx}
+    mean = total / n
+    var = ss / n - mean * mean
+    if var < _CANCEL * (ss / n):
+        return None
+    return {"mean": mean, "std": math.sqrt(var), "min": mn, "max": mx}
 
 
 def forward_dict(v: list[float], kind: str, x: torch.Tensor, saturation: Optional[float],
@@ -130,22 +151,22 @@ def forward_dict(v: list[float], kind: str, x: torch.Tensor, saturation: Optiona
     if n == 0:
         out = {"mean": None, "std": None, "min": None, "max": None, "nan": 0, "posinf": 0, "neginf": 0}
         return {**out, "sat_frac": None} if kind == "z" else {**out, "zero_frac": 0.0, "dead": dead or 0}
-    moments = _moments_dict(v[:5], n)
+    moments = _moments_dict(v[:4], n)
     if moments is not None:
         out = {**moments, "nan": 0, "posinf": 0, "neginf": 0}
     else:
         out = _exact(host.tensor_stats, _numpy(x))
     if kind == "z":
-        out["sat_frac"] = None if saturation is None else v[6] / n
+        out["sat_frac"] = None if saturation is None else v[5] / n
     else:
-        out["zero_frac"] = (n - v[5]) / n
+        out["zero_frac"] = (n - v[4]) / n
         out["dead"] = int(dead or 0)
     return out
 
 
 def dead_units(v: list[float]) -> int:
     """The dead-unit count of a z's values (forward_parts' layout)."""
-    return int(v[5]) if len(v) > 5 else 0
+    return int(v[4]) if len(v) > 4 else 0
 
 
 def gradient_dict(v: list[float], g: torch.Tensor, norm: float, with_zero_frac: bool) -> dict:
@@ -163,12 +184,12 @@ def gradient_dict(v: list[float], g: torch.Tensor, norm: float, with_zero_frac: 
 
 def weight_dict(v: list[float], w: torch.Tensor, norm: float) -> dict:
     n = w.numel()
-    if not math.isfinite(norm) or (v and _moments_dict(v[:5], n) is None):
+    if not math.isfinite(norm) or (v and _moments_dict(v[:4], n) is None):
         full = _exact(host.weight_stats, _numpy(w))
         return full if v else {"norm": full["norm"], "nonfinite": full["nonfinite"]}
     if not v:
         return {"norm": norm, "nonfinite": 0}
-    return {"norm": norm, **_moments_dict(v[:5], n), "pos_frac": v[5] / n, "nonfinite": 0}
+    return {"norm": norm, **_moments_dict(v[:4], n), "pos_frac": v[4] / n, "nonfinite": 0}
 
 
 def bias_dict(v: list[float], b: torch.Tensor, norm: float) -> dict:
