@@ -83,7 +83,10 @@ def forward_parts(x: torch.Tensor, kind: str, unit_dim: int, saturation: Optiona
 def gradient_parts(g: torch.Tensor) -> list[torch.Tensor]:
     """[min, max, non-zero entries] of a parameter gradient (its norm is taken once, for grad_norm)."""
     f = _flat(g)
-    return [f.amin(), f.amax(), torch.count_nonzero(f)] if f.numel() else []
+    if f.numel() == 0:
+        return []
+    mn, mx = torch.aminmax(f)
+    return [mn, mx, torch.count_nonzero(f)]
 
 
 def weight_parts(w: torch.Tensor, distribution: bool) -> list[torch.Tensor]:
