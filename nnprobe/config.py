@@ -51,7 +51,9 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal[SOURCES]  # type: ignore[valid-type]  (the data registry: generators, then file loaders)
+    # the data registry (generators, then file loaders), and `recorded`: a run recorded from a loop nnprobe
+    # does not own (nnprobe.Recorder, nnprobe.torch.Probe); it cannot be trained again
+    source: Literal[(*SOURCES, "recorded")]  # type: ignore[valid-type]
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

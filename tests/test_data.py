@@ -582,14 +582,15 @@ def test_unknown_task_is_a_programming_error():
 
 
 def test_config_accepts_exactly_the_registered_sources():
-    """data.source's allowed values are the registry's (GENERATORS, then LOADERS), in its order."""
+    """data.source's allowed values are the registry's (GENERATORS, then LOADERS), in its order, and
+    `recorded` (the config of a run recorded from a loop nnprobe does not own)."""
     import typing
 
     from nnprobe.config import DataConfig
     from nnprobe.data import GENERATORS, LOADERS, SOURCES
 
     assert SOURCES == (*GENERATORS, *LOADERS)
-    assert typing.get_args(DataConfig.model_fields["source"].annotation) == SOURCES
+    assert typing.get_args(DataConfig.model_fields["source"].annotation) == (*SOURCES, "recorded")
 
 
 def test_docs_describe_every_registered_source():

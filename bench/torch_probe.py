@@ -1,0 +1,138 @@
+"""What nnprobe.torch.Probe costs a PyTorch CPU loop, next to torch.autograd.detect_anomaly.
+
+The same loop (forward, loss, zero_grad, backward, SGD step) on the same model and batch, run
+bare, under the probe at every=10 and every=1, and under detect_anomaly; the variants take
+turns in rounds so that a busy machine slows them alike, and each is reported as the median
+step time over the rounds and its ratio to the bare loop. The 1-3-1 network's row gives the
+probe's per-step overhead in microseconds (its steps are too small for a ratio to mean much).
+
+    python -m bench.torch_probe [--quick] [--rounds N] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from nnprobe.torch import Probe  # noqa: E402
+
+TARGETS = {"every=10": 1.03, "every=1": 1.25}
+
+
+def _network(widths: list[int], activation) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class Loop:
+    """One model, batch and optimizer; `run(n, probe)` takes n steps, with or without a probe."""
+
+    def __init__(self, widths: list[int], batch: int, classification: bool) -> None:
+        torch.manual_seed(0)
+        self.model = _network(widths, nn.ReLU if classification else lambda: nn.LeakyReLU(0.01))
+        self.x = torch.randn(batch, widths[0])
+        if classification:
+            self.y = torch.randint(0, widths[-1], (batch,))
+            self.loss_fn = nn.CrossEntropyLoss()
+        else:
+            self.y = torch.randn(batch, widths[-1])
+            self.loss_fn = nn.MSELoss()
+        self.kind = "cross_entropy" if classification else "mse"
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-3)
+
+    def bare(self, n: int) -> None:
+        model, x, y, opt, loss_fn = self.model, self.x, self.y, self.opt, self.loss_fn
+        for _ in range(n):
+            out = model(x)
+            loss = loss_fn(out, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def probed(self, n: int, probe: Probe) -> None:
+        model, x, y, opt, loss_fn = self.model, self.x, self.y, self.opt, self.loss_fn
+        for _ in range(n):
+            with probe.step() as s:
+                out = model(x)
+                loss = loss_fn(out, y)
+                s.loss(loss, outputs=out, targets=y)
+                opt.zero_grad()
+                loss.backward()
+                s.before_update(opt)
+                opt.step()
+
+
+def _timed(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    fn(n)
+    return (time.perf_counter() - t0) / n
+
+
+def measure(widths: list[int], batch: int, classification: bool, rounds: int, steps: int, workdir: Path) -> dict:
+    loop = Loop(widths, batch, classification)
+    loop.bare(5)  # warm-up: allocator, thread pool
+    probes = {every: Probe(loop.model, workdir / f"{'-'.join(map(str, widths))}-every{every}", every=every,
+                           loss=loop.kind, stop_on=()) for every in (10, 1)}
+    times: dict[str, list[float]] = {"bare": [], "every=10": [], "every=1": [], "detect_anomaly": []}
+    try:
+        for _ in range(rounds):
+            times["bare"].append(_timed(loop.bare, steps))
+            for every, probe in probes.items():
+                times[f"every={every}"].append(_timed(lambda n, p=probe: loop.probed(n, p), steps))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Anomaly Detection has been enabled"
+                with torch.autograd.detect_anomaly(check_nan=True):
+                    times["detect_anomaly"].append(_timed(loop.bare, steps))
+    finally:
+        for probe in probes.values():
+            probe.close()
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {"network": "-".join(map(str, widths)), "batch": batch, "steps_per_round": steps, "rounds": rounds,
+            "us": {k: round(v * 1e6, 1) for k, v in median.items()},
+            "ratio": {k: round(v / median["bare"], 3) for k, v in median.items() if k != "bare"},
+            "overhead_us": {k: round((v - median["bare"]) * 1e6, 1) for k, v in median.items() if k != "bare"}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps (a smoke run, noisy)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 9)
+    steps = args.steps or (20 if args.quick else 60)
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; "
+          f"median of {rounds} interleaved rounds of {steps} steps", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [measure([784, 256, 256, 256, 10], 256, True, rounds, steps, Path(tmp)),
+                measure([1, 3, 1], 100, False, rounds, steps * 10, Path(tmp))]
+    print(f"{'network':<20}{'bare us':>10}{'every=10':>10}{'every=1':>10}{'anomaly':>10}"
+          f"{'+us e=10':>10}{'+us e=1':>10}")
+    for r in rows:
+        print(f"{r['network']:<20}{r['us']['bare']:>10.1f}{r['ratio']['every=10']:>10.3f}{r['ratio']['every=1']:>10.3f}"
+              f"{r['ratio']['detect_anomaly']:>10.3f}{r['overhead_us']['every=10']:>10.1f}"
+              f"{r['overhead_us']['every=1']:>10.1f}")
+    big = rows[0]["ratio"]
+    for key, target in TARGETS.items():
+        verdict = "ok" if big[key] <= target else "ABOVE TARGET"
+        print(f"784-256x3-10 {key}: {big[key]:.3f}x (target <= {target}) {verdict}")
+
+
+if __name__ == "__main__":
+    main()
