@@ -36,7 +36,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz"]
+    # recorded: a run recorded from a hand-written loop (nnprobe.Recorder); it cannot be trained again
+    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "recorded"]
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

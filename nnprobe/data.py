@@ -527,6 +527,12 @@ def load_dataset(cfg: DataConfig, task: str, rng: np.random.Generator) -> Datase
         x, y, n_classes = table.x, table.y, None
         if task == "classification":
             y, n_classes, classes = _class_labels(table, str(cfg.path))
+    elif cfg.source == "recorded":
+        raise DataError(
+            "data.source: recorded: this config describes a run recorded from a hand-written training loop "
+            "(nnprobe.Recorder), so there is no data to train on. `nnprobe diagnose` and `nnprobe report` read that "
+            "run directory; to train here, pick a data source such as csv or npz."
+        )
     else:
         valid = ", ".join([*GENERATORS, *LOADERS])
         raise DataError(f"data.source: unknown source {cfg.source!r}; valid: {valid}.")

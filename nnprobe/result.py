@@ -32,6 +32,7 @@ class RunResult:
     log_problems: list[str] = field(default_factory=list)  # lines diagnose skipped, and why
     stopped_by: Optional[str] = None
     max_grad_norm: Optional[float] = None  # largest finite global gradient norm of the run
+    skipped: list = field(default_factory=list)  # diagnose.skipped.Skipped: detectors a recorded run could not run
 
     def to_json(self) -> dict[str, Any]:
         """The document `--format json` prints, identical for train and diagnose."""
@@ -47,4 +48,6 @@ class RunResult:
             doc["checks"] = [{"name": c.name, "kind": c.kind, "ok": c.ok, "message": c.message} for c in self.checks]
         if self.log_problems:
             doc["log_problems"] = list(self.log_problems)
+        if self.skipped:
+            doc["skipped"] = [s.to_dict() for s in self.skipped]
         return doc

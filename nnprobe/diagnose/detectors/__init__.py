@@ -6,6 +6,7 @@ import difflib
 from typing import Any, Optional
 
 from nnprobe.diagnose.detectors.base import Detector, Explanation, RunContext, Threshold
+from nnprobe.diagnose.skipped import skipped_detectors
 from nnprobe.findings import SEVERITIES, Finding, sort_findings
 
 REGISTRY: dict[str, type[Detector]] = {}
@@ -66,12 +67,13 @@ class DetectorSuite:
         _load_all()
         self.context = RunContext(start=start, config=config)
         ignored = set(config.ignore)
-        self.detectors: list[Detector] = []
-        for code, cls in REGISTRY.items():
-            settings = config.detectors.get(code, {})
-            if code in ignored or settings.get("enabled", True) is False:
-                continue
-            self.detectors.append(cls(self.context, settings))
+        enabled = [code for code in REGISTRY
+                   if code not in ignored and config.detectors.get(code, {}).get("enabled", True) is not False]
+        # a recorded run that was not given what a detector reads skips it, and says so
+        self.skipped = skipped_detectors(start, enabled)
+        skip = {s.code for s in self.skipped}
+        self.detectors: list[Detector] = [REGISTRY[code](self.context, config.detectors.get(code, {}))
+                                          for code in enabled if code not in skip]
         self._static = [f for d in self.detectors for f in d.static()]
         self._fired: set[str] = {f.code for f in self._static}
 
