@@ -426,7 +426,7 @@ def gradcheck_config(cfg, config_dir: Path | str, *, config_label: str = "", bat
     def loss_fn() -> float:
         model.forward(xb)
         out = model.output
-        return trainer.loss(out.z, out.a, tb, probe=False).value + model.l2_penalty(l2)
+        return trainer.loss(out.z, out.a, tb).value + model.l2_penalty(l2)
 
     act_reports: list[ActivationReport] = []
     hidden_layers = [l.name for l in model.layers[:-1]]
@@ -445,7 +445,7 @@ def gradcheck_config(cfg, config_dir: Path | str, *, config_label: str = "", bat
     with np.errstate(all="ignore"):
         L0 = loss_fn()
         out = model.output
-        lo = trainer.loss(out.z, out.a, tb, probe=False)
+        lo = trainer.loss(out.z, out.a, tb)
         grads = [np.array(g, dtype=np.float64, copy=True) for g in model.backward(lo.grad_z, l2).flat()]
         floor = PARAM_FLOOR * max(1.0, abs(L0)) if math.isfinite(L0) else PARAM_FLOOR
         for k, P in enumerate(model.params()):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from nnprobe.nn.activations import OUTPUT, Sigmoid, Softmax, output_activation
-from nnprobe.nn.losses import Loss, one_hot, probability_stats
+from nnprobe.nn.losses import Loss, one_hot
+from nnprobe.probes.records import loss_record
+from nnprobe.probes.statistics import probability_stats
 
 RTOL = 1e-6
 H = 1e-5
@@ -126,7 +128,7 @@ def test_mse_sums_over_units_and_averages_over_the_batch():
     result = loss(a, a, t)
     assert result.value == (1 + 4 + 9) / 2
     np.testing.assert_array_equal(result.grad_z, 2 * a / 2)
-    assert result.loss_in is None
+    assert result.log_input is None
 
 
 KIND_FORMS = [("mse", False), ("bce", False), ("bce", True), ("cross_entropy", False), ("cross_entropy", True)]
@@ -159,7 +161,7 @@ def test_from_logits_bce_equals_textbook_sigmoid_bce():
     text = Loss("bce", from_logits=False, output=Sigmoid())(z, a, t)
     assert fused.value == pytest.approx(text.value, rel=1e-12)
     np.testing.assert_allclose(fused.grad_z, text.grad_z, rtol=1e-9, atol=1e-15)
-    assert fused.loss_in is None and text.loss_in is not None
+    assert fused.log_input is None and text.log_input is not None
 
 
 def test_from_logits_cross_entropy_equals_textbook_softmax_cross_entropy():
@@ -200,9 +202,10 @@ def test_textbook_bce_on_an_output_of_exactly_one_is_nan():
     assert a[0, 0] == 1.0
     t = np.array([[1.0]])
     with np.errstate(all="ignore"):
-        text = Loss("bce", epsilon=0.0, output=Sigmoid())(z, a, t)
+        loss = Loss("bce", epsilon=0.0, output=Sigmoid())
+        text = loss(z, a, t)
     assert math.isnan(text.value)
-    assert text.loss_in["n_one"] == 1
+    assert loss_in(loss, text)["n_one"] == 1
     fused = Loss("bce", from_logits=True, output=Sigmoid())(z, a, t)
     assert math.isfinite(fused.value) and 0 <= fused.value < 1e-15
     assert np.all(np.isfinite(fused.grad_z))
@@ -216,9 +219,10 @@ def test_textbook_cross_entropy_on_a_zero_probability_is_infinite():
     a = Softmax().forward(z)
     assert a[0, 0] == 0.0
     with np.errstate(all="ignore"):
-        text = Loss("cross_entropy", output=Softmax())(z, a, np.array([[1.0, 0.0]]))
+        loss = Loss("cross_entropy", output=Softmax())
+        text = loss(z, a, np.array([[1.0, 0.0]]))
     assert text.value == math.inf
-    assert text.loss_in["n_zero"] == 1
+    assert loss_in(loss, text)["n_zero"] == 1
     fused = Loss("cross_entropy", from_logits=True, output=Softmax())(z, a, np.array([[1.0, 0.0]]))
     assert fused.value == pytest.approx(800.0, rel=1e-15)
 
@@ -228,16 +232,25 @@ def test_textbook_cross_entropy_on_a_zero_probability_is_infinite():
 SPREAD = np.array([[0.0, 1.0, 0.5, -0.2, 1.3, 1e-9, 1 - 1e-9]])
 
 
+def loss_in(loss: Loss, result):
+    """The step record's `loss_in` for this loss's output: what the record builder counts (None: no log)."""
+    if result.log_input is None:
+        return None
+    return probability_stats(result.log_input, loss.epsilon, loss.two_sided)
+
+
 def test_loss_in_counts_before_epsilon_bce():
     with np.errstate(all="ignore"):
-        stats = identity_loss("bce", epsilon=1e-6)(SPREAD, SPREAD, np.ones_like(SPREAD)).loss_in
+        loss = identity_loss("bce", epsilon=1e-6)
+        stats = loss_in(loss, loss(SPREAD, SPREAD, np.ones_like(SPREAD)))
     assert stats == {"n": 7, "min": -0.2, "max": 1.3, "n_zero": 1, "n_one": 1, "n_outside": 2,
                      "n_below_eps": 6}  # below: 0, -0.2, 1e-9; above 1 - eps: 1, 1.3, 1 - 1e-9
 
 
 def test_loss_in_counts_before_epsilon_cross_entropy_is_one_sided():
     with np.errstate(all="ignore"):
-        stats = identity_loss("cross_entropy", epsilon=1e-6)(SPREAD, SPREAD, np.ones_like(SPREAD)).loss_in
+        loss = identity_loss("cross_entropy", epsilon=1e-6)
+        stats = loss_in(loss, loss(SPREAD, SPREAD, np.ones_like(SPREAD)))
     assert stats["n_zero"] == 1 and stats["n_one"] == 1 and stats["n_outside"] == 2
     assert stats["n_below_eps"] == 3
 
@@ -251,10 +264,11 @@ def test_loss_in_without_epsilon_counts_none_below_it():
 def test_loss_in_is_absent_for_mse_from_logits_and_unprobed_steps():
     z = np.array([[0.3, 0.6]])
     t = np.array([[1.0, 0.0]])
-    assert Loss("mse", output=Sigmoid())(z, z, t).loss_in is None
-    assert Loss("bce", from_logits=True, output=Sigmoid())(z, z, t).loss_in is None
-    assert Loss("bce", output=Sigmoid())(z, z, t, probe=False).loss_in is None
-    assert Loss("bce", output=Sigmoid())(z, z, t).loss_in["n"] == 2
+    assert Loss("mse", output=Sigmoid())(z, z, t).log_input is None
+    assert Loss("bce", from_logits=True, output=Sigmoid())(z, z, t).log_input is None
+    assert loss_record(0, 0.5)["loss_in"] is None  # an unprobed step
+    bce = Loss("bce", output=Sigmoid())
+    assert loss_in(bce, bce(z, z, t))["n"] == 2
 
 
 # ---------------------------------------------------------------- targets and dtype

@@ -25,31 +25,15 @@ from nnprobe.nn.activations import Activation, Sigmoid, Softmax
 class LossOutput:
     value: float
     grad_z: np.ndarray  # dL/dz of the output layer
-    loss_in: Optional[dict]  # probabilities fed into a log (textbook cross-entropy family), else None
+    #: what the textbook cross-entropy family took the log of (the output activation, before epsilon),
+    #: else None: the probes count its zeros and ones (`loss_in` in the step record)
+    log_input: Optional[np.ndarray]
 
 
 def one_hot(labels: np.ndarray, n: int, dtype) -> np.ndarray:
     out = np.zeros((labels.shape[0], n), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
-
-
-def probability_stats(p: np.ndarray, epsilon: float, two_sided: bool) -> dict:
-    """What the loss is about to take the log of, counted before epsilon is added."""
-    n_below = 0
-    if epsilon > 0:
-        n_below = int(np.count_nonzero(p < epsilon))
-        if two_sided:
-            n_below += int(np.count_nonzero(p > 1 - epsilon))
-    return {
-        "n": int(p.size),
-        "min": float(p.min()),
-        "max": float(p.max()),
-        "n_zero": int(np.count_nonzero(p == 0)),
-        "n_one": int(np.count_nonzero(p == 1)),
-        "n_outside": int(np.count_nonzero((p < 0) | (p > 1))),
-        "n_below_eps": n_below,
-    }
 
 
 class Loss:
@@ -71,7 +55,12 @@ class Loss:
             return y.reshape(-1, 1).astype(dtype)
         return one_hot(y, units, dtype)
 
-    def __call__(self, z: np.ndarray, a: np.ndarray, t: np.ndarray, *, probe: bool = True) -> LossOutput:
+    @property
+    def two_sided(self) -> bool:
+        """Whether the log is also taken of 1 - p (binary cross-entropy)."""
+        return self.kind == "bce"
+
+    def __call__(self, z: np.ndarray, a: np.ndarray, t: np.ndarray) -> LossOutput:
         scale = 1.0 / z.shape[0] if self.reduction == "mean" else 1.0
         if self.kind == "mse":
             diff = a - t
@@ -80,7 +69,7 @@ class Loss:
             return LossOutput(value, self.output.vjp(z, a, (2 * scale) * diff), None)
         if self.from_logits:
             return self._from_logits(z, a, t, scale)
-        return self._textbook(z, a, t, scale, probe)
+        return self._textbook(z, a, t, scale)
 
     def _from_logits(self, z, a, t, scale) -> LossOutput:
         """`a` is reused as sigmoid(z) / softmax(z) when the output activation already is that link."""
@@ -97,9 +86,8 @@ class Loss:
             grad = probs * t.sum(axis=1, keepdims=True) - t
         return LossOutput(float(per.sum(dtype=np.float64)) * scale, grad * scale, None)
 
-    def _textbook(self, z, a, t, scale, probe) -> LossOutput:
+    def _textbook(self, z, a, t, scale) -> LossOutput:
         eps = self.epsilon
-        stats = probability_stats(a, eps, self.kind == "bce") if probe else None
         if self.kind == "bce":
             # -(t log(a + eps) + (1 - t) log(1 - a + eps))
             per = -(t * np.log(a + eps) + (1 - t) * np.log(1 - a + eps))
@@ -109,4 +97,4 @@ class Loss:
             per = -(t * np.log(a + eps))
             grad_a = -(t / (a + eps))
         value = float(per.sum(dtype=np.float64)) * scale
-        return LossOutput(value, self.output.vjp(z, a, grad_a * scale), stats)
+        return LossOutput(value, self.output.vjp(z, a, grad_a * scale), a)

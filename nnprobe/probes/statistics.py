@@ -556,6 +556,27 @@ def bias_stats(b: np.ndarray) -> dict:
     return {"norm": None, "mean": None} if m is None else {"norm": m[4], "mean": m[0]}
 
 
+# ---------------------------------------------------------------- the loss's log input
+
+
+def probability_stats(p: np.ndarray, epsilon: float, two_sided: bool) -> dict:
+    """What the loss is about to take the log of, counted before epsilon is added."""
+    n_below = 0
+    if epsilon > 0:
+        n_below = int(np.count_nonzero(p < epsilon))
+        if two_sided:
+            n_below += int(np.count_nonzero(p > 1 - epsilon))
+    return {
+        "n": int(p.size),
+        "min": float(p.min()),
+        "max": float(p.max()),
+        "n_zero": int(np.count_nonzero(p == 0)),
+        "n_one": int(np.count_nonzero(p == 1)),
+        "n_outside": int(np.count_nonzero((p < 0) | (p > 1))),
+        "n_below_eps": n_below,
+    }
+
+
 # ---------------------------------------------------------------- one step
 
 

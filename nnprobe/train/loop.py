@@ -8,16 +8,14 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-import nnprobe
 from nnprobe.config import Config
 from nnprobe.data import Dataset
 from nnprobe.nn.activations import Activation, Identity, ReLU
 from nnprobe.nn.losses import Loss
 from nnprobe.nn.model import MLP, build_mlp, output_units
 from nnprobe.nn.optim import clip_by_global_norm, make_optimizer
-from nnprobe.probes import kernel
+from nnprobe.probes import kernel, records
 from nnprobe.probes import statistics as probes
-from nnprobe.train.runlog import SCHEMA_VERSION
 
 #: z (and a) up to this size are summarised at the end of the step rather than when made (Trainer._observe_forward)
 _DEFER_BYTES = 1 << 17
@@ -66,11 +64,6 @@ class Trainer:
         # per layer, whether its forward statistics may wait until the end of the step: only nnprobe's own
         # activations are known to leave z and a alone in the backward pass (user code may write into them)
         self._may_defer = [type(l.activation).__module__ == Activation.__module__ for l in self.model.layers]
-        # per parameter (params() order), an upper bound on its max |entry| (None: unknown), and the
-        # largest bound that proves an update finite (_update_origin)
-        self._bound: list[Optional[float]] = [None] * (2 * len(self.model.layers))
-        self._bound_limit = float(np.finfo(self.dtype).max) / 2
-        self._sqs: list[float] = []  # this step's squared gradient norms, in params() order
 
     # -- batches
 
@@ -89,73 +82,50 @@ class Trainer:
 
     def start_record(self) -> dict:
         cfg, d = self.config, self.data
-        x = d.x_train.astype(np.float64)
-        layers = [
-            {"name": l.name, "fan_in": l.fan_in, "units": l.units, "activation": l.activation_name,
-             "is_output": i == len(self.model.layers) - 1}
-            for i, l in enumerate(self.model.layers)
-        ]
-        data = {
-            "n_train": int(x.shape[0]), "n_val": int(d.x_val.shape[0]), "n_features": int(x.shape[1]),
-            "n_classes": d.n_classes,
-            "input_mean": x.mean(axis=0).tolist(), "input_std": x.std(axis=0).tolist(),
-            "input_min": x.min(axis=0).tolist(), "input_max": x.max(axis=0).tolist(),
-            "target_mean": None, "target_std": None, "target_min": None, "target_max": None,
-        }
-        if d.task == "regression":
-            y = d.y_train.astype(np.float64)
-            data.update(target_mean=float(y.mean()), target_std=float(y.std()),
-                        target_min=float(y.min()), target_max=float(y.max()))
-        return {
-            "type": "start", "schema": SCHEMA_VERSION, "nnprobe": nnprobe.__version__, "name": cfg.name,
-            "seed": cfg.seed, "task": d.task, "dtype": cfg.model.dtype, "probes_every": self.every,
-            "batch_size": self.batch_size,
-            "total_steps": self.total_steps, "layers": layers,
-            "loss": {"kind": cfg.loss.kind, "reduction": cfg.loss.reduction, "from_logits": cfg.loss.from_logits,
-                     "epsilon": cfg.loss.epsilon, "l2": cfg.loss.l2},
-            "optimizer": {"kind": cfg.optimizer.kind, "lr": cfg.optimizer.lr,
-                          "clip_grad_norm": cfg.optimizer.clip_grad_norm},
-            "data": data,
-        }
+        n = len(self.model.layers)
+        layers = [records.LayerSpec(l.name, l.fan_in, l.units, l.activation_name, i == n - 1)
+                  for i, l in enumerate(self.model.layers)]
+        return records.start_record(
+            name=cfg.name, seed=cfg.seed, task=d.task, dtype=cfg.model.dtype, layers=layers,
+            x=d.x_train, y=d.y_train, n_val=int(d.x_val.shape[0]), n_classes=d.n_classes,
+            loss={"kind": cfg.loss.kind, "reduction": cfg.loss.reduction, "from_logits": cfg.loss.from_logits,
+                  "epsilon": cfg.loss.epsilon, "l2": cfg.loss.l2},
+            optimizer={"kind": cfg.optimizer.kind, "lr": cfg.optimizer.lr,
+                       "clip_grad_norm": cfg.optimizer.clip_grad_norm},
+            probes_every=self.every, batch_size=self.batch_size, total_steps=self.total_steps)
 
     # -- probes
 
-    def _probe_all(self, flat_grads: list[np.ndarray], step: int,
-                   probe: Optional[probes.StepProbe] = None) -> probes.StepProbe:
-        """The full statistics of this step, from the arrays forward and backward cached (W not yet updated).
-
-        `probe`: a planned step's, whose gradient statistics and some forward ones were taken as those
-        tensors were made (_observe_forward, _observe_grads); the forward statistics left for the end of
-        the step, and W and b, are taken here.
-        """
-        taken = probe is not None
-        if probe is None:
-            probe = probes.StepProbe(len(self.model.layers))
+    def _probe_all(self, step: int, probe: probes.StepProbe) -> probes.StepProbe:
+        """The rest of a planned step's statistics: the forward ones left for the end of the step, and W
+        and b (not yet updated); the gradients' were taken as they were made (_observe_grads)."""
         opt = self.optimizer
         for i, layer in enumerate(self.model.layers):
-            if not taken or probe.z[i] is None:
+            if probe.z[i] is None:
                 self._forward_stats(probe, i, layer)
-            if not taken:
-                probe.grads(i, flat_grads[2 * i], flat_grads[2 * i + 1], self._sqs[2 * i], self._sqs[2 * i + 1])
             # the weight distribution is what the init is judged by (step 0); later steps need only the norm,
             # which the last update may have measured already
             probe.params(i, layer.W, layer.b, distribution=step == 0, w_sq=opt.sqs_after[2 * i],
                          b_sums=(opt.sums_after[2 * i + 1], opt.sqs_after[2 * i + 1]))
         return probe
 
-    def _fused_update(self, flat: list[np.ndarray], probe: probes.StepProbe, sqs: list, record: dict,
-                      layer_stats: list[dict], origin: Optional[dict]) -> tuple[list[float], Optional[dict]]:
-        """SGD's update with each gradient's statistics taken in the same pass; fills in what needed them."""
+    def _params_for_record(self, i: int, layer) -> tuple:
+        """A light step's W and b for the record builder: what the last update measured, else the arrays."""
+        opt = self.optimizer
+        w_sq, b_sum, b_sq = opt.sqs_after[2 * i], opt.sums_after[2 * i + 1], opt.sqs_after[2 * i + 1]
+        W = {"norm": math.sqrt(w_sq), "nonfinite": 0} if w_sq is not None and w_sq < math.inf else layer.W
+        b = layer.b
+        if b_sq is not None and b_sq < math.inf and b.size:
+            b = {"norm": math.sqrt(b_sq), "mean": b_sum / b.size}
+        return W, b
+
+    def _fused_update(self, flat: list[np.ndarray], probe: probes.StepProbe, sqs: list) -> list[float]:
+        """SGD's update with each gradient's statistics taken in the same pass."""
         norms, passes = self.optimizer.step_measured(flat)
         for j, (g, got) in enumerate(zip(flat, passes)):
-            st, sqs[j] = probes.gradient_stats_from_pass(g, got, with_zero_frac=j % 2 == 0)
-            (probe.gW if j % 2 == 0 else probe.gb)[j // 2] = st
-        record["grad_norm"] = math.sqrt(sum(sqs))
-        for i, st in enumerate(layer_stats):
-            st["gW"], st["gb"] = probe.gW[i], probe.gb[i]
-        if origin is None:
-            origin = record["nonfinite"] = self._backward_origin(flat, sqs)
-        return norms, origin
+            stats, sqs[j] = probes.gradient_stats_from_pass(g, got, with_zero_frac=j % 2 == 0)
+            (probe.gW if j % 2 == 0 else probe.gb)[j // 2] = stats
+        return norms
 
     def _observe_forward(self, probe: probes.StepProbe, i: int, layer) -> None:
         """A planned step's pass over z (and a) as soon as the layer made them, while they are in the cache.
@@ -176,62 +146,14 @@ class Trainer:
         probe.gW[i], sqs[2 * i] = probes.gradient_stats_with_sq(gW, with_zero_frac=True)
         probe.gb[i], sqs[2 * i + 1] = probes.gradient_stats_with_sq(gb, with_zero_frac=False)
 
-    def _forward_origin(self, xb: np.ndarray, fwd: Optional[list[tuple[dict, dict]]] = None) -> Optional[dict]:
-        """The first non-finite forward tensor: read off `fwd` when the statistics exist, else one pass each."""
-        if not self.input_finite and not probes.is_finite(xb):
-            return {"pass": "forward", "tensor": "input", "layer": None}
-        for i, layer in enumerate(self.model.layers):
-            if fwd is not None:
-                z_st, a_st = fwd[i]
-                z_bad = z_st["nan"] or z_st["posinf"] or z_st["neginf"]
-                a_bad = a_st["nan"] or a_st["posinf"] or a_st["neginf"]
-            else:
-                z_bad = not probes.is_finite(layer.z)
-                a_bad = not z_bad and not probes.is_finite(layer.a)
-            if z_bad:
-                return {"pass": "forward", "tensor": "pre-activation", "layer": layer.name}
-            if a_bad:
-                return {"pass": "forward", "tensor": "activation", "layer": layer.name}
-        return None
-
-    def _backward_origin(self, grads, sqs: list[float]) -> Optional[dict]:
-        if math.isfinite(sum(sqs)):  # every sum of squares finite: every gradient is
-            return None
-        for i in range(len(self.model.layers) - 1, -1, -1):
-            name = self.model.layers[i].name
-            for j, tensor in ((2 * i, "weight-gradient"), (2 * i + 1, "bias-gradient")):
-                if not math.isfinite(sqs[j]) and not probes.is_finite(grads[j]):
-                    return {"pass": "backward", "tensor": tensor, "layer": name}
-        return None
-
-    def _update_origin(self, norms: list[float]) -> Optional[dict]:
-        """The first non-finite parameter after the update, proved finite without reading it where possible.
-
-        p + delta cannot overflow while max|p| + ||delta|| stays below half the dtype's maximum, so a
-        bound on max|p| (set on full steps from the statistics, grown by ||delta|| every step) and the
-        update norm the optimizer reports settle it; p is read again (one dot product, whose root
-        bounds max|p| anew) only when the bound is unknown or too large.
-        """
-        origin = None
-        params = self.optimizer.params
-        measured = self.optimizer.sqs_after
-        if None not in measured and math.isfinite(sum(measured)):
-            # the update measured every parameter and all are finite; the bounds are not needed while it
-            # keeps measuring, and are rebuilt from a dot product if it stops
-            self._bound = [None] * len(params)
-            return None
-        for j, p in enumerate(params):
-            bound, step_norm = self._bound[j], norms[j]
-            if measured[j] is None and bound is not None and bound + step_norm < self._bound_limit:
-                self._bound[j] = bound + step_norm  # (the comparison is False for a NaN or inf norm)
-                continue
-            sq = probes.sq_norm(p) if measured[j] is None else measured[j]
-            norm = math.sqrt(sq) if sq < math.inf else math.inf
-            self._bound[j] = norm if norm < self._bound_limit else None
-            if origin is None and not sq < math.inf and not probes.is_finite(p):
-                layer = self.model.layers[j // 2]
-                origin = {"pass": "update", "tensor": "weight" if j % 2 == 0 else "bias", "layer": layer.name}
-        return origin
+    def _finite_after(self, j: int) -> bool:
+        """Whether parameter j (params() order) is finite after the update: the update's measurement of it
+        when it took one, else one dot product (and a scan only when that is not finite)."""
+        sq = self.optimizer.sqs_after[j]
+        if sq is not None and sq < math.inf:
+            return True
+        p = self.optimizer.params[j]
+        return probes.sq_norm(p) < math.inf or probes.is_finite(p)
 
     def _accuracy(self, z: np.ndarray, a: np.ndarray, labels: np.ndarray) -> float:
         scores = z if self.config.loss.from_logits else a
@@ -253,15 +175,13 @@ class Trainer:
         if not self.probing:
             model.forward(xb)
             out = model.output
-            lo = self.loss(out.z, out.a, tb, probe=False)
+            lo = self.loss(out.z, out.a, tb)
             loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
             flat = model.backward(lo.grad_z, cfg.loss.l2).flat()
             if clip is not None:
                 clip_by_global_norm(flat, clip, math.sqrt(sum(probes.sq_norm(g) for g in flat)))
             self.optimizer.step(flat, want_norms=False)
-            origin = None if math.isfinite(loss_value) else {"pass": "forward", "tensor": "loss", "layer": None}
-            return {"type": "step", "step": step, "full": False, "loss": loss_value, "grad_norm": None,
-                    "nonfinite": origin, "loss_in": None}
+            return records.loss_record(step, loss_value)
 
         last = self.total_steps - 1
         planned = step % self.every == 0 or step == last
@@ -270,61 +190,54 @@ class Trainer:
         # its statistics and its sum of squares) in the backward pass; any other step reads each gradient
         # once for its sum of squares (the global norm, the backward non-finite check). With plain SGD on
         # the C kernel the gradients are not read in the backward pass at all: the update reads each one
-        # anyway and takes its statistics in the same pass (_fused_update), after the record has
-        # everything that needs the weights before the update
+        # anyway and takes its statistics in the same pass (_fused_update)
         fused = planned and self._fusable and kernel.active is not None
         probe = probes.StepProbe(len(model.layers)) if planned else None
         sqs: list = [0.0] * (2 * len(model.layers))
         model.forward(xb, partial(self._observe_forward, probe) if planned else None)
         out = model.output
-        lo = self.loss(out.z, out.a, tb, probe=True)
+        lo = self.loss(out.z, out.a, tb)
         loss_value = lo.value + model.l2_penalty(cfg.loss.l2)
         observe = partial(self._observe_grads, probe, sqs) if planned and not fused else None
-        grads = model.backward(lo.grad_z, cfg.loss.l2, observe)
-        flat = grads.flat()
+        flat = model.backward(lo.grad_z, cfg.loss.l2, observe).flat()
         if not planned:
             sqs = [probes.sq_norm(g) for g in flat]
-        self._sqs = sqs
-        grad_norm = math.sqrt(sum(sqs))
-        if planned:
-            self._probe_all(flat, step, probe)
+        else:
+            self._probe_all(step, probe)
 
-        # on a full step the statistics are the forward non-finite check: each tensor is read once
-        origin = self._forward_origin(xb, list(zip(probe.z, probe.a)) if probe is not None else None)
-        if origin is None and not math.isfinite(loss_value):
-            origin = {"pass": "forward", "tensor": "loss", "layer": None}
-        if origin is None and not fused:
-            origin = self._backward_origin(flat, sqs)
-        full = planned or origin is not None
-        if full and not planned:
-            probe = self._probe_all(flat, step)
-        record: dict = {"type": "step", "step": step, "full": full, "loss": loss_value,
-                        "grad_norm": grad_norm, "nonfinite": origin, "loss_in": lo.loss_in}
-        layer_stats = None
-        if full:
-            layer_stats = []
+        rec = records.StepRecordBuilder(step, full=planned, weight_distribution=step == 0)
+        rec.input(True if self.input_finite else xb)
+        for i, layer in enumerate(model.layers):
+            if planned:
+                rec.layer(layer.name, z=probe.z[i], a=probe.a[i], W=probe.W[i], b=probe.b[i])
+            else:
+                W, b = self._params_for_record(i, layer)
+                rec.layer(layer.name, z=layer.z, a=layer.a, W=W, b=b, saturation=layer.activation.saturation,
+                          a_from_z=self._stat_kinds[i])
+        rec.loss(loss_value, None if lo.log_input is None
+                 else records.LossInputs(lo.log_input, self.loss.epsilon, self.loss.two_sided))
+        if not fused:
+            grad_norm = math.sqrt(sum(sqs))
             for i, layer in enumerate(model.layers):
-                w_stats = probe.W[i]
-                layer_stats.append({"name": layer.name, "z": probe.z[i], "a": probe.a[i], "gW": probe.gW[i],
-                                    "gb": probe.gb[i], "W": w_stats, "b": probe.b[i], "update_ratio": None})
-                # max|W| (or ||W|| >= max|W|) before the update, and ||b|| >= max|b|, start the bounds
-                # _update_origin grows
-                finite = origin is None and w_stats["norm"] is not None
-                if finite and w_stats.get("min") is not None:
-                    self._bound[2 * i] = max(abs(w_stats["min"]), abs(w_stats["max"]))
-                else:
-                    self._bound[2 * i] = w_stats["norm"] if finite else None
-                self._bound[2 * i + 1] = probe.b[i]["norm"] if finite else None
+                rec.grads(layer.name, gW=probe.gW[i] if planned else flat[2 * i],
+                          gb=probe.gb[i] if planned else flat[2 * i + 1])
+            rec.grad_norm(grad_norm)
+            rec.before_update()
+        if rec.full:
             if self.labels is not None:
                 labels = self.labels if idx is None else self.labels[idx]
-                record["accuracy"] = self._accuracy(out.z, out.a, labels)
+                rec.accuracy(self._accuracy(out.z, out.a, labels))
             if self.t_val is not None:
                 zv, av = model.predict(self.x_val)
-                record["val_loss"] = self.loss(zv, av, self.t_val, probe=False).value + model.l2_penalty(cfg.loss.l2)
-                if self.data.task == "classification":
-                    record["val_accuracy"] = self._accuracy(zv, av, self.data.y_val)
+                val_loss = self.loss(zv, av, self.t_val).value + model.l2_penalty(cfg.loss.l2)
+                val_acc = self._accuracy(zv, av, self.data.y_val) if self.data.task == "classification" else None
+                rec.validation(val_loss, val_acc)
         if fused:
-            norms, origin = self._fused_update(flat, probe, sqs, record, layer_stats, origin)
+            norms = self._fused_update(flat, probe, sqs)
+            for i, layer in enumerate(model.layers):
+                rec.grads(layer.name, gW=probe.gW[i], gb=probe.gb[i])
+            rec.grad_norm(math.sqrt(sum(sqs)))
+            rec.before_update()  # (after it: the update took the gradients' statistics)
         else:
             update_sqs = sqs
             if clip is not None and clip_by_global_norm(flat, clip, grad_norm):
@@ -332,12 +245,7 @@ class Trainer:
                 update_sqs = [sq * factor * factor for sq in sqs]
             # the update norms are free for SGD (lr * ||g||) and one pass over the update otherwise
             norms = self.optimizer.step(flat, want_norms=True, grad_sqs=update_sqs)
-        update_origin = self._update_origin(norms)
-        if origin is None:
-            record["nonfinite"] = update_origin
-        if layer_stats is not None:
-            for i, st in enumerate(layer_stats):
-                w_norm = st["W"]["norm"]
-                st["update_ratio"] = norms[2 * i] / w_norm if w_norm else None
-            record["layers"] = layer_stats
-        return record
+        for i, layer in enumerate(model.layers):
+            rec.update(layer.name, W_after=self._finite_after(2 * i), b_after=self._finite_after(2 * i + 1),
+                       norm=norms[2 * i])
+        return rec.record()

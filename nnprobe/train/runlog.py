@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from nnprobe.errors import RunDirError
+from nnprobe.probes.records import SCHEMA_VERSION  # the writer's version, which readers check
 
 try:
     import orjson
 except ImportError:  # a declared dependency; the stdlib encoder does the same, slower
     orjson = None
 
-SCHEMA_VERSION = 1
 _NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
