@@ -11,15 +11,17 @@
                 break
     rec.result
 
-The loop hands its tensors over as it makes them; each is summarised at once (a loop may write
-into z later: that is evidence, see docs/recorder.md), so nothing is copied but the weights the
-update ratio needs. The run directory, step log and live detectors are `train`'s own
-(recorded_run.py); what this module adds is the interface and its misuse checks.
+Each tensor goes to the record builder (probes.records, the one `train` writes through) when the
+loop hands it over; the end of the step adds what only it shows (probes.changes): a forward tensor
+written into after it was handed over, and the update applied to each weight. The run directory,
+step log and live detectors are `train`'s own (recorded_run.py). This module is the interface
+and its misuse checks: every misuse is a RecorderError that says what was given and what to do.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import signal
 import threading
@@ -29,19 +31,21 @@ from typing import Any, Optional
 
 import numpy as np
 
-import nnprobe
 from nnprobe.errors import RecorderError
-from nnprobe.probes import tensor_records as tr
-from nnprobe.train.runlog import SCHEMA_VERSION
+from nnprobe.nn.activations import HIDDEN, OUTPUT
+from nnprobe.probes import changes, records
 
 LOSS_KINDS = ("mse", "bce", "cross_entropy")
 TASKS = ("regression", "classification")
 TENSORS = ("z", "a", "W", "b")
 GRADIENTS = ("gW", "gb")
 
+#: a built-in activation's name -> |z| beyond which it is flat (sigmoid, tanh); any other name: unknown, None
+SATURATION: dict[str, Optional[float]] = {name: cls.saturation for name, cls in {**HIDDEN, **OUTPUT}.items()}
 
-def _array(value: Any, where: str) -> Optional[np.ndarray]:
-    """A NumPy array of numbers, or None; anything else (a list, a tensor of another library) is misuse."""
+
+def _array(value: Any, where: str, max_ndim: int = 2) -> Optional[np.ndarray]:
+    """A NumPy array of numbers, read as float (integers as float64), or None; anything else is misuse."""
     if value is None:
         return None
     if not isinstance(value, np.ndarray):
@@ -51,7 +55,19 @@ def _array(value: Any, where: str) -> Optional[np.ndarray]:
         )
     if value.dtype.kind not in "fiub":
         raise RecorderError(f"{where}: expected an array of numbers, got dtype {value.dtype}.")
-    return value
+    if value.ndim > max_ndim or value.size == 0:
+        raise RecorderError(f"{where}: expected a non-empty array of at most {max_ndim} dimensions, "
+                            f"got shape {value.shape}; examples go in rows, (batch, units).")
+    return changes.as_float(value)
+
+
+def _quiet(method):
+    """NaN and inf are data here: the statistics of an overflowing tensor raise no NumPy warnings."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return method(*args, **kwargs)
+    return wrapper
 
 
 def _choice(value: Optional[str], valid: tuple[str, ...], key: str) -> Optional[str]:
@@ -64,26 +80,14 @@ def _choice(value: Optional[str], valid: tuple[str, ...], key: str) -> Optional[
 
 @dataclass
 class LayerGiven:
-    """What one s.layer() (and s.grads()) call handed over in one step, summarised."""
+    """What one s.layer() (and s.grads()) call handed over in one step."""
 
     name: str
     activation: Optional[str]
     shapes: dict[str, tuple]
-    z: Optional[np.ndarray] = None  # kept by reference until the step ends: the in-place check
-    a: Optional[np.ndarray] = None
-    W: Optional[np.ndarray] = None
-    b: Optional[np.ndarray] = None
-    gW: Optional[np.ndarray] = None
-    gb: Optional[np.ndarray] = None
-    stats: dict[str, Optional[dict]] = field(default_factory=dict)
-    prints: dict[str, tr.Fingerprint] = field(default_factory=dict)
-    finite: dict[str, bool] = field(default_factory=dict)
-    grad_sq: float = 0.0
-    rebound: Optional[tr.Update] = None  # the update seen when a loop hands a new W array over
-
-    @property
-    def given(self) -> set[str]:
-        return {k for k in self.shapes}
+    arrays: dict[str, np.ndarray]  # held until the step ends: the in-place check and the update
+    prints: dict[str, changes.Fingerprint] = field(default_factory=dict)
+    rebound_norm: Optional[float] = None  # ||W - W_before||, when the loop handed a new W array over
 
 
 class Step:
@@ -96,13 +100,10 @@ class Step:
         self._state = "new"  # new -> open -> closed
         self.layers: list[LayerGiven] = []
         self._by_name: dict[str, LayerGiven] = {}
-        self.loss_value: Optional[float] = None
+        self.builder = records.StepRecordBuilder(index, full=full, weight_distribution=index == 0)
         self.loss_given = False
-        self.loss_in: Optional[dict] = None
-        self.loss_finite = True
-        self.accuracy: Optional[float] = None
-        self.grads_given: set[str] = set()
         self.outputs_given = False
+        self.grads_given: set[str] = set()
 
     # -- the block
 
@@ -127,8 +128,9 @@ class Step:
 
     # -- what the loop hands over
 
+    @_quiet
     def layer(self, name: str, z=None, a=None, W=None, b=None, activation: Optional[str] = None) -> None:
-        """One layer's forward tensors and parameters, in forward order, each summarised now."""
+        """One layer's forward tensors and the parameters the forward pass used, in forward order."""
         self._check_open("layer")
         where = f"step {self.index}: s.layer({name!r})"
         if not isinstance(name, str) or not name:
@@ -137,16 +139,21 @@ class Step:
             raise RecorderError(f"{where}: the layer was already given in this step; give each layer once.")
         if activation is not None and not isinstance(activation, str):
             raise RecorderError(f"{where}: activation: expected a name such as 'relu', got {activation!r}.")
-        arrays = {k: _array(v, f"{where}, {k}=") for k, v in (("z", z), ("a", a), ("W", W), ("b", b))}
-        shapes = {k: v.shape for k, v in arrays.items() if v is not None}
-        given = LayerGiven(name, activation, shapes, **arrays)
+        same = a is not None and a is z  # an identity activation hands z itself back
+        arrays = {k: v for k, v in (("z", _array(z, f"{where}, z=")), ("a", _array(a, f"{where}, a=")),
+                                    ("W", _array(W, f"{where}, W=")), ("b", _array(b, f"{where}, b=")))
+                  if v is not None}
+        if same:
+            arrays["a"] = arrays["z"]
+        given = LayerGiven(name, activation, {k: v.shape for k, v in arrays.items()}, arrays)
         self._rec._layout.check_layer(self.index, len(self.layers), given)
         self.layers.append(given)
         self._by_name[name] = given
-        self._rec._take_forward(self, given)
+        self._rec._take_layer(self, given)
 
+    @_quiet
     def loss(self, value, outputs=None, targets=None) -> None:
-        """The step's loss; `outputs`: what the loss took the log of (for the cross-entropy family)."""
+        """The step's loss; `outputs`: what the loss took the log of (the cross-entropy family)."""
         self._check_open("loss")
         where = f"step {self.index}: s.loss()"
         if self.loss_given:
@@ -158,10 +165,12 @@ class Step:
         outputs = _array(outputs, f"{where}, outputs=")
         targets = _array(targets, f"{where}, targets=")
         self.loss_given = True
+        self.outputs_given = outputs is not None
         self._rec._take_loss(self, float(value), outputs, targets)
 
+    @_quiet
     def grads(self, name: str, gW=None, gb=None) -> None:
-        """A declared layer's parameter gradients, summarised now (the loop may reuse the buffers)."""
+        """A declared layer's parameter gradients, before the update (the loop may reuse the buffers after)."""
         self._check_open("grads")
         where = f"step {self.index}: s.grads({name!r})"
         given = self._by_name.get(name)
@@ -173,13 +182,14 @@ class Step:
             )
         if name in self.grads_given:
             raise RecorderError(f"{where}: the gradients of this layer were already given in this step.")
-        arrays = {"gW": _array(gW, f"{where}, gW="), "gb": _array(gb, f"{where}, gb=")}
-        for k, v in arrays.items():
-            if v is not None:
-                given.shapes[k] = v.shape
-        self._rec._layout.check_grads(self.index, given, arrays)
+        arrays = {k: v for k, v in (("gW", _array(gW, f"{where}, gW=")), ("gb", _array(gb, f"{where}, gb=")))
+                  if v is not None}
+        self._rec._layout.check_grads(self.index, given.name, {k: v.shape for k, v in arrays.items()})
+        given.shapes.update({k: v.shape for k, v in arrays.items()})
         self.grads_given.add(name)
-        self._rec._take_grads(self, given, arrays["gW"], arrays["gb"])
+        self.builder.grads(name, gW=arrays.get("gW"), gb=arrays.get("gb"))
+        if self._rec._layout.all_grads_given(self.grads_given):
+            self.builder.before_update()  # the update comes next: settle what needs the tensors unchanged
 
 
 @dataclass
@@ -191,8 +201,8 @@ class LayerSpec:
 
 def _same_shape(kind: str, first: tuple, now: tuple) -> bool:
     """z and a may change their first (batch) dimension, e.g. on the last minibatch; parameters may not."""
-    if kind in ("z", "a"):
-        return len(first) == len(now) and first[1:] == now[1:]
+    if kind in ("z", "a") and len(first) == 2:
+        return len(now) == 2 and first[1:] == now[1:]
     return first == now
 
 
@@ -208,23 +218,25 @@ class Layout:
             self._first.append(LayerSpec(given.name, given.activation, dict(given.shapes)))
             return
         where = f"step {step}: s.layer({given.name!r})"
-        names = [s.name for s in self.specs]
         if i >= len(self.specs) or self.specs[i].name != given.name:
-            expected = f"{self.specs[i].name!r}" if i < len(self.specs) else "no more layers"
+            expected = repr(self.specs[i].name) if i < len(self.specs) else "no more layers"
             raise RecorderError(
-                f"{where}: the first step gave the layers {names} in this order; at position {i + 1} it "
-                f"expected {expected}. Give the same layers in the same (forward) order every step."
+                f"{where}: the first step gave the layers {[s.name for s in self.specs]} in this order; at "
+                f"position {i + 1} it expected {expected}. Give the same layers in the same (forward) order every step."
             )
         self._compare(where, self.specs[i], given.activation, given.shapes, TENSORS)
 
-    def check_grads(self, step: int, given: LayerGiven, arrays: dict) -> None:
+    def check_grads(self, step: int, name: str, shapes: dict[str, tuple]) -> None:
         if self.specs is None:
-            spec = next(s for s in self._first if s.name == given.name)
-            spec.shapes.update({k: v.shape for k, v in arrays.items() if v is not None})
+            next(s for s in self._first if s.name == name).shapes.update(shapes)
             return
-        spec = next(s for s in self.specs if s.name == given.name)
-        shapes = {k: v.shape for k, v in arrays.items() if v is not None}
-        self._compare(f"step {step}: s.grads({given.name!r})", spec, spec.activation, shapes, GRADIENTS)
+        spec = next(s for s in self.specs if s.name == name)
+        self._compare(f"step {step}: s.grads({name!r})", spec, spec.activation, shapes, GRADIENTS)
+
+    def all_grads_given(self, names: set[str]) -> bool:
+        """Whether every layer that takes gradients has had them this step (known from the second step on)."""
+        return self.specs is not None and all(s.name in names for s in self.specs
+                                              if any(k in s.shapes for k in GRADIENTS))
 
     def _compare(self, where: str, spec: LayerSpec, activation, shapes: dict, kinds: tuple) -> None:
         if activation != spec.activation:
@@ -254,6 +266,37 @@ class Layout:
         return None
 
 
+def layer_size(shapes: dict[str, tuple]) -> tuple[int, int]:
+    """(fan_in, units) from the shapes handed over, 0 where they do not say: examples in rows, W as
+    (fan_in, units); a W stored (units, fan_in), as in W @ x, is recognised when z, a or b gives the units."""
+    units = next((shapes[k][-1] for k in ("z", "a", "b", "gb") if k in shapes and shapes[k]), None)
+    fan_in = 0
+    W = shapes.get("W") or shapes.get("gW")
+    if W is not None and len(W) == 2:
+        if units is None or W[1] == units:
+            fan_in, units = W[0], W[1]
+        elif W[0] == units:
+            fan_in = W[1]
+    return int(fan_in), int(units or 0)
+
+
+def accuracy(outputs: np.ndarray, targets: np.ndarray) -> Optional[float]:
+    """Fraction of rows predicted right: argmax of several outputs, or one output at 0.5; targets as
+    labels or one-hot rows. None when the shapes do not say how to compare them."""
+    out = outputs.reshape(-1, 1) if outputs.ndim == 1 else outputs
+    n, k = out.shape
+    if targets.shape[0] != n:
+        return None
+    pred = out.argmax(axis=1) if k > 1 else out[:, 0] >= 0.5
+    if targets.ndim == 2 and targets.shape[1] == k > 1:
+        labels = targets.argmax(axis=1)
+    elif targets.ndim == 1 or targets.shape[1] == 1:
+        labels = targets.reshape(-1)
+    else:
+        return None
+    return float(np.count_nonzero(pred == labels)) / n
+
+
 class Recorder:
     """Records a hand-written NumPy training loop into a run directory `nnprobe diagnose` and `report` read."""
 
@@ -268,21 +311,21 @@ class Recorder:
             None if loss is None else "regression" if loss == "mse" else "classification")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise RecorderError(f"Recorder(every={every!r}): expected a positive integer (1 = every step).")
-        if isinstance(stop_on, str):
-            stop_on = (stop_on,)
+        codes = [stop_on] if isinstance(stop_on, str) else stop_on
         try:
-            stop_on = list(stop_on)
-            validate_codes(stop_on, "Recorder(stop_on=)")
-        except (TypeError, ValueError) as exc:
-            raise RecorderError(str(exc) if isinstance(exc, ValueError) else
-                                f"Recorder(stop_on={stop_on!r}): expected a list of finding codes.") from None
+            codes = list(codes)
+            validate_codes(codes, "Recorder(stop_on=)")
+        except TypeError:
+            raise RecorderError(f"Recorder(stop_on={stop_on!r}): expected a list of finding codes.") from None
+        except ValueError as exc:
+            raise RecorderError(str(exc)) from None
         if name is not None and (not isinstance(name, str) or not name):
             raise RecorderError(f"Recorder(name={name!r}): expected a non-empty string.")
         self.out = Path(out)
         self.every = every
-        self.stop_on = stop_on
+        self.stop_on = codes
         self.name = name or self.out.name
-        self.arguments = {"loss": loss, "task": task, "every": every, "stop_on": stop_on, "name": name}
+        self.arguments = {"loss": loss, "task": task, "every": every, "stop_on": codes, "name": name}
         self.stopped = False
         self._layout = Layout()
         self._run = None  # recorded_run.RecordedRun while the block is open
@@ -290,7 +333,7 @@ class Recorder:
         self._step: Optional[Step] = None
         self._steps = 0
         self._data: Optional[dict] = None
-        self._trackers: dict[str, tr.UpdateTracker] = {}
+        self._trackers: dict[str, changes.UpdateTracker] = {}
         self._previous_handler = None
 
     # -- the block
@@ -298,16 +341,15 @@ class Recorder:
     def __enter__(self) -> "Recorder":
         from nnprobe.train.recorded_run import RecordedRun
 
-        if self._run is not None or self._result is not None:
+        if self._run is not None:
             raise RecorderError("this Recorder was already used; make a new one for every run.")
         self._run = RecordedRun(self)
         self._catch_sigterm()
         return self
 
+    @_quiet
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            if self._step is not None and self._step._state == "open":
-                self._close(self._step, exc)
             self._result = self._run.finish(exc, self._start_record(None))
         finally:
             self._restore_sigterm()
@@ -315,6 +357,7 @@ class Recorder:
 
     @property
     def run_dir(self) -> Path:
+        """The run directory (`out`, or `out-2`, `out-3`, ... when `out` already holds a run)."""
         if self._run is None:
             raise RecorderError("rec.run_dir: the run directory is made when the `with` block starts.")
         return self._run.run_dir
@@ -328,33 +371,33 @@ class Recorder:
 
     def data(self, X, y=None) -> None:
         """The training inputs (and targets): enables the input-scale checks. Call it before the first step."""
-        if self._run is None:
+        if self._run is None or self._result is not None:
             raise RecorderError("rec.data(): call it inside `with nnprobe.Recorder(...) as rec:`.")
-        if self._run.started:
-            raise RecorderError("rec.data(): call it before the first step; the start record is already written.")
+        if self._steps:
+            raise RecorderError("rec.data(): call it before the first step; the start record is made from it.")
         X = _array(X, "rec.data(X)")
         y = _array(y, "rec.data(y)")
-        if X.ndim not in (1, 2) or X.shape[0] == 0:
-            raise RecorderError(f"rec.data(X): expected examples in rows (n,) or (n, features), got shape {X.shape}.")
         if y is not None and y.shape[0] != X.shape[0]:
             raise RecorderError(f"rec.data(): X has {X.shape[0]} rows but y has {y.shape[0]}; pass matching arrays.")
-        self._data = tr.data_summary(X, y, self.task)
+        n_classes = None
+        if self.task == "classification" and y is not None:
+            n_classes = int(y.shape[1]) if y.ndim == 2 and y.shape[1] > 1 else int(np.unique(y).size)
+        # summarised now: the loop may normalise X in place later, and the start record must say what it trained on
+        self._data = records.start_record(name=self.name, seed=None, task=self.task, dtype=str(X.dtype), layers=[],
+                                          x=X, y=y, n_classes=n_classes)["data"]
 
     def step(self) -> Step:
         """A new step block: `with rec.step() as s:`."""
-        if self._run is None:
+        if self._run is None or self._result is not None:
             raise RecorderError("rec.step(): use it inside `with nnprobe.Recorder(...) as rec:`.")
-        if self._result is not None:
-            raise RecorderError("rec.step(): the recorder's `with` block has ended; the run is finished.")
-        index = self._steps
-        return Step(self, index, full=index % self.every == 0)
+        return Step(self, self._steps, full=self._steps % self.every == 0)
 
     # -- called by Step
 
     def _open(self, step: Step) -> None:
         if self._run is None or self._result is not None:
             raise RecorderError("rec.step(): use it inside `with nnprobe.Recorder(...) as rec:`.")
-        if self._step is not None and self._step._state == "open":
+        if self._step is not None:
             raise RecorderError(
                 f"step {step.index}: a step block was entered inside another one (step {self._step.index}); "
                 "steps follow one another."
@@ -364,79 +407,31 @@ class Recorder:
         self._step = step
         self._steps += 1
 
-    def _take_forward(self, step: Step, given: LayerGiven) -> None:
-        for key in ("W", "b"):
-            arr = getattr(given, key)
-            if arr is not None:
-                tracker = self._trackers.setdefault(f"{given.name}.{key}", tr.UpdateTracker())
-                if key == "W":
-                    given.rebound = tracker.rebound(arr)
+    def _take_layer(self, step: Step, given: LayerGiven) -> None:
+        arrays = given.arrays
+        W = arrays.get("W")
+        tracker = self._trackers.setdefault(given.name, changes.UpdateTracker()) if W is not None else None
+        if tracker is not None:
+            given.rebound_norm = tracker.rebound(W)
+        a_from_z = "identity" if arrays.get("a") is not None and arrays.get("a") is arrays.get("z") else "other"
+        step.builder.layer(given.name, z=arrays.get("z"), a=arrays.get("a"), W=W, b=arrays.get("b"),
+                           saturation=SATURATION.get(given.activation or ""), a_from_z=a_from_z)
         if step.full:
-            self._summarise_forward(step, given)
-        else:
-            for key in TENSORS:
-                given.finite[key] = tr.is_finite(getattr(given, key))
-            if not all(given.finite.values()):
-                self._make_full(step)
-
-    def _make_full(self, step: Step) -> None:
-        """A non-finite value on a light step: the record becomes full, with everything given so far."""
-        step.full = True
-        for given in step.layers:
-            self._summarise_forward(step, given)
-            if given.name in step.grads_given:
-                self._summarise_grads(given)
-
-    def _summarise_forward(self, step: Step, given: LayerGiven) -> None:
-        if "z" in given.stats:
-            return
-        s = given.stats
-        s["z"], s["a"] = tr.forward(given.z, given.a, given.activation)
-        s["W"] = tr.weights(given.W, distribution=step.index == 0)
-        s["b"] = tr.bias(given.b)
-        for key in ("z", "a"):
-            arr = getattr(given, key)
-            if arr is not None and not (key == "a" and given.a is given.z):
-                given.prints[key] = tr.Fingerprint.of(arr)
-        for key in ("z", "a", "W"):
-            given.finite[key] = _finite_stats(s[key])
-        given.finite["b"] = tr.is_finite(given.b)
-        w_norm = (s["W"] or {}).get("norm")
-        for key in ("W", "b"):
-            arr = getattr(given, key)
-            if arr is not None:
-                self._trackers[f"{given.name}.{key}"].keep(arr, w_norm if key == "W" else None)
+            for key in ("z", "a"):
+                if key in arrays and not (key == "a" and a_from_z == "identity"):
+                    given.prints[key] = changes.Fingerprint.of(arrays[key])
+            if tracker is not None:
+                tracker.keep(W)
 
     def _take_loss(self, step: Step, value: float, outputs, targets) -> None:
-        step.loss_value = value
-        step.outputs_given = outputs is not None
-        step.loss_finite = math.isfinite(value)
-        if not step.full and not step.loss_finite:
-            self._make_full(step)
-        if step.full:
-            step.loss_in = tr.loss_inputs(outputs, self.loss_kind)
-            if self.task == "classification" and outputs is not None and targets is not None:
-                step.accuracy = tr.accuracy(outputs, targets)
+        loss_in = None
+        if outputs is not None and self.loss_kind in ("bce", "cross_entropy"):
+            loss_in = records.LossInputs(outputs, 0.0, self.loss_kind == "bce")
+        step.builder.loss(value, loss_in)
+        if self.task == "classification" and outputs is not None and targets is not None:
+            step.builder.accuracy(accuracy(outputs, targets))
 
-    def _take_grads(self, step: Step, given: LayerGiven, gW, gb) -> None:
-        given.gW, given.gb = gW, gb
-        if step.full:
-            self._summarise_grads(given)
-            return
-        sqw, sqb = _sq(gW), _sq(gb)
-        given.grad_sq = sqw + sqb
-        given.finite["gW"], given.finite["gb"] = sqw < math.inf, sqb < math.inf
-        if not (sqw < math.inf and sqb < math.inf):
-            self._make_full(step)
-
-    def _summarise_grads(self, given: LayerGiven) -> None:
-        if "gW" in given.stats:
-            return
-        given.stats["gW"], sqw = tr.gradient(given.gW, with_zero_frac=True)
-        given.stats["gb"], sqb = tr.gradient(given.gb, with_zero_frac=False)
-        given.grad_sq = sqw + sqb
-        given.finite["gW"], given.finite["gb"] = _finite_stats(given.stats["gW"]), _finite_stats(given.stats["gb"])
-
+    @_quiet
     def _close(self, step: Step, exc: Optional[BaseException]) -> None:
         """The end of a step block: the record is written whatever happened inside it."""
         if self._step is not step:
@@ -453,62 +448,55 @@ class Recorder:
     # -- records
 
     def _start_record(self, first: Optional[Step]) -> dict:
-        """The start record `train` writes, from what the first step gave (layers) and rec.data()."""
-        layers, given = [], set()
-        for i, g in enumerate(first.layers if first is not None else []):
-            layers.append({"name": g.name, **tr.layer_size(g.shapes), "activation": g.activation,
-                           "is_output": i == len(first.layers) - 1})
+        """The start record `train` writes, from the layers of the first step and rec.data()."""
+        layers = first.layers if first is not None else []
+        specs, given = [], set()
+        for i, g in enumerate(layers):
+            fan_in, units = layer_size(g.shapes)
+            specs.append(records.LayerSpec(g.name, fan_in, units, g.activation, i == len(layers) - 1))
             given |= set(g.shapes)
-            if g.activation is not None and i == len(first.layers) - 1:
-                given.add("activation")
-        dtypes = [getattr(g, k).dtype for g in (first.layers if first else []) for k in TENSORS
-                  if getattr(g, k) is not None]
+        if layers and layers[-1].activation is not None:
+            given.add("activation")
         if first is not None and first.loss_given:
             given.add("loss")
-            if first.loss_in is not None or first.outputs_given:
+            if first.outputs_given:
                 given.add("outputs")
         if self.loss_kind is not None:
             given.add("loss_kind")
         if self._data is not None:
             given.add("data")
-        rows = next((getattr(g, k).shape[0] for g in (first.layers if first else []) for k in ("z", "a")
-                     if getattr(g, k) is not None and getattr(g, k).ndim == 2), None)
-        return {
-            "type": "start", "schema": SCHEMA_VERSION, "nnprobe": nnprobe.__version__, "name": self.name,
-            "seed": None, "task": self.task, "dtype": str(dtypes[0]) if dtypes else None,
-            "probes_every": self.every, "batch_size": rows, "total_steps": None, "layers": layers,
-            "loss": {"kind": self.loss_kind, "reduction": None, "from_logits": False, "epsilon": 0.0, "l2": 0.0},
-            "optimizer": {"kind": None, "lr": None, "clip_grad_norm": None},
-            "data": self._data or {},
-            "recorded": {"given": sorted(given), "arguments": self.arguments},
-        }
+        tensors = [v for g in layers for v in g.arrays.values()]
+        rows = next((v.shape[0] for g in layers for k, v in g.arrays.items() if k in ("z", "a") and v.ndim == 2), None)
+        start = records.start_record(
+            name=self.name, seed=None, task=self.task, dtype=str(tensors[0].dtype) if tensors else None,
+            layers=specs, x=None, probes_every=self.every, batch_size=rows,
+            loss={"kind": self.loss_kind, "reduction": None, "from_logits": False, "epsilon": 0.0, "l2": None},
+        )
+        start["data"] = self._data
+        start["recorded"] = {"given": sorted(given), "arguments": self.arguments}
+        return start
 
     def _step_record(self, step: Step) -> dict:
-        """The step record of docs/log-schema.md, from what the step gave; the first non-finite tensor named."""
-        layers = []
-        updates: list[tuple[str, Optional[tr.Update]]] = []
+        """The builder's record, with what the end of the step shows: writes into z or a, and the updates."""
+        builder = step.builder
+        builder.before_update()
         for g in step.layers:
-            changed = [k for k, fp in g.prints.items() if not fp.same(tr.Fingerprint.of(getattr(g, k)))]
-            update = self._trackers[f"{g.name}.W"].in_place() if g.W is not None and step.full else None
-            b_update = self._trackers[f"{g.name}.b"].in_place() if g.b is not None and step.full else None
-            updates.append((g.name, update, b_update))
-            if step.full:
-                layer = {"name": g.name, **{k: g.stats.get(k) for k in ("z", "a", "gW", "gb", "W", "b")},
-                         "update_ratio": (update or g.rebound or _NO_UPDATE).ratio}
-                if changed:
-                    layer["changed_after_forward"] = changed
-                layers.append(layer)
-            g.z = g.a = g.W = g.b = g.gW = g.gb = None  # let the loop's arrays go
-        grads = [g for g in step.layers if g.name in step.grads_given]
-        record: dict = {
-            "type": "step", "step": step.index, "full": step.full, "loss": step.loss_value,
-            "grad_norm": math.sqrt(sum(g.grad_sq for g in grads)) if grads else None,
-            "nonfinite": _origin(step, updates), "loss_in": step.loss_in,
-        }
-        if step.full:
-            if step.accuracy is not None:
-                record["accuracy"] = step.accuracy
-            record["layers"] = layers
+            W, b = g.arrays.get("W"), g.arrays.get("b")
+            norm = self._trackers[g.name].in_place() if W is not None and step.full else None
+            if W is not None or b is not None:
+                builder.update(g.name, W_after=W, b_after=b, norm=norm)
+        record = builder.record()
+        for g, layer in zip(step.layers, record.get("layers") or []):
+            changed = [k for k, fp in g.prints.items() if not fp.same(changes.Fingerprint.of(g.arrays[k]))]
+            if changed:
+                layer["changed_after_forward"] = changed
+            tracker = self._trackers.get(g.name)
+            if tracker is not None:
+                before = tracker.norm_before
+                if g.rebound_norm is not None and layer["update_ratio"] is None and before:
+                    layer["update_ratio"] = g.rebound_norm / before  # the update that made this step's W
+                tracker.norm_before = (layer.get("W") or {}).get("norm")
+            g.arrays = {}  # let the loop's arrays go
         return record
 
     # -- SIGTERM ends the loop like Ctrl-C: every record written, status interrupted
@@ -525,41 +513,3 @@ class Recorder:
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-_NO_UPDATE = tr.Update(None, True)
-
-
-def _origin(step: Step, updates) -> Optional[dict]:
-    """The first non-finite tensor of the step in computation order (docs/log-schema.md), or None.
-
-    A weight handed over non-finite was made so by an earlier update (a loop that rebinds W shows
-    it only now); an in-place update shows it at the end of its own step.
-    """
-    for g in step.layers:
-        for key, tensor, pass_ in (("W", "weight", "update"), ("b", "bias", "update"),
-                                   ("z", "pre-activation", "forward"), ("a", "activation", "forward")):
-            if not g.finite.get(key, True):
-                return {"pass": pass_, "tensor": tensor, "layer": g.name}
-    if not step.loss_finite:
-        return {"pass": "forward", "tensor": "loss", "layer": None}
-    for g in reversed(step.layers):
-        for key, tensor in (("gW", "weight-gradient"), ("gb", "bias-gradient")):
-            if not g.finite.get(key, True):
-                return {"pass": "backward", "tensor": tensor, "layer": g.name}
-    for name, w_update, b_update in updates:
-        for update, tensor in ((w_update, "weight"), (b_update, "bias")):
-            if update is not None and not update.finite:
-                return {"pass": "update", "tensor": tensor, "layer": name}
-    return None
-
-
-def _sq(g: Optional[np.ndarray]) -> float:
-    return 0.0 if g is None else tr.sq_norm(g)
-
-
-
-def _finite_stats(st: Optional[dict]) -> bool:
-    if st is None:
-        return True
-    return not (st.get("nan") or st.get("posinf") or st.get("neginf") or st.get("nonfinite"))

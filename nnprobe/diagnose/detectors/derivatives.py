@@ -1,9 +1,16 @@
-"""gradient-mismatch: the registry entry and explanation; its findings come from `nnprobe gradcheck`, not records."""
+"""gradient-mismatch: its finite-difference findings come from `nnprobe gradcheck`; from records, the one
+sign a hand-written loop leaves: a forward tensor written into before the step ended (nnprobe.Recorder)."""
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors._common import layer_key, record_layers, step_of
 from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.findings import Finding
+
+_TENSOR_WORDS = {"z": "pre-activation z", "a": "activation a"}
 
 
 @register
@@ -40,3 +47,40 @@ class GradientMismatch(Detector):
             "Goodfellow, Bengio & Courville 2016, Deep Learning §11.5 (numerical gradient checking)",
         ],
     )
+
+    def __init__(self, context, settings=None) -> None:
+        super().__init__(context, settings)
+        self.changed: dict[str, dict[str, Any]] = {}  # layer -> first step, tensors, and how many records showed it
+
+    def observe(self, record: dict[str, Any]) -> None:
+        for layer in record_layers(record):
+            tensors = layer.get("changed_after_forward")
+            if not tensors:
+                continue
+            seen = self.changed.get(layer_key(layer))
+            if seen is None:
+                step = step_of(record)
+                self.changed[layer_key(layer)] = {"step": step, "tensors": [str(t) for t in tensors], "records": 1}
+                if self.first_step is None:
+                    self.first_step = step
+            else:
+                seen["records"] += 1
+
+    def finish(self, end: Optional[dict[str, Any]]) -> list[Finding]:
+        out = []
+        for layer, seen in self.changed.items():
+            what = " and ".join(_TENSOR_WORDS.get(t, t) for t in seen["tensors"])
+            out.append(self.finding(
+                step=seen["step"], layer=layer,
+                message=(f"{layer}'s {what} changed between s.layer() and the end of step {seen['step']} "
+                         f"({seen['records']} recorded steps showed it): the loop wrote into a forward tensor after the "
+                         "forward pass, as a derivative function that modifies its argument in place does "
+                         "(reluGrad setting arg[i][j] = 1). Whatever reads it afterwards, the backward pass included, "
+                         "gets the overwritten values, not the forward pass's."),
+                evidence={"tensors": seen["tensors"], "records": seen["records"], "check": "in-place write"},
+                fixes=["make the derivative return a new array and leave its argument alone: "
+                       "`return (z > 0).astype(z.dtype)` instead of writing 0 and 1 into z",
+                       "`nnprobe gradcheck` on a YAML twin of the network compares the derivative with finite "
+                       "differences"],
+            ))
+        return out
