@@ -511,3 +511,19 @@ def test_import_nnprobe_stays_light():
             "if m in sys.modules]; print(heavy); nnprobe.Recorder; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "False"
+
+
+def test_junit_marks_skipped_detectors_skipped_not_passed(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from nnprobe.reports.junit import junit_suite
+
+    with nnprobe.Recorder(tmp_path / "run") as rec:
+        with rec.step() as s:
+            s.loss(1.0)
+    suite = junit_suite(rec.result)
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert cases["exploding-gradients"].find("skipped").get("message").startswith("exploding-gradients: not given gW")
+    assert cases["loss-divergence"].find("skipped") is None
+    assert int(suite.get("skipped")) == len(rec.result.skipped) > 0
+    ET.tostring(suite)  # serialisable

@@ -48,6 +48,9 @@ class GradientMismatch(Detector):
         ],
     )
 
+    #: its records-driven check sees only what nnprobe.Recorder records (train owns its backward pass)
+    recorded_runs_only = True
+
     def __init__(self, context, settings=None) -> None:
         super().__init__(context, settings)
         self.changed: dict[str, dict[str, Any]] = {}  # layer -> first step, tensors, and how many records showed it
