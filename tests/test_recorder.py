@@ -290,8 +290,13 @@ def test_a_loop_that_gives_only_the_loss_says_which_detectors_were_skipped(tmp_p
     assert "s.grads" in skipped["exploding-gradients"]["enable"]
     assert "rec.data" in skipped["unnormalized-inputs"]["enable"]
     assert load_run(rec.result.run_dir).to_json()["skipped"] == doc["skipped"]
-    res = CliRunner().invoke(cli, ["diagnose", str(rec.result.run_dir)], catch_exceptions=False)
-    assert "Not checked" in res.output and "exploding-gradients: not given gW" in res.output
+    runner = CliRunner()
+    for args in (["diagnose", str(rec.result.run_dir)], ["diagnose", str(rec.result.run_dir), "--format", "markdown"]):
+        res = runner.invoke(cli, args, catch_exceptions=False)
+        assert "Not checked" in res.output and "exploding-gradients" in res.output and "not given gW" in res.output
+    html = tmp_path / "r.html"
+    runner.invoke(cli, ["report", str(rec.result.run_dir), "-o", str(html)], catch_exceptions=False)
+    assert "exploding-gradients: not given gW" in html.read_text()
 
 
 def test_a_run_made_by_train_skips_nothing(tmp_path):
