@@ -297,7 +297,8 @@ def gradcheck(ctx, config: Path, overrides, fmt: str) -> None:
     nnprobe gradcheck configs/relu-regression.yaml --format json
     """
     from nnprobe.config import load_config
-    from nnprobe.gradcheck import gradcheck_config, render_gradcheck
+    from nnprobe.app import gradcheck_config
+    from nnprobe.reports.gradcheck import render_gradcheck
 
     cfg = load_config(config, overrides)
     report = gradcheck_config(cfg, config.parent, config_label=str(config))

@@ -15,10 +15,11 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.errors import ConfigError
 
 Severity = Literal["info", "warning", "error"]
-BUILTIN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity")
+BUILTIN_ACTIVATIONS = tuple(HIDDEN)  # the registry decides (nnprobe.nn.activations: each class's traits)
 
 
 class _Strict(BaseModel):
@@ -75,7 +76,7 @@ class ModelConfig(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [3])
     activation: str = "leaky_relu"
     negative_slope: float = Field(0.01, ge=0)
-    output: Literal["identity", "sigmoid", "softmax", "relu", "tanh"] = "identity"
+    output: Literal[tuple(OUTPUT)] = "identity"  # type: ignore[valid-type]  (the registry's output activations)
     init: Literal[
         "uniform", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "lecun_normal", "zeros"
     ] = "uniform"

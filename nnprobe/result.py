@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from nnprobe.findings import Finding
+from nnprobe.nn.finite_differences import (
+    ACT_FLOOR, DEFAULT_TOL, MAX_ENTRIES, PARAM_FLOOR, STEP, ActivationReport, TensorReport, json_number,
+)
 
 
 @dataclass
@@ -51,3 +54,50 @@ class RunResult:
         if self.skipped:
             doc["skipped"] = [s.to_dict() for s in self.skipped]
         return doc
+
+
+@dataclass
+class GradcheckReport:
+    """What `nnprobe gradcheck` found, complete: the renderers (terminal, JSON) only read it."""
+
+    config: str
+    name: str
+    batch_size: int
+    loss: Optional[float]
+    tensors: list[TensorReport]
+    activations: list[ActivationReport]
+    findings: list[Finding]
+    layer_activations: dict[str, str] = field(default_factory=dict)
+    user_code: list[dict] = field(default_factory=list)
+    floor: float = PARAM_FLOOR
+    tolerance: float = DEFAULT_TOL
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def layer_rows(self) -> list[tuple[str, Optional[TensorReport], Optional[TensorReport]]]:
+        rows: dict[str, dict[str, TensorReport]] = {}
+        for t in self.tensors:
+            rows.setdefault(t.layer, {})[t.tensor] = t
+        return [(name, r.get("W"), r.get("b")) for name, r in rows.items()]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "name": self.name,
+            "status": "passed" if self.ok else "failed",
+            "batch_size": self.batch_size,
+            "dtype": "float64",
+            "loss": json_number(self.loss),
+            "tolerance": {"relative": self.tolerance, "floor": self.floor, "activation_floor": ACT_FLOOR, "step": STEP,
+                          "max_entries_per_tensor": MAX_ENTRIES},
+            "layers": [
+                {"layer": name, "activation": self.layer_activations.get(name),
+                 "W": w.to_dict() if w else None, "b": b.to_dict() if b else None}
+                for name, w, b in self.layer_rows()
+            ],
+            "activations": [a.to_dict() for a in self.activations],
+            "findings": [f.to_dict() for f in self.findings],
+            "user_code": list(self.user_code),
+        }

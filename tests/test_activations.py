@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from nnprobe.nn.activations import (
+    ACTIVATIONS,
     HIDDEN,
     OUTPUT,
     RELU_FAMILY,
+    Traits,
     LeakyReLU,
     Sigmoid,
     Softmax,
@@ -203,6 +205,48 @@ def test_unknown_names_list_the_valid_ones():
         hidden_activation("rleu")
     with pytest.raises(ValueError, match="valid: .*softmax"):
         output_activation("softmin")
+
+
+def test_every_builtin_declares_its_traits_and_the_registries_follow_them():
+    """One definition per concept: the hidden/output registries, the ReLU family and the flat regions are all
+    read off the classes' traits (a drift test: a new activation class is covered the day it is added)."""
+    for name, cls in ACTIVATIONS.items():
+        assert cls.name == name and isinstance(cls.traits, Traits), name
+        assert cls.traits.family in ("relu", "squashing", "smooth", "linear", "normalizing"), name
+        assert cls.traits.init_rule in ("he", "xavier", "lecun"), name
+        assert (cls.saturation is not None) == (cls.traits.family == "squashing"), name
+    assert set(HIDDEN) == {n for n, c in ACTIVATIONS.items() if c.traits.hidden}
+    assert set(OUTPUT) == {n for n, c in ACTIVATIONS.items() if c.traits.output}
+    assert RELU_FAMILY == {n for n, c in ACTIVATIONS.items() if c.traits.dead_units}
+
+
+def test_config_accepts_exactly_the_registries():
+    """config.py's allowed values are the registries' (no second list to keep in step)."""
+    import typing
+
+    from nnprobe.config import BUILTIN_ACTIVATIONS, ModelConfig
+
+    assert BUILTIN_ACTIVATIONS == tuple(HIDDEN)
+    assert set(typing.get_args(ModelConfig.model_fields["output"].annotation)) == set(OUTPUT)
+
+
+def test_docs_table_is_the_registry():
+    """docs/activations.md lists every activation with the traits its class declares."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "activations.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    expected = {
+        name: [c.traits.family, "yes" if c.traits.dead_units else "no",
+               "-" if c.saturation is None else f"{c.saturation:.3f}", c.traits.init_rule,
+               "yes" if c.traits.hidden else "no", "yes" if c.traits.output else "no"]
+        for name, c in ACTIVATIONS.items()
+    }
+    assert rows == expected
 
 
 def test_registries_match_the_spec():

@@ -811,6 +811,19 @@ def test_poor_init_all_positive_uniform_weights_of_the_forum_net():
     assert any(x.startswith("model.bias_init: zeros") for x in found[0].fixes)
 
 
+@pytest.mark.parametrize("std, fires", [(0.3, False), (5.0, True), (0.01, True)])
+def test_poor_init_judges_a_user_activation_against_every_standard_rule(std, fires):
+    """Regression: a layer whose activation had no init rule (user code) was skipped by poor-init without a word.
+    It is now judged against the band of the standard rules: 2 -> 16 gives Xavier 0.33 .. He 1.0, widened 3x."""
+    start = start_record([("dense1", 2, 16, "acts:swish"), ("dense2", 16, 1, "identity")])
+    layers = {"dense1": {"W": {"norm": std * math.sqrt(32), "std": std}}}
+    found, _ = run_one("poor-init", init_record(start, layers), start)
+    assert bool(found) is fires
+    if fires:
+        assert found[0].layer == "dense1" and "nearest standard fan-in rule" in found[0].message
+        assert "acts:swish" in found[0].message
+
+
 @pytest.mark.parametrize("count, fires", [(5, False), (6, True)])
 def test_poor_init_min_weights_edge_for_one_sign(count, fires):
     start = start_record([("dense1", 1, count, "relu"), ("dense2", count, 1, "identity")])

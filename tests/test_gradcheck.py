@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from nnprobe.nn.activations import HIDDEN, OUTPUT, LeakyReLU
 from nnprobe.cli import cli
 from nnprobe.config import validate_config
-from nnprobe.gradcheck import MAX_ENTRIES, check_activation, gradcheck_config, tolerance_for
+from nnprobe.app import gradcheck_config, tolerance_for
+from nnprobe.nn.finite_differences import MAX_ENTRIES, check_activation
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "user_activations"
@@ -107,7 +108,7 @@ def test_kinks_are_skipped_not_failed():
     report = check_activation(HardTanh())
     assert report.ok, report.describe()
     # at exactly the kink, the one-sided slopes differ
-    from nnprobe.gradcheck import STEP, _fd_slopes
+    from nnprobe.nn.finite_differences import STEP, _fd_slopes
 
     _, kink = _fd_slopes(HardTanh().forward, z, STEP * np.ones_like(z))
     assert kink.tolist() == [[True, True, False, False]]

@@ -1,5 +1,5 @@
-"""nnprobe/probes/_kernels.c: the one-pass statistics and the fused SGD update against NumPy, and the
-trainer's records with the kernel on and off (the same run, bit for bit where the arithmetic is)."""
+"""nnprobe/probes/_kernels.c: the one-pass statistics against NumPy, the named results the Python side
+gives them, and the trainer's records with the kernel on and off (the same run: the kernel only reads)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ def test_the_kernel_is_built_and_used_where_the_cpu_can_run_it():
 
 @pytest.fixture
 def kernel_on():
+    """The C module itself (its raw tuples), with the kernel switched on for the statistics."""
     was = kernel.in_use()
     kernel.use(True)
-    yield kernel.active
+    yield kernel._kernels
     kernel.use(was)
 
 
@@ -90,180 +91,59 @@ def test_rejects_what_it_cannot_read(kernel_on):
         kernel_on.stats(np.ones(6, dtype=np.float32), False, 4)
     with pytest.raises(ValueError):
         kernel_on.stats(np.ones((4, 4), dtype=np.float32)[:, :2])  # not contiguous
-    p = np.ones(4, dtype=np.float32)
-    with pytest.raises(ValueError):
-        kernel_on.axpy(p, p, 1.0)
-
-
-@needs_kernel
-@pytest.mark.parametrize("rows,cols", [(1, 1), (100, 3), (7, 13), (33, 16), (5, 24), (64, 256)])
-def test_fused_bias_relu_is_numpys_bit_for_bit_and_measures_z(kernel_on, rows, cols):
-    rng = np.random.default_rng(rows * cols)
-    z0 = rng.standard_normal((rows, cols)).astype(np.float32)
-    b = rng.standard_normal(cols).astype(np.float32)
-    flat = z0.reshape(-1)
-    flat[::5] = -np.resize(b, flat.size)[::5]  # exact zeros after the add
-    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-45], dtype=np.float32)
-    k = min(flat.size, specials.size)
-    flat[:k] = specials[:k] - b[np.arange(k) % cols]  # NaN payloads, infinities, signed zeros, subnormals
-    want_z = z0.copy()
-    want_z += b
-    want_a = np.maximum(want_z, 0)
-    for measure in (False, True):
-        z, a = z0.copy(), np.empty_like(z0)
-        got = kernel_on.bias_relu(z, b, a, measure)
-        assert np.array_equal(z.view(np.int32), want_z.view(np.int32))
-        assert np.array_equal(a.view(np.int32), want_a.view(np.int32))
-        assert (got is None) == (not measure)
-    # what it measured is what a separate pass over the same z finds
-    finite = z0.copy()
-    finite.reshape(-1)[:k] = 0.5
-    z, a = finite.copy(), np.empty_like(finite)
-    got = kernel_on.bias_relu(z, b, a, True)
-    ref = kernel_on.stats(z.reshape(-1), True, cols)
-    assert got[0] == ref[0] and got[3:6] == ref[3:6] and got[8:] == ref[8:]
-    for g, r in zip(got[1:3] + got[6:8], ref[1:3] + ref[6:8]):
-        assert g == pytest.approx(r, rel=1e-6, abs=1e-9)
-
-
-@needs_kernel
-@pytest.mark.parametrize("slope", [0.01, 0.3, 1.0, 3.0, 1e-40])
-@pytest.mark.parametrize("rows,cols", [(1, 1), (100, 3), (7, 13), (33, 16), (5, 24), (64, 256)])
-def test_fused_bias_leaky_relu_is_numpys_bit_for_bit_and_measures_z_and_a(kernel_on, rows, cols, slope):
-    """slope=1e-40 (a float32 subnormal) makes every negative product underflow to -0.0: a's zero count."""
-    from nnprobe.nn.activations import LeakyReLU
-
-    rng = np.random.default_rng(rows * cols + 1)
-    z0 = rng.standard_normal((rows, cols)).astype(np.float32)
-    b = rng.standard_normal(cols).astype(np.float32)
-    flat = z0.reshape(-1)
-    flat[::5] = -np.resize(b, flat.size)[::5]
-    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-45, -3e38], dtype=np.float32)
-    k = min(flat.size, specials.size)
-    flat[:k] = specials[:k] - b[np.arange(k) % cols]
-    want_z = z0.copy()
-    want_z += b
-    with np.errstate(over="ignore", under="ignore"):
-        want_a = LeakyReLU(slope).forward(want_z)  # the activation the model would otherwise run
-    for measure in (False, True):
-        z, a = z0.copy(), np.empty_like(z0)
-        got = kernel_on.bias_relu(z, b, a, measure, slope)
-        assert np.array_equal(z.view(np.int32), want_z.view(np.int32))
-        assert np.array_equal(a.view(np.int32), want_a.view(np.int32))
-        assert (got is None) == (not measure)
-    # what it measured: z as a separate pass finds it, and a against NumPy on the a it wrote
-    finite = z0.copy()
-    finite.reshape(-1)[:k] = rng.standard_normal(k)
-    finite.reshape(-1)[rows * cols // 2] = 0.0  # an exact zero in z
-    z, a = finite.copy(), np.empty_like(finite)
-    got = kernel_on.bias_relu(z, b, a, True, slope)
-    ref = kernel_on.stats(z.reshape(-1), True, cols)
-    assert len(got) == 13
-    assert got[0] == ref[0] and got[3:5] == ref[3:5] and got[8] == ref[8] and got[10] == ref[10]
-    for g, r in zip(got[1:3], ref[1:3]):
-        assert g == pytest.approx(r, rel=1e-6, abs=1e-9)
-    ad = a.astype(np.float64).reshape(-1)
-    assert got[5] == int(np.count_nonzero(a == 0))
-    assert got[6] == pytest.approx(ad.sum(), rel=1e-6, abs=1e-6 * np.abs(ad).sum())
-    assert got[7] == pytest.approx(np.dot(ad, ad), rel=1e-6, abs=1e-30)
-    assert (got[11], got[12]) == (float(a.min()), float(a.max()))
-
-
-@needs_kernel
-def test_fused_bias_leaky_relu_refuses_a_slope_it_cannot_order(kernel_on):
-    z = np.ones((4, 3), dtype=np.float32)
-    for slope in (0.0, -0.5, math.inf, math.nan):
-        with pytest.raises(ValueError):
-            kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty_like(z), True, slope)
     with pytest.raises(TypeError):
-        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty_like(z), True, "0.1")
-
-
-@needs_kernel
-@pytest.mark.parametrize("slope", [0.01, 0.0, 2.5, -0.5])
-@pytest.mark.parametrize("n", SIZES)
-def test_leaky_backprop_is_the_activations_vjp_bit_for_bit(kernel_on, n, slope):
-    from nnprobe.nn.activations import LeakyReLU
-
-    rng = np.random.default_rng(n)
-    z = rng.standard_normal(n).astype(np.float32)
-    g = rng.standard_normal(n).astype(np.float32) * np.float32(1e30)  # g * 2.5 overflows now and then
-    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45], dtype=np.float32)
-    k = min(n, specials.size)
-    z[:k] = specials[:k]
-    g[-k:] = specials[::-1][:k]  # NaN gradients beside finite z, and the other way round
-    with np.errstate(all="ignore"):
-        want = LeakyReLU(slope).vjp(z, None, g.copy())
-    got = g.copy()
-    assert kernel_on.leaky_backprop(z, got, slope) is None
-    assert np.array_equal(got.view(np.int32), want.view(np.int32))
-
-
-@needs_kernel
-def test_leaky_backprop_rejects_what_it_cannot_do(kernel_on):
-    z = np.ones(6, dtype=np.float32)
+        kernel_on.vector_stats(np.ones(4))  # float64
     with pytest.raises(ValueError):
-        kernel_on.leaky_backprop(z, np.ones(5, dtype=np.float32), 0.1)
-    with pytest.raises(ValueError):
-        kernel_on.leaky_backprop(z, z, 0.1)
-    with pytest.raises(TypeError):
-        kernel_on.leaky_backprop(z, np.ones(6), 0.1)  # float64
-    with pytest.raises(ValueError):  # read-only: the kernel writes g
-        g = np.ones(6, dtype=np.float32)
-        g.flags.writeable = False
-        kernel_on.leaky_backprop(z, g, 0.1)
-
-
-@needs_kernel
-def test_fused_bias_relu_rejects_what_it_cannot_do(kernel_on):
-    z = np.ones((4, 3), dtype=np.float32)
-    with pytest.raises(ValueError):
-        kernel_on.bias_relu(z, np.ones(2, dtype=np.float32), np.empty_like(z))  # 12 entries would be 6 rows of 2: the shape says 3
-    with pytest.raises(ValueError):
-        kernel_on.bias_relu(z, np.ones(5, dtype=np.float32), np.empty_like(z))
-    with pytest.raises(ValueError):
-        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), z)  # a must not be z
-    with pytest.raises(ValueError):
-        kernel_on.bias_relu(z, np.ones(3, dtype=np.float32), np.empty((4, 4), dtype=np.float32))
+        kernel_on.vector_stats(np.ones((4, 4), dtype=np.float32)[:, :2])  # not contiguous
 
 
 @needs_kernel
 @pytest.mark.parametrize("n", SIZES)
-def test_fused_sgd_update_is_numpys_bit_for_bit_and_measures_the_new_norm(kernel_on, n):
+def test_vector_statistics_against_numpy(kernel_on, n):
+    """The gradients' and parameters' pass: exact extremes and zeros, sums to within their rounding."""
     rng = np.random.default_rng(n)
-    p = rng.standard_normal(n).astype(np.float32)
     g = (rng.standard_normal(n) * 1e3).astype(np.float32)
     g[n // 2] = 0.0
-    want = p.copy()
-    want += np.multiply(g, -0.0137)
-    total, sq, n_, g_sq, g_min, g_max, g_zeros = kernel_on.axpy(p, g, -0.0137)
-    assert np.array_equal(p.view(np.int32), want.view(np.int32))
-    w = want.astype(np.float64)
-    assert sq == pytest.approx(float(np.dot(w, w)), rel=1e-6)
-    assert total == pytest.approx(float(w.sum()), rel=1e-6, abs=1e-6 * float(np.abs(w).sum()))
-    start = (want - np.multiply(g, -0.0137)).astype(np.float32)
-    again, expected = start.copy(), start.copy()
-    expected += np.multiply(g, -0.0137)
-    assert kernel_on.axpy(again, g, -0.0137, False) is None  # the update alone, for unprobed steps
-    assert np.array_equal(again.view(np.int32), expected.view(np.int32))
-    # the gradient's statistics, read in the same pass, are what stats(g) finds
-    _, _, ss, mn, mx, zeros, _ = kernel_on.stats(g)
-    assert (n_, g_min, g_max, g_zeros) == (n, mn, mx, zeros) and g_sq == pytest.approx(ss, rel=1e-6)
+    d = g.astype(np.float64)
+    n_, total, sq, g_min, g_max, zeros = kernel_on.vector_stats(g)
+    assert (n_, g_min, g_max, zeros) == (n, float(g.min()), float(g.max()), int(np.count_nonzero(g == 0)))
+    assert sq == pytest.approx(float(np.dot(d, d)), rel=1e-6)
+    assert total == pytest.approx(float(d.sum()), rel=1e-6, abs=1e-6 * float(np.abs(d).sum()))
+    # what stats(g) finds, in its own summation order
+    _, _, ss, mn, mx, z, _ = kernel_on.stats(g)
+    assert (mn, mx, z) == (g_min, g_max, zeros) and ss == pytest.approx(sq, rel=1e-6)
+    bad = g.copy()
+    bad[-1] = np.nan
+    assert not math.isfinite(kernel_on.vector_stats(bad)[2])
 
 
 @needs_kernel
-def test_sgd_reports_the_sums_of_squares_only_where_it_measured_them(kernel_on):
-    params = [np.ones((3, 4), dtype=np.float32), np.ones(4, dtype=np.float64)]
-    grads = [np.full((3, 4), 2.0, dtype=np.float32), np.full(4, 2.0)]
-    opt = SGD(params, lr=0.5)
-    norms = opt.step(grads, want_norms=True, grad_sqs=[48.0, 16.0])
-    assert norms == pytest.approx([0.5 * math.sqrt(48.0), 0.5 * 4.0])
-    assert opt.sqs_after[0] == 0.0 and opt.sqs_after[1] is None  # 1 - 0.5 * 2 = 0; float64 takes NumPy's path
-    assert opt.sums_after[0] == 0.0 and opt.sums_after[1] is None
-    assert np.all(params[0] == 0) and np.all(params[1] == 0)
-    adam = make_optimizer(params, validate_config(_raw("adam"), source="test").optimizer)
-    adam.step(grads)
-    assert adam.sqs_after == [None, None]
+def test_the_python_side_names_every_field(kernel_on):
+    """kernel.active returns named results, field for field the C tuples (no positions to tell apart)."""
+    x = np.array([[-1.0, 0.0, 2.0, 3.0], [0.5, -2.0, 0.0, 7.0]], dtype=np.float32)
+    raw = kernel_on.stats(x, False, 4)
+    m = kernel.active.moments(x, 4)
+    assert tuple(m) == raw and (m.n, m.zeros, m.dead) == (8, 2, 1) and m.max == 7.0  # column 1: 0, -2
+    raw = kernel_on.stats(x, True, 4, 2.5)
+    s = kernel.active.signed(x, 4, 2.5)
+    assert (s.n, s.total, s.sumsq, s.min, s.max, s.pos_sum, s.pos_sumsq, s.positives, s.saturated, s.dead) == \
+        raw[:5] + raw[6:]
+    assert (s.positives, s.saturated, s.pos_sum) == (4, 2, 12.5)  # |x| > 2.5: 3 and 7
+    v = kernel.active.vector(x)
+    assert tuple(v) == kernel_on.vector_stats(x) and v.zeros == 2
+
+
+@needs_kernel
+def test_parameter_sums_come_from_the_vector_pass_on_the_kernel_and_a_dot_product_otherwise(kernel_on):
+    from nnprobe.probes import statistics as probes
+
+    p = np.linspace(-1, 2, 300).astype(np.float32)
+    got = probes.parameter_sums(p)
+    _, total, sq, _, _, _ = kernel_on.vector_stats(p)
+    assert got == (total, sq)
+    assert probes.parameter_sums(p.astype(np.float64)) == (None, float(np.dot(p.astype(np.float64), p)))
+    kernel.use(False)
+    assert probes.parameter_sums(p) == (None, float(np.dot(p, p)))
 
 
 def _raw(optimizer: str, activation: str = "relu") -> dict:

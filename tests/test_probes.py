@@ -17,7 +17,7 @@ from nnprobe.probes import statistics as probes
 from nnprobe.nn.activations import HIDDEN, ReLU, hidden_activation, output_activation
 from nnprobe.config import validate_config
 from nnprobe.data import load_dataset
-from nnprobe.nn.model import Dense, _relu_backprop
+from nnprobe.nn.model import Dense
 from nnprobe.nn.optim import SGD
 from nnprobe.train.loop import Trainer
 
@@ -345,9 +345,11 @@ def test_relu_backprop_is_np_where_bit_for_bit(dtype):
     g[1, :4] = -0.0
     z[1, :4] = [-1.0, 1.0, 0.0, np.nan]
     expected = np.where(z > 0, g, 0)
-    got = _relu_backprop(z, g.copy())
+    given = g.copy()
+    got = ReLU().vjp(z, np.maximum(z, 0), given)
     bits = {"float16": np.int16, "float32": np.int32, "float64": np.int64}[dtype]
     np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+    np.testing.assert_array_equal(given.view(bits), g.view(bits))  # the incoming gradient is left alone
 
 
 def test_sgd_update_norm_from_the_gradient_norm_matches_the_update():
@@ -415,8 +417,8 @@ def test_step_records_match_naive_statistics_of_the_same_arrays(activation, ever
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("every", [1, 2])
 def test_an_update_that_overflows_is_caught_although_w_is_not_reread_every_step(dtype, every):
-    """The update check proves W + delta finite from max|W| + ||delta|| instead of reading W; a huge lr
-    must still be caught in the update pass, at the step it happens, on full and light steps alike."""
+    """Each parameter is read once after its update (the next record's norm comes from that read); a huge
+    lr must be caught in the update pass, at the step it happens, on full and light steps alike."""
     lr = {"float32": 1e36, "float64": 1e306}[dtype]
     raw = {"data": {"source": "affine", "n_samples": 10}, "model": {"hidden": [2], "dtype": dtype},
            "optimizer": {"lr": lr}, "training": {"steps": 4}, "probes": {"every": every}}
@@ -453,8 +455,8 @@ def test_weight_norm_stats_against_numpy(dtype):
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "identity"])
 @pytest.mark.parametrize("shape", [(100, 3), (33, 37), (64, 300)], ids=["100x3", "33x37", "64x300"])
 def test_a_layers_own_forward_pass_gives_the_reference_statistics(activation, shape, kind):
-    """Dense.forward(measure=True) as a probed step runs it: on the kernel, the fused (leaky) ReLU pass
-    measures z (and a) on the way; 'offset' (|mean| >> std) makes the std take its float64 re-read."""
+    """Dense.forward as a probed step runs it, then the layer's statistics as the trainer takes them;
+    'offset' (|mean| >> std) makes the std take its float64 re-read."""
     rng = np.random.default_rng(11)
     rows, units = shape
     x = sample(rng, (rows, 4), "float32", "normal")
@@ -462,9 +464,9 @@ def test_a_layers_own_forward_pass_gives_the_reference_statistics(activation, sh
     b = sample(rng, (units,), "float32", kind).reshape(units) + np.float32(0.5)  # z inherits b's offset
     act = output_activation("identity") if activation == "identity" else hidden_activation(activation)
     layer = Dense("dense1", W, b, act, activation)
-    layer.forward(x, measure=True)
+    layer.forward(x)
     stat_kind = "relu" if activation == "relu" else activation if activation == "identity" else "other"
-    z_stats, a_stats = probes.forward_stats(layer.z, layer.a, stat_kind, act.saturation, layer.measured)
+    z_stats, a_stats = probes.forward_stats(layer.z, layer.a, stat_kind, act.saturation)
     check_moments(z_stats, ref_stats(layer.z), layer.z, "float32")
     check_moments(a_stats, ref_stats(layer.a), layer.a, "float32")
     assert a_stats["zero_frac"] == np.count_nonzero(layer.a == 0) / layer.a.size

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from nnprobe.cli import cli
 from nnprobe.config import validate_config
 from nnprobe.errors import UserCodeError
-from nnprobe.nn.user_activations import load_user_activation, prepare_user_activation, split_spec
+from nnprobe.app import prepare_user_activation
+from nnprobe.nn.user_activations import load_user_activation, split_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "user_activations"
 

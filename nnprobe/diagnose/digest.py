@@ -18,16 +18,17 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from nnprobe.nn.activations import traits_of
+
 INF = float("inf")
 DEFAULT_CAP = 512
 
-# Activations for which "dead" (pre-activation <= 0 on every example) means no output and no gradient.
-_NO_DEAD_UNITS = frozenset({"sigmoid", "tanh", "softmax", "identity"})
-
 
 def has_dead_units(activation: Optional[str]) -> bool:
-    """Whether a dead-unit fraction means something for this activation (the ReLU family and user code)."""
-    return activation not in _NO_DEAD_UNITS
+    """Whether a dead-unit fraction means something for this activation: its traits say so (the ReLU
+    family), or it is user code, whose traits nnprobe cannot know (shown rather than hidden)."""
+    traits = traits_of(activation)
+    return traits is None or traits.dead_units
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,46 @@ elementwise activations multiply by the derivative, softmax applies its Jacobian
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the rest of nnprobe knows about an activation, declared once beside its maths.
+
+    Config validation, the detectors (through the layer's activation name in the start record),
+    the digest, the init rules, the fixes and docs/activations.md all read these.
+    """
+
+    #: "relu" (ReLU, leaky ReLU), "squashing" (bounded, flat at both ends), "smooth" (ELU, GELU,
+    #: softplus), "linear" (identity) or "normalizing" (softmax: a distribution over the units)
+    family: str
+    #: whether its units can die: a unit whose pre-activation is <= 0 for every example is stuck
+    #: (0 out, and for ReLU no gradient back). The rule: the ReLU family has dead units; smooth
+    #: activations keep a gradient below 0, squashing ones saturate instead (saturated-activations)
+    dead_units: bool
+    #: the fan-in rule its layer's weights are judged by (poor-init) and suggested by the fixes:
+    #: "he" sqrt(2/fan_in) for rectifiers, "xavier" sqrt(2/(fan_in+fan_out)) otherwise
+    init_rule: str
+    #: where `model.activation` (hidden) and `model.output` (output) may name it
+    hidden: bool = True
+    output: bool = False
+
+
+#: the integer type of each float's size, whose bit patterns ReLU.vjp masks
+_SAME_SIZE_INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 class Activation:
     name: str = ""
     elementwise: bool = True
-    #: |z| beyond which the derivative is below 1% of its maximum (sigmoid/tanh), else None
+    #: the flat region: |z| beyond which the derivative is below 1% of its maximum (sigmoid/tanh), else None
     saturation: float | None = None
+    #: None for an activation nnprobe did not write (user code): nothing is assumed about it
+    traits: Optional[Traits] = None
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -37,6 +67,7 @@ class Identity(Activation):
     """a = z;  a' = 1"""
 
     name = "identity"
+    traits = Traits("linear", dead_units=False, init_rule="xavier", output=True)
 
     def forward(self, z):
         return z
@@ -52,6 +83,7 @@ class ReLU(Activation):
     """a = max(z, 0);  a' = 1 if z > 0 else 0 (0 at the kink, as most code has it)"""
 
     name = "relu"
+    traits = Traits("relu", dead_units=True, init_rule="he", output=True)
 
     def forward(self, z):
         return np.maximum(z, 0)
@@ -60,13 +92,22 @@ class ReLU(Activation):
         return (z > 0).astype(z.dtype)
 
     def vjp(self, z, a, grad_a):
-        return np.where(z > 0, grad_a, 0)
+        """np.where(z > 0, grad_a, 0), bit for bit (NaN, inf and the sign of zero included).
+
+        np.where branches per entry and a ReLU's mask is a coin flip, so it runs ~15x slower than a
+        multiply: the float's bit pattern times the 0/1 mask is the entry or +0.0 exactly.
+        """
+        bits = _SAME_SIZE_INT.get(grad_a.dtype)
+        if bits is None or z.shape != grad_a.shape:
+            return np.where(z > 0, grad_a, 0)
+        return np.multiply(grad_a.view(bits), z > 0).view(grad_a.dtype)
 
 
 class LeakyReLU(Activation):
     """a = z if z > 0 else s*z;  a' = 1 if z > 0 else s"""
 
     name = "leaky_relu"
+    traits = Traits("relu", dead_units=True, init_rule="he")
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.slope = float(negative_slope)
@@ -89,6 +130,7 @@ class Sigmoid(Activation):
     """
 
     name = "sigmoid"
+    traits = Traits("squashing", dead_units=False, init_rule="xavier", output=True)
     saturation = 2 * math.acosh(10.0)  # s(1-s) = 1/(4 cosh^2(z/2)) < 1% of 1/4  <=>  |z| > 5.986
 
     def forward(self, z):
@@ -103,6 +145,7 @@ class Tanh(Activation):
     """a = tanh(z);  a' = 1 - a^2"""
 
     name = "tanh"
+    traits = Traits("squashing", dead_units=False, init_rule="xavier", output=True)
     saturation = math.acosh(10.0)  # 1/cosh^2(z) < 0.01  <=>  |z| > 2.993
 
     def forward(self, z):
@@ -116,6 +159,7 @@ class ELU(Activation):
     """a = z if z > 0 else exp(z) - 1;  a' = 1 if z > 0 else a + 1   (alpha = 1)"""
 
     name = "elu"
+    traits = Traits("smooth", dead_units=False, init_rule="he")
 
     def forward(self, z):
         return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
@@ -132,6 +176,7 @@ class GELU(Activation):
     a' = (1 + t)/2 + z/2 (1 - t^2) c (1 + 3*0.044715 z^2)."""
 
     name = "gelu"
+    traits = Traits("smooth", dead_units=False, init_rule="he")
 
     def forward(self, z):
         return 0.5 * z * (1 + np.tanh(_GELU_C * (z + 0.044715 * z**3)))
@@ -145,6 +190,7 @@ class Softplus(Activation):
     """a = log(1 + exp(z));  a' = sigmoid(z)"""
 
     name = "softplus"
+    traits = Traits("smooth", dead_units=False, init_rule="xavier")
 
     def forward(self, z):
         return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)
@@ -158,6 +204,7 @@ class Softmax(Activation):
     dL/dz = a * (g - sum(g * a)) for g = dL/da (the Jacobian-vector product)."""
 
     name = "softmax"
+    traits = Traits("normalizing", dead_units=False, init_rule="xavier", hidden=False, output=True)
     elementwise = False
 
     def forward(self, z):
@@ -171,27 +218,28 @@ class Softmax(Activation):
         return a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
 
 
-HIDDEN: dict[str, Callable[..., Activation]] = {
-    "identity": Identity,
-    "relu": ReLU,
-    "leaky_relu": LeakyReLU,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-    "elu": ELU,
-    "gelu": GELU,
-    "softplus": Softplus,
+#: every built-in activation by its config name, in the order error messages list them
+ACTIVATIONS: dict[str, type[Activation]] = {
+    cls.name: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh, ELU, GELU, Softplus, Identity, Softmax)
 }
+#: what `model.activation` and `model.output` may name (the traits say which)
+HIDDEN: dict[str, Callable[..., Activation]] = {n: c for n, c in ACTIVATIONS.items() if c.traits.hidden}
+OUTPUT: dict[str, Callable[..., Activation]] = {n: c for n, c in ACTIVATIONS.items() if c.traits.output}
 
-OUTPUT: dict[str, Callable[..., Activation]] = {
-    "identity": Identity,
-    "sigmoid": Sigmoid,
-    "softmax": Softmax,
-    "relu": ReLU,
-    "tanh": Tanh,
-}
 
-#: activations whose units can die (output 0 and pass no gradient for every example)
-RELU_FAMILY = frozenset({"relu", "leaky_relu"})
+def traits_of(name: Optional[str]) -> Optional[Traits]:
+    """A built-in activation's traits by its config name; None for user code or an unknown name."""
+    cls = ACTIVATIONS.get(str(name))
+    return None if cls is None else cls.traits
+
+
+def names_where(**wanted) -> tuple[str, ...]:
+    """The built-in activations whose traits have the given values, e.g. names_where(family="relu")."""
+    return tuple(n for n, c in ACTIVATIONS.items() if all(getattr(c.traits, k) == v for k, v in wanted.items()))
+
+
+#: activations whose units can die (Traits.dead_units)
+RELU_FAMILY = frozenset(names_where(family="relu"))
 
 
 def hidden_activation(name: str, negative_slope: float = 0.01) -> Activation:

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from nnprobe.probes import kernel
-from nnprobe.nn.activations import Activation, LeakyReLU, ReLU, hidden_activation, output_activation
+from nnprobe.nn.activations import Activation, hidden_activation, output_activation
 from nnprobe.nn.initializers import init_bias, init_weights
 
-_BITS = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 _ones_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
-
-
-def _relu_backprop(z: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
-    """ReLU.vjp, np.where(z > 0, grad_a, 0), bit for bit (NaN, inf and the sign of zero included).
-
-    np.where branches per entry and a ReLU's mask is a coin flip, so it runs ~15x slower than a
-    multiply: the float's bit pattern times the 0/1 mask is the entry or +0.0 exactly. Done in place
-    in grad_a, the fresh product of the backward pass that nothing else holds.
-    """
-    bits = _BITS.get(grad_a.dtype)
-    if bits is None or z.shape != grad_a.shape or not grad_a.flags.c_contiguous:
-        return np.where(z > 0, grad_a, 0)
-    view = grad_a.view(bits)
-    np.multiply(view, z > 0, out=view)
-    return grad_a
 
 
 def _column_sums(dz: np.ndarray) -> np.ndarray:
@@ -44,22 +26,6 @@ def _column_sums(dz: np.ndarray) -> np.ndarray:
     return ones @ dz
 
 
-_NOT_FUSED = object()
-
-
-def _fused_slope(activation: Activation):
-    """The kernel's bias_relu slope argument for this activation (None: ReLU), or _NOT_FUSED.
-
-    A leaky slope of 0 stays with NumPy: np.where gives -0.0 where the ReLU gives +0.0.
-    """
-    kind = type(activation)
-    if kind is ReLU:
-        return None
-    if kind is LeakyReLU and 0.0 < activation.slope < math.inf:
-        return activation.slope
-    return _NOT_FUSED
-
-
 class Dense:
     """z = x W + b, a = f(z); forward keeps x, z and a, which backward and the probes read."""
 
@@ -72,11 +38,6 @@ class Dense:
         self.x: Optional[np.ndarray] = None
         self.z: Optional[np.ndarray] = None
         self.a: Optional[np.ndarray] = None
-        #: what the fused ReLU pass measured of z on the last forward(measure=True), else None
-        self.measured: Optional[tuple] = None
-        #: the leaky slope when the last forward ran the kernel's leaky ReLU (z is float32, C-contiguous)
-        self.fused_slope: Optional[float] = None
-        self._kernel_slope = _fused_slope(activation)  # the activation is fixed: decided once
 
     @property
     def fan_in(self) -> int:
@@ -86,22 +47,11 @@ class Dense:
     def units(self) -> int:
         return self.W.shape[1]
 
-    def forward(self, x: np.ndarray, measure: bool = False) -> np.ndarray:
-        """`measure`: the probes will want z's statistics; a fused ReLU pass takes them on the way."""
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
         z = x @ self.W
-        k = kernel.active
-        slope = self._kernel_slope
-        if (k is not None and slope is not _NOT_FUSED and z.dtype == self.b.dtype == np.float32
-                and z.ndim == 2 and z.flags.c_contiguous and self.b.flags.c_contiguous):
-            # z += b and the (leaky) ReLU in one pass, bit for bit NumPy's ufuncs (tests/test_kernel.py)
-            a = np.empty_like(z)
-            self.measured = k.bias_relu(z, self.b, a, measure, slope)
-            self.fused_slope = slope
-        else:
-            z += self.b
-            a = self.activation.forward(z)
-            self.measured = self.fused_slope = None
+        z += self.b  # in place: the GEMM's output is fresh, and z is what the layer keeps
+        a = self.activation.forward(z)
         self.z = z
         self.a = a
         return a
@@ -138,7 +88,7 @@ class MLP:
     def forward(self, x: np.ndarray, observe: Optional[Callable[[int, "Dense"], None]] = None) -> np.ndarray:
         """`observe(i, layer)` runs right after layer i, while its z and a are still in the cache."""
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, observe is not None)
+            x = layer.forward(x)
             if observe is not None:
                 observe(i, layer)
         return x
@@ -177,14 +127,7 @@ class MLP:
                 observe(i, gw, db[i])
             if i:
                 below = self.layers[i - 1]
-                if type(below.activation) is ReLU:
-                    dz = _relu_backprop(below.z, dz @ layer.W.T)
-                elif below.fused_slope is not None and kernel.active is not None and dz.dtype == np.float32:
-                    # LeakyReLU.vjp bit for bit, in place in the fresh product that nothing else holds
-                    dz = dz @ layer.W.T
-                    kernel.active.leaky_backprop(below.z, dz, below.fused_slope)
-                else:
-                    dz = below.activation.vjp(below.z, below.a, dz @ layer.W.T)
+                dz = below.activation.vjp(below.z, below.a, dz @ layer.W.T)
         return Gradients(dW, db)
 
 

@@ -11,8 +11,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from nnprobe.probes import kernel
-
 
 def _sq(x: np.ndarray) -> float:
     flat = x.ravel()
@@ -28,11 +26,6 @@ class Optimizer:
         self.params = params
         self.lr = lr
         self.t = 0
-        #: per parameter, its sum and sum of squares right after the last step when that step measured
-        #: them (SGD on the C kernel), else None: the next step's record of the parameters, without
-        #: another pass over them
-        self.sums_after: list[Optional[float]] = [None] * len(params)
-        self.sqs_after: list[Optional[float]] = [None] * len(params)
 
     def step(self, grads: list[np.ndarray], want_norms: bool = True,
              grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
@@ -44,7 +37,6 @@ class Optimizer:
         self.t += 1
         norms: list[float] = []
         for i, (p, g) in enumerate(zip(self.params, grads)):
-            self.sums_after[i] = self.sqs_after[i] = None
             delta = self._delta(i, p, g)
             p += delta
             if want_norms:
@@ -73,56 +65,6 @@ class SGD(Optimizer):
         if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
             buf = self._buf[i] = np.empty_like(g * -self.lr)
         return np.multiply(g, -self.lr, out=buf)
-
-    def step(self, grads: list[np.ndarray], want_norms: bool = True,
-             grad_sqs: Optional[list[float]] = None) -> Optional[list[float]]:
-        """On the C kernel, p += -lr g in one pass over float32 p and g (NumPy's rounding, bit for bit)
-        that, when norms are wanted, also measures p's new sum and sum of squares; NumPy's two ufuncs
-        otherwise."""
-        k = kernel.active
-        if k is None:
-            return super().step(grads, want_norms, grad_sqs)
-        self.t += 1
-        norms: list[float] = []
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            self.sums_after[i] = self.sqs_after[i] = None
-            known = self._known_norm(p, grad_sqs[i]) if want_norms and grad_sqs is not None else None
-            if (p.dtype == g.dtype == np.float32 and p.shape == g.shape and p.flags.c_contiguous
-                    and g.flags.c_contiguous and (known is not None or not want_norms)):
-                if want_norms:  # a probed run: the next record's p comes with the update
-                    self.sums_after[i], self.sqs_after[i] = k.axpy(p, g, -self.lr)[:2]
-                else:
-                    k.axpy(p, g, -self.lr, False)
-            else:
-                delta = self._delta(i, p, g)
-                p += delta
-                if want_norms and known is None:
-                    known = math.sqrt(_sq(delta))
-            if want_norms:
-                norms.append(known)
-        return norms if want_norms else None
-
-    def step_measured(self, grads: list[np.ndarray]) -> tuple[list[float], list[tuple]]:
-        """The update in one kernel pass per parameter that also reads each gradient's statistics.
-
-        Returns the update norms and, per gradient, that pass's (p sum, p sum of squares, n, g sum of
-        squares, g min, g max, g zeros). Only while the kernel is in use, for C-contiguous float32
-        parameters and gradients of their shapes.
-        """
-        axpy, minus_lr = kernel.active.axpy, -self.lr
-        sums, sqs = self.sums_after, self.sqs_after
-        self.t += 1
-        norms: list[float] = []
-        passes: list[tuple] = []
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            got = axpy(p, g, minus_lr)
-            sums[i], sqs[i] = got[0], got[1]
-            known = self._known_norm(p, got[3])
-            if known is None:  # a non-finite or huge gradient: measure the update itself
-                known = math.sqrt(_sq(np.multiply(g, minus_lr, dtype=p.dtype)))
-            norms.append(known)
-            passes.append(got)
-        return norms, passes
 
     def _known_norm(self, p, grad_sq):
         """||lr g|| = lr ||g||, exact up to rounding, while no entry of lr g can overflow (float32/64 only)."""

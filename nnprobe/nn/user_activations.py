@@ -5,7 +5,7 @@ which rejects `!!python/...` tags); only a `module:name` value of `model.activat
 every file loaded is recorded with its SHA-256 in the run's meta.json. See docs/user-activations.md.
 
 The user object needs two elementwise methods, `forward(z)` and `derivative(z)`; nnprobe checks
-their output (a float array of z's shape) on every call, and `prepare_user_activation` checks the
+their output (a float array of z's shape) on every call, and `nnprobe.app.prepare_user_activation` checks the
 derivative against finite differences of `forward` before any training step.
 """
 
@@ -302,31 +302,4 @@ def user_code_info(act: UserActivation) -> dict[str, Any]:
     }
 
 
-def prepare_user_activation(cfg, config_dir: Path | str, check: bool = True) -> tuple[UserActivation, list[dict]]:
-    """Load the configured user activation and check it before training; returns (activation, user_code_info).
-
-    The contract (no exception, a float array of z's shape) is always checked. With `check`, the
-    derivative must also match finite differences of `forward` and neither method may modify its
-    argument in place; otherwise UserCodeError (exit 2) with the measured error.
-    """
-    from nnprobe.gradcheck import check_activation, tolerance_for
-
-    act = load_user_activation(cfg.model.activation, config_dir)
-    report = check_activation(act, role="hidden", seed=cfg.seed, tolerance=tolerance_for(cfg))
-    info = user_code_info(act)
-    info["gradcheck"] = {
-        "checked": bool(check),
-        "max_rel_error": report.max_rel_error,
-        "tolerance": report.tolerance,
-        "in_place": list(report.in_place),
-        "ok": report.ok,
-    }
-    if check and not report.ok:
-        raise UserCodeError(
-            f"{report.describe()} nnprobe refuses to train with it. Fix the activation (`nnprobe gradcheck CONFIG` "
-            "shows the per-layer errors), or train anyway with --no-gradcheck to reproduce the bug."
-        )
-    return act, [info]
-
-
-__all__ = ["UserActivation", "load_user_activation", "prepare_user_activation", "split_spec", "user_code_info"]
+__all__ = ["UserActivation", "load_user_activation", "split_spec", "user_code_info"]

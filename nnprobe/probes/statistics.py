@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -196,16 +196,16 @@ def _moments_from(x: np.ndarray, n: int, total: float, ss: float, mn: float, mx:
 
 def _kernel_stats(flat: np.ndarray) -> Optional[tuple[dict, float, int]]:
     """(moments, sum of squares, zero count) of a float32 tensor in one pass; None unless all finite."""
-    n, total, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
-    if not ss < INF:  # a float32 square cannot overflow float64: some entry is NaN or inf
+    m = kernel.active.moments(flat)
+    if not m.sumsq < INF:  # a float32 square cannot overflow float64: some entry is NaN or inf
         return None
-    return _moments_from(flat, n, total, ss, mn, mx), ss, zeros
+    return _moments_from(flat, m.n, m.total, m.sumsq, m.min, m.max), m.sumsq, m.zeros
 
 
 def _kernel_gradient(flat: np.ndarray, with_zero_frac: bool) -> Optional[tuple[dict, float]]:
     """(norm, max |entry|, [zero fraction]) of a float32 gradient and its sum of squares; None unless all finite."""
-    n, _, ss, mn, mx, zeros, _ = kernel.active.stats(flat)
-    return _gradient_from(n, ss, mn, mx, zeros, with_zero_frac)
+    v = kernel.active.vector(flat)
+    return _gradient_from(v.n, v.sumsq, v.min, v.max, v.zeros, with_zero_frac)
 
 
 def _gradient_from(n: int, ss: float, mn: float, mx: float, zeros: int,
@@ -218,50 +218,33 @@ def _gradient_from(n: int, ss: float, mn: float, mx: float, zeros: int,
     return out, ss
 
 
-def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
-                    measured: Optional[tuple] = None) -> Optional[tuple[dict, dict]]:
+def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> Optional[tuple[dict, dict]]:
     """forward_stats from one pass over z (and, unless a follows from z, one over a); None unless all finite.
 
     The pass over z also sums max(z, 0) and its square and counts z > 0: for the built-in ReLU,
-    a = max(z, 0) exactly, so its statistics need no read of a at all. `measured`: that pass's
-    result when the layer's fused ReLU forward already made it (Dense.forward), so z is not read;
-    for the leaky ReLU that pass measured a too (13 fields), so neither is read.
+    a = max(z, 0) exactly, so its statistics need no read of a at all.
     """
     cols = z.shape[1]  # the kernel reads any C-contiguous array as its flat buffer: no reshape needed
-    identity = kind == "identity" and a is z
-    if identity:  # a is z: its zero count is wanted, which the signed pass leaves out
-        n, total, ss, mn, mx, zeros, dead = kernel.active.stats(z, False, cols)
-        if not ss < INF:
+    if kind == "identity" and a is z:  # a is z: its zero count is wanted, which the signed pass leaves out
+        m = kernel.active.moments(z, cols)
+        if not m.sumsq < INF:
             return None
-        z_stats = _moments_from(z, n, total, ss, mn, mx)
+        z_stats = _moments_from(z, m.n, m.total, m.sumsq, m.min, m.max)
         z_stats["sat_frac"] = None if saturation is None else _sat_frac(z.reshape(-1), saturation)
         a_stats = _identity_moments(z_stats)
-        a_stats["zero_frac"] = zeros / n
-        a_stats["dead"] = dead
+        a_stats["zero_frac"] = m.zeros / m.n
+        a_stats["dead"] = m.dead
         return z_stats, a_stats
-    a_sums = None  # (sum, sum of squares, min, max, zeros) of a, when the pass over z gave them
-    if measured is not None and len(measured) == 13 and saturation is None:
-        # the fused leaky-ReLU pass measured a as well as z (kernel bias_relu with a slope)
-        n, total, ss, mn, mx, a_zeros, a_sum, a_ss, _, _, dead, a_min, a_max = measured
-        if not a_ss < INF:  # a slope > 1 can overflow a finite z
-            return None
-        a_sums = (a_sum, a_ss, a_min, a_max, a_zeros)
-        sat_frac = None
-    else:
-        if measured is None or kind != "relu" or saturation is not None:
-            measured = kernel.active.stats(z, True, cols, INF if saturation is None else saturation)
-        n, total, ss, mn, mx, _, pos_sum, pos_ss, positives, saturated, dead = measured
-        sat_frac = None if saturation is None else saturated / n
-        if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
-            a_sums = (pos_sum, pos_ss, mn if mn > 0.0 else 0.0, mx if mx > 0.0 else 0.0, n - positives)
-    if not ss < INF:
+    m = kernel.active.signed(z, cols, saturation)
+    if not m.sumsq < INF:
         return None
-    z_stats = _moments_from(z, n, total, ss, mn, mx)
-    z_stats["sat_frac"] = sat_frac
-    if a_sums is not None:
-        a_sum, a_ss, a_min, a_max, a_zeros = a_sums
-        a_stats = _moments_from(a, n, a_sum, a_ss, a_min, a_max)
-        a_stats["zero_frac"] = a_zeros / n
+    n = m.n
+    z_stats = _moments_from(z, n, m.total, m.sumsq, m.min, m.max)
+    z_stats["sat_frac"] = None if saturation is None else m.saturated / n
+    if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and a.flags.c_contiguous:
+        a_stats = _moments_from(a, n, m.pos_sum, m.pos_sumsq, m.min if m.min > 0.0 else 0.0,
+                                m.max if m.max > 0.0 else 0.0)
+        a_stats["zero_frac"] = (n - m.positives) / n
     else:
         if not _kernel_for(a) or not a.flags.c_contiguous:
             return None
@@ -270,7 +253,7 @@ def _kernel_forward(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optiona
             return None
         a_stats, _, zeros = k
         a_stats["zero_frac"] = zeros / a.size
-    a_stats["dead"] = dead
+    a_stats["dead"] = m.dead
     return z_stats, a_stats
 
 
@@ -396,8 +379,7 @@ def _sat_frac(flat: np.ndarray, saturation: float) -> float:
 # ---------------------------------------------------------------- public: one layer's forward tensors
 
 
-def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
-                  measured: Optional[tuple] = None) -> tuple[dict, dict]:
+def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> tuple[dict, dict]:
     """The `z` and `a` objects of a layer record, sharing passes where the activation allows.
 
     kind "relu": a is max(z, 0) from the built-in ReLU, so a's min and max follow from z's and
@@ -405,7 +387,7 @@ def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[
     itself. Anything else reads each tensor on its own.
     """
     if _kernel_for(z) and z.ndim == 2 and z.flags.c_contiguous:
-        got = _kernel_forward(z, a, kind, saturation, measured)
+        got = _kernel_forward(z, a, kind, saturation)
         if got is not None:
             return got
     if kind == "relu" and a.shape == z.shape and a.dtype == z.dtype and z.ndim == 2 and z.shape[0] >= 16 \
@@ -492,27 +474,16 @@ def gradient_stats_with_sq(g: np.ndarray, with_zero_frac: bool) -> tuple[dict, f
     return _numpy_gradient_stats(flat, with_zero_frac, sq), sq
 
 
-def gradient_stats_from_pass(g: np.ndarray, got: tuple, with_zero_frac: bool) -> tuple[dict, float]:
-    """gradient_stats_with_sq from the fused SGD update's pass over g (optim.SGD.step_measured: p sum,
-    p sum of squares, n, g sum of squares, g min, g max, g zeros); NumPy's exact path when that pass
-    found a non-finite entry."""
-    _, _, n, ss, mn, mx, zeros = got
-    out = _gradient_from(n, ss, mn, mx, zeros, with_zero_frac)
-    if out is not None:
-        return out
-    return _numpy_gradient_stats(_flat(g)[0], with_zero_frac, ss), ss
-
-
 def weight_stats(W: np.ndarray) -> dict:
     """norm, mean, std, min, max (over the finite entries), the fraction > 0 and the non-finite count."""
     flat, rows = _flat(W)
     n = flat.size
     if _kernel_for(flat):
-        n, total, ss, mn, mx, _, _, _, positives, _, _ = kernel.active.stats(flat, True)
-        if ss < INF:
-            st = _moments_from(flat, n, total, ss, mn, mx)
-            return {"norm": math.sqrt(ss), "mean": st["mean"], "std": st["std"], "min": mn, "max": mx,
-                    "pos_frac": positives / n, "nonfinite": 0}
+        m = kernel.active.signed(flat)
+        if m.sumsq < INF:
+            st = _moments_from(flat, m.n, m.total, m.sumsq, m.min, m.max)
+            return {"norm": math.sqrt(m.sumsq), "mean": st["mean"], "std": st["std"], "min": m.min, "max": m.max,
+                    "pos_frac": m.positives / m.n, "nonfinite": 0}
     if 0 < n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -542,9 +513,9 @@ def bias_stats(b: np.ndarray) -> dict:
     if n == 0:
         return {"norm": None, "mean": None}
     if _kernel_for(flat):
-        _, total, ss, _, _, _, _ = kernel.active.stats(flat)
-        if ss < INF:
-            return {"norm": math.sqrt(ss), "mean": total / n}
+        m = kernel.active.moments(flat)
+        if m.sumsq < INF:
+            return {"norm": math.sqrt(m.sumsq), "mean": m.total / n}
     if n <= _SMALL:
         small = _small(flat)
         if small is not None:
@@ -577,12 +548,32 @@ def probability_stats(p: np.ndarray, epsilon: float, two_sided: bool) -> dict:
     }
 
 
+# ---------------------------------------------------------------- a parameter after its update
+
+
+class ParamSums(NamedTuple):
+    """A parameter's sum of squares (finite only if every entry is) and, where the same read gave it, its sum."""
+
+    total: Optional[float]
+    sumsq: float
+
+
+def parameter_sums(p: np.ndarray) -> ParamSums:
+    """One read of a parameter after its update: it proves the update finite and gives the next record
+    the parameter's norm (and, from the kernel's pass, a bias's mean) without reading it again."""
+    flat, _ = _flat(p)
+    if _kernel_for(flat):
+        v = kernel.active.vector(flat)
+        return ParamSums(v.total, v.sumsq)
+    return ParamSums(None, float(_dot(flat, flat)))
+
+
 # ---------------------------------------------------------------- one step
 
 
 class StepProbe:
-    """The per-layer statistics of one step: forward() for z and a, params() for W and b (as the
-    forward pass used them), grads() for their gradients (`sq_*`: sums of squares already taken)."""
+    """The per-layer statistics a full step takes as its tensors are made: forward() for z and a, and
+    the gradients' (gW, gb), set by the trainer as the backward pass makes each."""
 
     def __init__(self, n_layers: int) -> None:
         self.z: list = [None] * n_layers
@@ -592,29 +583,5 @@ class StepProbe:
         self.gW: list = [None] * n_layers
         self.gb: list = [None] * n_layers
 
-    def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float],
-                measured: Optional[tuple] = None) -> None:
-        """`measured`: what the layer's fused ReLU pass read of z (Dense.forward), when it did."""
-        self.z[i], self.a[i] = forward_stats(z, a, kind, saturation, measured)
-
-    def params(self, i: int, W: np.ndarray, b: np.ndarray, distribution: bool = True,
-               w_sq: Optional[float] = None, b_sums: tuple = (None, None)) -> None:
-        """`distribution`: W's mean, std, min, max and sign fraction too, not only its norm.
-        `w_sq`, `b_sums`: W's sum of squares and b's (sum, sum of squares) when already measured (the
-        sum of squares is finite only if every entry is)."""
-        if distribution:
-            self.W[i] = weight_stats(W)
-        elif w_sq is not None and w_sq < INF:
-            self.W[i] = {"norm": math.sqrt(w_sq), "nonfinite": 0}
-        else:
-            self.W[i] = weight_norm_stats(W)
-        b_sum, b_sq = b_sums
-        if b_sq is not None and b_sq < INF and b.size:
-            self.b[i] = {"norm": math.sqrt(b_sq), "mean": b_sum / b.size}
-        else:
-            self.b[i] = bias_stats(b)
-
-    def grads(self, i: int, gW: np.ndarray, gb: np.ndarray, sq_w: Optional[float] = None,
-              sq_b: Optional[float] = None) -> None:
-        self.gW[i] = gradient_stats(gW, with_zero_frac=True, sq=sq_w)
-        self.gb[i] = gradient_stats(gb, with_zero_frac=False, sq=sq_b)
+    def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
+        self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)

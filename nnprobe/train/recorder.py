@@ -32,7 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from nnprobe.errors import RecorderError
-from nnprobe.nn.activations import HIDDEN, OUTPUT
+from nnprobe.nn.activations import ACTIVATIONS
 from nnprobe.probes import changes, records
 
 LOSS_KINDS = ("mse", "bce", "cross_entropy")
@@ -41,7 +41,7 @@ TENSORS = ("z", "a", "W", "b")
 GRADIENTS = ("gW", "gb")
 
 #: a built-in activation's name -> |z| beyond which it is flat (sigmoid, tanh); any other name: unknown, None
-SATURATION: dict[str, Optional[float]] = {name: cls.saturation for name, cls in {**HIDDEN, **OUTPUT}.items()}
+SATURATION: dict[str, Optional[float]] = {name: cls.saturation for name, cls in ACTIVATIONS.items()}
 
 
 def _array(value: Any, where: str, max_ndim: int = 2) -> Optional[np.ndarray]:

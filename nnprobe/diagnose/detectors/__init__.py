@@ -5,16 +5,9 @@ from __future__ import annotations
 import difflib
 from typing import Any, Optional
 
-from nnprobe.diagnose.detectors.base import Detector, Explanation, RunContext, Threshold
+from nnprobe.diagnose.detectors.base import REGISTRY, Detector, Explanation, RunContext, Threshold, register
 from nnprobe.diagnose.skipped import skipped_detectors
 from nnprobe.findings import SEVERITIES, Finding, sort_findings
-
-REGISTRY: dict[str, type[Detector]] = {}
-
-
-def register(cls: type[Detector]) -> type[Detector]:
-    REGISTRY[cls.code] = cls
-    return cls
 
 
 def _load_all() -> None:

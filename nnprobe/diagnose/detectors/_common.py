@@ -10,8 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-RELU_FAMILY = ("relu", "leaky_relu")
-SQUASHING = ("sigmoid", "tanh")
+from nnprobe.nn.activations import names_where, traits_of
+
+# read off the activations' declared traits (nnprobe.nn.activations.Traits)
+RELU_FAMILY = names_where(family="relu")
+SQUASHING = names_where(family="squashing")
 PROBABILITY_OUTPUT = {"bce": "sigmoid", "cross_entropy": "softmax"}
 
 
@@ -310,7 +313,8 @@ class RunFacts:
         return self.activation in RELU_FAMILY
 
     def init_for(self, activation: str) -> str:
-        return "he_normal" if activation in RELU_FAMILY + ("elu", "gelu") else "xavier_normal"
+        traits = traits_of(activation)
+        return "he_normal" if traits is not None and traits.init_rule == "he" else "xavier_normal"
 
 
 def _span(span: Optional[tuple[float, float]]) -> str:

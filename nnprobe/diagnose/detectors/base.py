@@ -69,3 +69,14 @@ class Detector:
     def finding(self, *, step: Optional[int], layer: Optional[str], message: str,
                 evidence: dict[str, Any], fixes: list[str]) -> Finding:
         return Finding(self.code, self.severity_level, step, layer, message, evidence, fixes)
+
+
+#: every detector class by its finding code; the detector modules fill it as they are imported
+REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    """Class decorator: add a detector to REGISTRY (it lives here, beside the contract, so that detector
+    modules import nothing from the package that imports them)."""
+    REGISTRY[cls.code] = cls
+    return cls

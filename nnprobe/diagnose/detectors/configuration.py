@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.nn.activations import ACTIVATIONS
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, fmt, input_problems, record_layers, stat, step_of, target_problem,
 )
@@ -104,10 +105,10 @@ InitRule = tuple[str, Callable[[int, int], float]]
 _HE: InitRule = ("He sqrt(2/fan_in)", lambda fan_in, fan_out: math.sqrt(2.0 / fan_in))
 _XAVIER: InitRule = ("Xavier sqrt(2/(fan_in+fan_out))", lambda fan_in, fan_out: math.sqrt(2.0 / (fan_in + fan_out)))
 _LECUN: InitRule = ("LeCun sqrt(1/fan_in)", lambda fan_in, fan_out: math.sqrt(1.0 / fan_in))
-INIT_RULES: dict[str, InitRule] = {
-    "relu": _HE, "leaky_relu": _HE, "elu": _HE, "gelu": _HE,
-    "sigmoid": _XAVIER, "tanh": _XAVIER, "softplus": _XAVIER, "identity": _XAVIER, "softmax": _XAVIER,
-}
+_BY_TRAIT = {"he": _HE, "xavier": _XAVIER, "lecun": _LECUN}
+#: each built-in activation's rule, as its traits declare it (an activation without one, user code, is judged
+#: against the band of every standard rule instead)
+INIT_RULES: dict[str, InitRule] = {name: _BY_TRAIT[cls.traits.init_rule] for name, cls in ACTIVATIONS.items()}
 # Every standard fan-in rule: a scale between the smallest and the largest of them (times the
 # tolerance) is a defensible init for any activation; outside that band it is far off.
 STANDARD_RULES = (_HE, _XAVIER, _LECUN)
@@ -195,13 +196,24 @@ class PoorInit(Detector):
                                    "same update, so the symmetry is never broken")
         elif std == 0 and count > 1:
             row["problems"].append(f"all {count} weights are equal ({fmt(mean)}): the units stay identical")
-        elif row["ratio"] is not None and count >= self.t["min_weights"]:
-            r, limit = row["ratio"], self.t["scale_ratio"]
+        elif rms is not None and fan_in > 0 and count >= self.t["min_weights"]:
+            limit = self.t["scale_ratio"]
             stds = [std_of(fan_in, units) for _, std_of in STANDARD_RULES]
             row["band"] = [min(stds) / limit, max(stds) * limit]
-            if not row["band"][0] <= rms <= row["band"][1]:
+            if row["band"][0] <= rms <= row["band"][1]:
+                pass
+            elif row["ratio"] is not None:
+                r = row["ratio"]
                 row["problems"].append(
                     f"weight RMS {fmt(rms)} is {fmt(r)}x the {rule[0]} = {fmt(expected)} rule for {activation}: "
+                    + ("activations and gradients grow" if r > 1 else "activations and gradients shrink")
+                    + f" about {fmt(max(r, 1 / r))}x per layer")
+            else:  # no declared rule (user code): judged against every standard rule, never skipped
+                edge = row["band"][1] / limit if rms > row["band"][1] else row["band"][0] * limit
+                r = rms / edge
+                row["problems"].append(
+                    f"weight RMS {fmt(rms)} is {fmt(r)}x the nearest standard fan-in rule ({fmt(edge)}) for "
+                    f"{activation}, whose own rule nnprobe does not know: "
                     + ("activations and gradients grow" if r > 1 else "activations and gradients shrink")
                     + f" about {fmt(max(r, 1 / r))}x per layer")
         return row

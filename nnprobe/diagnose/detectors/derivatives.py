@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from nnprobe.diagnose.detectors import register
 from nnprobe.diagnose.detectors._common import layer_key, record_layers, step_of
-from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold
+from nnprobe.diagnose.detectors.base import Detector, Explanation, Threshold, register
 from nnprobe.findings import Finding
 
 _TENSOR_WORDS = {"z": "pre-activation z", "a": "activation a"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     Convergence, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, number, record_layers, stat, step_of, weight_count,
 )

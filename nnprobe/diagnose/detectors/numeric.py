@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     RunFacts, clean, finite, fixes, fmt, number, record_layers, stat, step_of,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import PROBABILITY_OUTPUT, clean, finite, fmt
 from nnprobe.diagnose.detectors.base import Detector, Explanation
 from nnprobe.findings import Finding

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
-from nnprobe.diagnose.detectors import register
+from nnprobe.nn.activations import ACTIVATIONS
+from nnprobe.diagnose.detectors.base import register
 from nnprobe.diagnose.detectors._common import (
     RELU_FAMILY, SQUASHING, Persistence, RunFacts, clean, finite, fixes, fmt, layer_key, pct, record_layers,
     stat, step_of, yaml_number,
@@ -202,8 +202,8 @@ class DeadRelu(_LayerDetector):
 
 
 # Where each squashing function is flat: the |z| past which its derivative is below 1% of its maximum,
-# the definition of z.sat_frac. sigmoid' = 1/(4 cosh^2(z/2)) and tanh' = 1/cosh^2(z), so cosh must pass 10.
-FLAT_REGION = {"sigmoid": 2 * math.acosh(10.0), "tanh": math.acosh(10.0)}
+# the definition of z.sat_frac, as each activation declares it (Activation.saturation).
+FLAT_REGION = {name: ACTIVATIONS[name].saturation for name in SQUASHING}
 
 
 @register
