@@ -30,7 +30,10 @@ class GradientMismatch(Detector):
             "nnprobe gradcheck compares the gradient backpropagation computes with central finite differences "
             "(f(w + h) - f(w - h)) / 2h, entry by entry. A relative error above the threshold means the backward "
             "pass does not compute the derivative of the forward pass: usually a hand-written activation "
-            "derivative that is wrong (a reluGrad that overwrites its input, sigmoid' written as 1 - sigmoid)."
+            "derivative that is wrong (a reluGrad that overwrites its input, sigmoid' written as 1 - sigmoid). "
+            "A run recorded from a hand-written loop (nnprobe.Recorder) cannot be checked this way, since nnprobe "
+            "does not run its backward pass; there it reports the sign such a derivative leaves: a pre-activation "
+            "or activation that changed between being handed over and the end of the step."
         ),
         causes=[
             "a user activation whose `derivative` is not the derivative of its `forward`",
