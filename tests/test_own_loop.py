@@ -90,3 +90,11 @@ def test_relu_output_ce_loop_feeds_exact_zeros_to_the_log_at_once(tmp_path):
     log_zero = one(result, "log-zero")
     assert log_zero.step == 0 and log_zero.evidence["n_zero"] > 0
     assert one(result, "output-loss-mismatch").fixes[0].startswith("model.output: sigmoid")
+
+
+def test_fixes_of_a_recorded_loop_do_not_quote_config_defaults_as_its_settings(tmp_path):
+    """Regression: the recorded config holds defaults (init uniform, bias_init uniform) the loop never used, and
+    the dead-relu fixes said "biases drawn from U[0, 1)" and "(now uniform)" of a loop with zero biases."""
+    result = run_example("relu_accuracy", tmp_path / "run")
+    text = " ".join(one(result, "dead-relu").fixes)
+    assert "U[0, 1)" not in text and "now uniform" not in text
