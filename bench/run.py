@@ -2,6 +2,7 @@
 
 Run `python -m bench [--quick]` or `python bench/run.py` from the repository root; it prints
 the tables and writes them as JSON (bench/results.json by default, gitignored).
+`python -m bench --vs REV [--quick]` runs another commit's step benchmark beside this tree's.
 """
 
 from __future__ import annotations
@@ -133,7 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["steps", "diagnose"], help="run one part only")
     parser.add_argument("--numpy-stats", action="store_true",
                         help="probe with NumPy passes only, as where the C kernel is not built (same as NNPROBE_NUMPY_STATS=1)")
+    parser.add_argument("--vs", metavar="REV",
+                        help="run REV's step benchmark and this tree's side by side (bench/versus.py) and stop")
     args = parser.parse_args(argv)
+    if args.vs:
+        from bench import versus
+
+        versus.main(args.vs, args.quick, args.numpy_stats, _say)
+        return
     if args.numpy_stats:
         kernel.use(False)
 

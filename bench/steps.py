@@ -29,6 +29,7 @@ from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.observers import BATCH, RecordObservers
 from nnprobe.train.runlog import LogWriter
+from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
 
 
@@ -120,7 +121,7 @@ class StepLoop:
     """One run's objects and `nnprobe.train.run.train`'s per-step body, timed step by step."""
 
     def __init__(self, config: Config, workdir: Path) -> None:
-        data = load_dataset(config.data, config.task, np.random.default_rng(np.random.SeedSequence(config.seed)))
+        data = load_dataset(config.data, config.task, data_rng(config.seed))  # the data `train` would use
         self.trainer = Trainer(config, data)
         start = self.trainer.start_record()
         self.observers = RecordObservers(DetectorSuite(config, start), Digest(start), set(config.stop_on))

@@ -19,11 +19,12 @@ from nnprobe.errors import UserCodeError
 from nnprobe.findings import Finding
 from nnprobe.nn.activations import Identity
 from nnprobe.nn.finite_differences import (
-    BATCH_SIZE, DEFAULT_TOL, MAX_ENTRIES, PARAM_FLOOR, ActivationReport, TensorReport, check_activation, check_tensor, fmt_number,
-    json_number,
+    BATCH_SIZE, DEFAULT_TOL, MAX_ENTRIES, PARAM_FLOOR, ActivationReport, TensorReport, check_activation,
+    check_tensor, fmt_number, json_number,
 )
 from nnprobe.nn.user_activations import UserActivation, load_user_activation, user_code_info
 from nnprobe.result import GradcheckReport, RunResult
+from nnprobe.rngs import data_rng, gradcheck_rng
 
 
 def user_activation(config: Config, config_dir: Path, check: bool = True):
@@ -74,8 +75,7 @@ def start_record_for(config: Config) -> dict:
     """The start record `train` would write, built without training (data generated, model initialised)."""
     from nnprobe.train.loop import Trainer
 
-    data_seq = np.random.SeedSequence(config.seed).spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    data = load_dataset(config.data, config.task, data_rng(config.seed))
     placeholder = Identity() if ":" in config.model.activation else None
     return Trainer(config, data, hidden_activation=placeholder).start_record()
 
@@ -127,11 +127,10 @@ def gradcheck_config(cfg, config_dir: Path | str, *, config_label: str = "", bat
     if ":" in cfg.model.activation:
         user = load_user_activation(cfg.model.activation, config_dir)
         info = [user_code_info(user)]
-    data_seq = np.random.SeedSequence(cfg.seed).spawn(1)[0]
-    data = load_dataset(cfg64.data, cfg64.task, np.random.default_rng(data_seq))
+    data = load_dataset(cfg64.data, cfg64.task, data_rng(cfg.seed))
     trainer = Trainer(cfg64, data, hidden_activation=user)
     model = trainer.model
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x6763]))
+    rng = gradcheck_rng(cfg.seed)
     n = trainer.x.shape[0]
     idx = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
     xb, tb = trainer.x[idx], trainer.t[idx]

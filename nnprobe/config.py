@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nnprobe.data import SOURCES
 from nnprobe.nn.activations import HIDDEN, OUTPUT
 from nnprobe.errors import ConfigError
 
@@ -37,8 +38,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    # recorded: a run recorded from a hand-written loop (nnprobe.Recorder); it cannot be trained again
-    source: Literal["affine", "blobs", "spirals", "xor", "moons", "circles", "csv", "npz", "recorded"]
+    source: Literal[SOURCES]  # type: ignore[valid-type]  (the data registry: generators, then file loaders)
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

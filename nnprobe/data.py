@@ -13,12 +13,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 
-from nnprobe.config import DataConfig
 from nnprobe.errors import DataError
+
+if TYPE_CHECKING:  # annotations only: config.py reads SOURCES from here, so data.py must not import it
+    from nnprobe.config import DataConfig
 
 TASKS = ("regression", "classification")
 
@@ -447,7 +449,19 @@ def _read_npz(cfg: DataConfig) -> _Table:
     return _Table(x=x, y=y, locate=lambda row: f"row {row} of array {target!r}")
 
 
-LOADERS: dict[str, Callable[[DataConfig], _Table]] = {"csv": _read_csv, "npz": _read_npz}
+def _recorded(cfg: DataConfig) -> _Table:
+    """The config of a run recorded from a loop nnprobe does not own (nnprobe.Recorder): nothing to load."""
+    raise DataError(
+        "data.source: recorded: this config describes a run recorded from a hand-written training loop "
+        "(nnprobe.Recorder), so there is no data to train on. `nnprobe diagnose` and `nnprobe report` read that "
+        "run directory; to train here, pick a data source such as csv or npz."
+    )
+
+
+LOADERS: dict[str, Callable[[DataConfig], _Table]] = {"csv": _read_csv, "npz": _read_npz, "recorded": _recorded}
+
+#: every `data.source`, in the order messages and docs/data.md list them: what config.py accepts
+SOURCES = (*GENERATORS, *LOADERS)
 
 
 def _class_labels(table: _Table, path: str) -> tuple[np.ndarray, int, np.ndarray]:
@@ -527,14 +541,8 @@ def load_dataset(cfg: DataConfig, task: str, rng: np.random.Generator) -> Datase
         x, y, n_classes = table.x, table.y, None
         if task == "classification":
             y, n_classes, classes = _class_labels(table, str(cfg.path))
-    elif cfg.source == "recorded":
-        raise DataError(
-            "data.source: recorded: this config describes a run recorded from a hand-written training loop "
-            "(nnprobe.Recorder), so there is no data to train on. `nnprobe diagnose` and `nnprobe report` read that "
-            "run directory; to train here, pick a data source such as csv or npz."
-        )
     else:
-        valid = ", ".join([*GENERATORS, *LOADERS])
+        valid = ", ".join(SOURCES)
         raise DataError(f"data.source: unknown source {cfg.source!r}; valid: {valid}.")
 
     train, val = _split(len(x), cfg.validation_fraction, rng)

@@ -575,3 +575,32 @@ def test_exact_class_count_is_enough():
 def test_unknown_task_is_a_programming_error():
     with pytest.raises(ValueError, match="task"):
         load("ranking", source="moons")
+
+
+# ---------------------------------------------------------------- one registry of sources (drift tests)
+
+
+def test_config_accepts_exactly_the_registered_sources():
+    """data.source's allowed values are the registry's (GENERATORS, then LOADERS), in its order."""
+    import typing
+
+    from nnprobe.config import DataConfig
+    from nnprobe.data import GENERATORS, LOADERS, SOURCES
+
+    assert SOURCES == (*GENERATORS, *LOADERS)
+    assert typing.get_args(DataConfig.model_fields["source"].annotation) == SOURCES
+
+
+def test_docs_describe_every_registered_source():
+    """docs/data.md: the source list in its example, a table row per generator, a paragraph per file loader."""
+    import re
+    from pathlib import Path
+
+    from nnprobe.data import GENERATORS, LOADERS, SOURCES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "data.md").read_text(encoding="utf-8")
+    listed = re.search(r"source: \w+ +# ([\w | ]+)\n", text).group(1)
+    assert listed.split(" | ") == list(SOURCES)
+    rows = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    assert rows == list(GENERATORS)
+    assert all(f"\n**{name}** —" in text for name in LOADERS)

@@ -8,7 +8,10 @@ import random
 import pytest
 
 from nnprobe.diagnose.digest import Digest, Envelope, has_dead_units
-from factories import layer_stats, start_record, step_record
+from conftest import plain_layer, start_record, step_record
+
+# the network these records describe: 2 inputs, 4 ReLU units, 1 identity output
+PLAIN_NET = [("dense1", 2, 4, "relu"), ("dense2", 4, 1, "identity")]
 
 # -- records as docs/log-schema.md writes them ------------------------------------------------
 
@@ -135,17 +138,20 @@ def test_envelope_cap_must_be_even(cap):
         Envelope(cap)
 
 
+START = start_record(PLAIN_NET)
+
+
 # -- Digest --------------------------------------------------------------------------------------
 
 
 def test_digest_layer_summary_start_worst_end():
-    d = Digest(start_record())
+    d = Digest(START)
     grads = [0.5, 4.0, 2.0, 1.0]
     deads = [0, 3, 1, 2]
     for step, (g, dead) in enumerate(zip(grads, deads)):
-        d.observe(step_record(step, 1.0 / (step + 1), layers=[
-            layer_stats("dense1", dead=dead, a_min=-float(step), a_max=float(step * 2), grad=g),
-            layer_stats("dense2", grad=g / 10)]))
+        d.observe(step_record(START, step, loss=1.0 / (step + 1), grad_norm=1.0, layers=[
+            plain_layer("dense1", dead=dead, a_min=-float(step), a_max=float(step * 2), grad=g),
+            plain_layer("dense2", grad=g / 10)]))
     d.finish({"type": "end", "status": "completed", "steps": 4, "final_loss": 0.25, "stopped_by": None})
     s1, s2 = d.layer_summaries()
     assert (s1.grad_start, s1.grad_worst, s1.grad_worst_step, s1.grad_end) == (0.5, 4.0, 1, 1.0)
@@ -158,10 +164,11 @@ def test_digest_layer_summary_start_worst_end():
 
 
 def test_light_records_feed_only_the_every_step_series():
-    d = Digest(start_record())
-    d.observe(step_record(0, 2.0, layers=[layer_stats("dense1"), layer_stats("dense2")], accuracy=0.5))
+    d = Digest(START)
+    d.observe(step_record(START, 0, loss=2.0, grad_norm=1.0, layers=[plain_layer("dense1"), plain_layer("dense2")],
+                          accuracy=0.5))
     for step in range(1, 10):
-        d.observe(step_record(step, 2.0 - step / 10, full=False, grad_norm=float(step)))
+        d.observe(step_record(START, step, loss=2.0 - step / 10, full=False, grad_norm=float(step)))
     assert d.loss.count == 10 and d.grad_norm.count == 10
     assert d.layers[0].grad_norm.count == 1 and d.accuracy.count == 1
     assert d.val_loss.empty and d.n_full == 1 and d.has_layer_stats
@@ -169,13 +176,13 @@ def test_light_records_feed_only_the_every_step_series():
 
 
 def test_first_nonfinite_and_nonfinite_activations_are_recorded():
-    d = Digest(start_record())
-    d.observe(step_record(0, 1.0, layers=[layer_stats("dense1"), layer_stats("dense2")]))
+    d = Digest(START)
+    d.observe(step_record(START, 0, loss=1.0, grad_norm=1.0, layers=[plain_layer("dense1"), plain_layer("dense2")]))
     where = {"pass": "forward", "tensor": "activation", "layer": "dense1"}
-    d.observe(step_record(1, math.nan, grad_norm=math.nan, nonfinite=where, layers=[
-        layer_stats("dense1", nan=3, a_min=None, a_max=None, grad=None, ratio=None),
-        layer_stats("dense2", grad=math.inf)]))
-    d.observe(step_record(2, math.nan, grad_norm=math.nan, nonfinite={"pass": "forward", "tensor": "input",
+    d.observe(step_record(START, 1, loss=math.nan, grad_norm=math.nan, nonfinite=where, layers=[
+        plain_layer("dense1", nan=3, a_min=None, a_max=None, grad=None, ratio=None),
+        plain_layer("dense2", grad=math.inf)]))
+    d.observe(step_record(START, 2, loss=math.nan, grad_norm=math.nan, nonfinite={"pass": "forward", "tensor": "input",
                                                                         "layer": None}, full=False))
     assert d.first_nonfinite == {"step": 1, **where}
     assert d.nonfinite_records == 2
@@ -187,10 +194,10 @@ def test_first_nonfinite_and_nonfinite_activations_are_recorded():
 
 
 def test_run_that_diverged_at_step_zero():
-    d = Digest(start_record())
-    d.observe(step_record(0, math.inf, grad_norm=math.nan, layers=[
-        layer_stats("dense1", a_min=None, a_max=None, grad=None, ratio=None, nan=8),
-        layer_stats("dense2", a_min=None, a_max=None, grad=None, ratio=None, nan=2)],
+    d = Digest(START)
+    d.observe(step_record(START, 0, loss=math.inf, grad_norm=math.nan, layers=[
+        plain_layer("dense1", a_min=None, a_max=None, grad=None, ratio=None, nan=8),
+        plain_layer("dense2", a_min=None, a_max=None, grad=None, ratio=None, nan=2)],
         nonfinite={"pass": "forward", "tensor": "pre-activation", "layer": "dense1"}))
     d.finish({"type": "end", "status": "diverged", "steps": 1, "final_loss": None, "stopped_by": "nonfinite"})
     assert not d.loss.has_finite and d.loss.n_posinf == 1
@@ -199,21 +206,21 @@ def test_run_that_diverged_at_step_zero():
 
 
 def test_malformed_record_is_counted_not_raised():
-    d = Digest(start_record())
+    d = Digest(START)
     d.observe({"type": "step", "step": 0, "full": True, "loss": "oops", "layers": []})
     d.observe({"type": "step", "step": -1, "full": False, "loss": 1.0})
     d.observe({"type": "step", "full": False, "loss": 1.0})
-    d.observe(step_record(1, 1.0, layers=[{"name": "dense1", "a": {"dead": "x"}}]))
+    d.observe(step_record(START, 1, loss=1.0, grad_norm=1.0, layers=[{"name": "dense1", "a": {"dead": "x"}}]))
     assert d.n_malformed == 4
-    d.observe(step_record(2, 0.5, layers=[{"name": "dense9"}, layer_stats("dense2")]))
+    d.observe(step_record(START, 2, loss=0.5, grad_norm=1.0, layers=[{"name": "dense9"}, plain_layer("dense2")]))
     assert d.n_malformed == 4 and d.loss.last_value == 0.5
 
 
 def test_digest_memory_is_bounded_by_the_cap():
-    d = Digest(start_record(), cap=16)
+    d = Digest(START, cap=16)
     for step in range(3000):
-        d.observe(step_record(step, 1.0, full=step % 3 == 0,
-                              layers=[layer_stats("dense1"), layer_stats("dense2")]))
+        d.observe(step_record(START, step, loss=1.0, grad_norm=1.0, full=step % 3 == 0,
+                              layers=[plain_layer("dense1"), plain_layer("dense2")]))
     for env in [d.loss, d.grad_norm] + [ls.grad_norm for ls in d.layers]:
         assert len(env.lo) == 16 and len(env.buckets()) <= 16
 

@@ -17,14 +17,14 @@ from nnprobe.result import Check, RunResult
 pytest.importorskip("matplotlib")
 
 from nnprobe.reports.html import render_html  # noqa: E402
-from factories import layer_stats, step_record, start_record as _start_record
+from conftest import plain_layer, step_record, start_record as _start_record  # noqa: E402
 
 # -- records as docs/log-schema.md writes them ------------------------------------------------
 
 
-def start_record(layers=(("dense1", 4, "relu"), ("dense2", 3, "tanh"), ("dense3", 1, "identity")),
+def start_record(layers=(("dense1", 2, 4, "relu"), ("dense2", 4, 3, "tanh"), ("dense3", 3, 1, "identity")),
                  task="regression"):
-    return _start_record(layers, task=task, total_steps=50, lr=0.5)
+    return _start_record(list(layers), task=task, total_steps=50, optimizer={"lr": 0.5})
 
 
 def diverging_result(n_steps: int = 50, accuracy: bool = False) -> RunResult:
@@ -36,11 +36,11 @@ def diverging_result(n_steps: int = 50, accuracy: bool = False) -> RunResult:
         loss = math.inf if last else 2.0 * 0.95 ** step + (5.0 if step == 30 else 0.0)
         grad = 1e-2 * 1.3 ** step
         extra = {"accuracy": min(1.0, step / n_steps)} if accuracy else {}
-        digest.observe(step_record(step, loss, grad_norm=math.nan if last else grad, layers=[
-            layer_stats("dense1", dead=min(4, step // 10), a_min=0.0, a_max=1.5 ** step, grad=grad,
+        digest.observe(step_record(start, step, loss=loss, grad_norm=math.nan if last else grad, layers=[
+            plain_layer("dense1", dead=min(4, step // 10), a_min=0.0, a_max=1.5 ** step, grad=grad,
                         ratio=1e-3 * 1.1 ** step, nan=1 if last else 0),
-            layer_stats("dense2", a_min=-0.99, a_max=0.99, grad=grad / 100, ratio=0.0 if step == 0 else 1e-4),
-            layer_stats("dense3", a_min=-3.0, a_max=float(step), grad=None if last else grad * 2)],
+            plain_layer("dense2", a_min=-0.99, a_max=0.99, grad=grad / 100, ratio=0.0 if step == 0 else 1e-4),
+            plain_layer("dense3", a_min=-3.0, a_max=float(step), grad=None if last else grad * 2)],
             nonfinite={"pass": "forward", "tensor": "loss", "layer": None} if last else None, **extra))
     end = {"type": "end", "status": "diverged", "steps": n_steps, "final_loss": None, "stopped_by": "nonfinite"}
     digest.finish(end)
@@ -179,8 +179,8 @@ def test_accuracy_panel_when_the_log_has_accuracy():
 def test_run_that_diverged_at_step_zero():
     start = start_record()
     digest = Digest(start)
-    digest.observe(step_record(0, math.nan, grad_norm=math.nan, layers=[
-        layer_stats(name, a_min=None, a_max=None, grad=None, ratio=None, nan=3)
+    digest.observe(step_record(start, 0, loss=math.nan, grad_norm=math.nan, layers=[
+        plain_layer(name, a_min=None, a_max=None, grad=None, ratio=None, nan=3)
         for name in ("dense1", "dense2", "dense3")],
         nonfinite={"pass": "forward", "tensor": "pre-activation", "layer": "dense1"}))
     digest.finish({"type": "end", "status": "diverged", "steps": 1, "final_loss": None, "stopped_by": "nonfinite"})
@@ -200,7 +200,7 @@ def test_loss_only_run_has_one_plot():
     start = start_record()
     digest = Digest(start)
     for step in range(20):
-        digest.observe(step_record(step, 1.0 / (step + 1), full=False))
+        digest.observe(step_record(start, step, loss=1.0 / (step + 1), grad_norm=1.0, full=False))
     digest.finish(None)
     page = parse(render_html(RunResult("runs/plain", "interrupted", 20, 0.05, [], start=start, digest=digest)))
     assert [f["id"] for f in page.figures] == ["fig-loss"]

@@ -16,7 +16,7 @@ from nnprobe.reports.terminal import (
     fmt_num, render_explain, render_explain_list, render_markdown, render_text, sparkline,
 )
 from nnprobe.result import Check, RunResult
-from factories import layer_stats, step_record, start_record as _start_record
+from conftest import plain_layer, step_record, start_record as _start_record
 
 # -- records as docs/log-schema.md writes them ------------------------------------------------
 
@@ -27,8 +27,8 @@ UNNORMALIZED = {"n_train": 100, "n_val": 0, "n_features": 2, "n_classes": None,
                 "target_max": 100.0}
 
 
-def start_record(layers=(("dense1", 4, "relu"), ("dense2", 1, "identity"))):
-    return _start_record(layers, total_steps=4, reduction="sum", data=UNNORMALIZED)
+def start_record(layers=(("dense1", 2, 4, "relu"), ("dense2", 4, 1, "identity"))):
+    return _start_record(list(layers), total_steps=4, loss={"reduction": "sum"}, data=UNNORMALIZED)
 
 
 def envelope_of(values) -> Envelope:
@@ -45,10 +45,10 @@ def diverging_result(with_digest: bool = True) -> RunResult:
     losses, grads, deads = [1.0, 10.0, 100.0, math.inf], [0.5, 5.0, 50.0, math.inf], [0, 1, 3, 4]
     for step in range(4):
         bad = step == 3
-        digest.observe(step_record(step, losses[step], grad_norm=grads[step], layers=[
-            layer_stats("dense1", dead=deads[step], a_min=-0.5 * step, a_max=2.0 * 10 ** step, grad=grads[step],
+        digest.observe(step_record(start, step, loss=losses[step], grad_norm=grads[step], layers=[
+            plain_layer("dense1", dead=deads[step], a_min=-0.5 * step, a_max=2.0 * 10 ** step, grad=grads[step],
                         nan=2 if bad else 0),
-            layer_stats("dense2", a_min=-1.0, a_max=3.0, grad=0.25 * (step + 1))],
+            plain_layer("dense2", a_min=-1.0, a_max=3.0, grad=0.25 * (step + 1))],
             nonfinite={"pass": "forward", "tensor": "loss", "layer": None} if bad else None))
     end = {"type": "end", "status": "diverged", "steps": 4, "final_loss": None, "stopped_by": "nonfinite"}
     digest.finish(end)
@@ -321,7 +321,8 @@ def test_status_line_and_markdown_quote_the_final_accuracy():
     start = start_record()
     digest = Digest(start)
     for step, acc in enumerate([0.5, 0.25, 0.333]):
-        digest.observe(step_record(step, 1.0, layers=[layer_stats("dense1"), layer_stats("dense2")], accuracy=acc))
+        digest.observe(step_record(start, step, loss=1.0, grad_norm=1.0,
+                                   layers=[plain_layer("dense1"), plain_layer("dense2")], accuracy=acc))
     digest.finish(None)
     result = RunResult("runs/acc", "completed", 3, 1.0, [], start=start, digest=digest)
     assert "accuracy: 33%" in render(render_text(result)).splitlines()[1]

@@ -17,6 +17,7 @@ from nnprobe.nn.optim import clip_by_global_norm, make_optimizer
 from nnprobe.probes import records
 from nnprobe.probes import statistics as probes
 from nnprobe.probes.plan import Planner, StepPlan
+from nnprobe.rngs import run_seeds
 
 class Trainer:
     """Holds the model, data and optimizer of one run and produces its step records."""
@@ -24,18 +25,17 @@ class Trainer:
     def __init__(self, config: Config, data: Dataset, hidden_activation=None) -> None:
         self.config = config
         self.data = data
-        seq = np.random.SeedSequence(config.seed)
-        _, init_seq, shuffle_seq = seq.spawn(3)
+        seeds = run_seeds(config.seed)
         self.dtype = np.dtype(config.model.dtype)
         n_targets = data.y_train.shape[1] if data.task == "regression" else 1
         self.units = output_units(data.task, config.loss.kind, config.model.output, n_targets, data.n_classes)
-        self.model: MLP = build_mlp(config.model, data.n_features, self.units, np.random.default_rng(init_seq),
+        self.model: MLP = build_mlp(config.model, data.n_features, self.units, np.random.default_rng(seeds.init),
                                     hidden=hidden_activation)
         out_act = self.model.output.activation
         self.loss = Loss(config.loss.kind, reduction=config.loss.reduction, from_logits=config.loss.from_logits,
                          epsilon=config.loss.epsilon, output=out_act)
         self.optimizer = make_optimizer(self.model.params(), config.optimizer)
-        self.shuffle_rng = np.random.default_rng(shuffle_seq)
+        self.shuffle_rng = np.random.default_rng(seeds.shuffle)
         self.x = data.x_train.astype(self.dtype)
         self.t = self.loss.targets(data.y_train, self.units, self.dtype)
         self.labels = data.y_train if data.task == "classification" else None

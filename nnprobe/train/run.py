@@ -17,6 +17,7 @@ from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.result import RunResult
+from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
@@ -29,9 +30,7 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
           config_path: Optional[Path] = None, runs_root: Path = Path("runs"),
           hidden_activation=None, user_code: Optional[list[dict]] = None) -> RunResult:
     """Train one config into a fresh run directory and return the analysed result."""
-    seq = np.random.SeedSequence(config.seed)
-    data_seq = seq.spawn(1)[0]
-    data = load_dataset(config.data, config.task, np.random.default_rng(data_seq))
+    data = load_dataset(config.data, config.task, data_rng(config.seed))
     trainer = Trainer(config, data, hidden_activation)
     run_dir = new_run_dir(config, out_dir, runs_root)
     (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
