@@ -14,7 +14,7 @@
 Each tensor goes to the record builder (probes.records, the one `train` writes through) when the
 loop hands it over; the end of the step adds what only it shows (probes.changes): a forward tensor
 written into after it was handed over, and the update applied to each weight. The run directory,
-step log and live detectors are `train`'s own (recorded_run.py). This module is the interface
+step log and live detectors are `train`'s own (recorded.py). This module is the interface
 and its misuse checks: every misuse is a RecorderError that says what was given and what to do.
 """
 
@@ -328,7 +328,7 @@ class Recorder:
         self.arguments = {"loss": loss, "task": task, "every": every, "stop_on": codes, "name": name}
         self.stopped = False
         self._layout = Layout()
-        self._run = None  # recorded_run.RecordedRun while the block is open
+        self._run = None  # recorded.RecordedRun from the start of the block
         self._result = None
         self._step: Optional[Step] = None
         self._steps = 0
@@ -339,18 +339,24 @@ class Recorder:
     # -- the block
 
     def __enter__(self) -> "Recorder":
-        from nnprobe.train.recorded_run import RecordedRun
+        from nnprobe.train.recorded import RecordedRun, recorded_config
+        from nnprobe.train.rundir import next_free_dir
 
         if self._run is not None:
             raise RecorderError("this Recorder was already used; make a new one for every run.")
-        self._run = RecordedRun(self)
+        config = recorded_config(self.name, self.loss_kind, self.every, self.stop_on)
+        self._run = RecordedRun(config, next_free_dir(self.out), extra_meta={"recorded": dict(self.arguments)})
         self._catch_sigterm()
         return self
 
     @_quiet
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self._result = self._run.finish(exc, self._start_record(None))
+            if self._run.start is None:  # no step: the start record still makes the run one diagnose reads
+                self._run.begin(self._start_record(None))
+            status = ("completed" if exc is None else "interrupted" if isinstance(exc, KeyboardInterrupt)
+                      else "failed")
+            self._result = self._run.finish(status)
         finally:
             self._restore_sigterm()
         return False
@@ -438,9 +444,9 @@ class Recorder:
             return
         self._step = None
         problem = self._layout.close_step(step.index, step.layers)
-        if not self._run.started:
-            self._run.start(self._start_record(step))
-        self._run.write_step(self._step_record(step))
+        if self._run.start is None:
+            self._run.begin(self._start_record(step))
+        self._run.step(self._step_record(step))
         self.stopped = self._run.stopped_by is not None
         if problem is not None and exc is None:
             raise RecorderError(problem)
