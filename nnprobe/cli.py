@@ -16,6 +16,7 @@ import click
 
 import nnprobe
 from nnprobe.errors import NnprobeError
+from nnprobe.reports.formats import DOCUMENTS
 
 FORMATS_RUN = ("text", "json")
 FAIL_ON = ("error", "warning", "info", "never")
@@ -69,20 +70,12 @@ def _exit_status(result, fail_on: str) -> int:
 
 def _emit(result, fmt: str, fail_on: str = "error") -> None:
     """Print the result in the chosen format on stdout (json: exactly one document)."""
-    if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
-    elif fmt == "markdown":
-        from nnprobe.reports.terminal import render_markdown
-
-        click.echo(render_markdown(result), nl=False)
-    elif fmt == "junit":
-        from nnprobe.reports.junit import render_junit
-
-        click.echo(render_junit(result, fail_on=fail_on), nl=False)
-    else:
+    if fmt == "text":
         from nnprobe.reports.terminal import render_text
 
         _console().print(render_text(result))
+    else:
+        click.echo(DOCUMENTS[fmt](result, fail_on), nl=False)
     if os.environ.get("GITHUB_ACTIONS"):
         from nnprobe.reports.junit import github_annotations
 
@@ -167,7 +160,7 @@ class _progress:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(("text", "json", "markdown", "junit")), default="text",
+@click.option("--format", "fmt", type=click.Choice(("text", *DOCUMENTS)), default="text",
               show_default=True)
 @fail_on_option
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
@@ -350,7 +343,9 @@ def check(ctx, paths, jobs: Optional[int], fail_on: str, fmt: str, out_root: Pat
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
-        _console().print(report.render())
+        from nnprobe.reports.check_table import render_check
+
+        _console().print(render_check(report))
     ctx.exit(report.exit_status)
 
 

@@ -160,10 +160,11 @@ class Generator:
     default_noise: float
     n_classes: Callable[[DataConfig], Optional[int]]  # None: real-valued regression targets
     planar: bool = False  # a 2-D set: data.n_features must be 2
+    targets: str = ""  # how a regression source makes its targets, for messages: " (y = ...)"
 
 
 GENERATORS: dict[str, Generator] = {
-    "affine": Generator(_affine, 0.0, lambda cfg: None),
+    "affine": Generator(_affine, 0.0, lambda cfg: None, targets=" (y = slope*x + intercept)"),
     "blobs": Generator(_blobs, 1.0, lambda cfg: cfg.n_classes),
     "spirals": Generator(_spirals, 0.2, lambda cfg: cfg.n_classes, planar=True),
     "xor": Generator(_xor, 0.0, lambda cfg: 2, planar=True),
@@ -183,10 +184,11 @@ def _generate(
             "data.n_features (or set it to 2), or use data.source: blobs for more input dimensions."
         )
     if k is None and task == "classification":
+        labelled = [name for name, g in GENERATORS.items() if g.n_classes(cfg) is not None]
         raise DataError(
-            f"data.source: {cfg.source} makes real-valued regression targets (y = slope*x + intercept), but the loss "
+            f"data.source: {cfg.source} makes real-valued regression targets{gen.targets}, but the loss "
             "(loss.kind: bce or cross_entropy) needs class labels. Use loss.kind: mse with this source, or a "
-            "classification source: blobs, spirals, xor, moons, circles, or a csv/npz file of integer labels."
+            f"classification source: {', '.join(labelled)}, or a {'/'.join(LOADERS)} file of integer labels."
         )
     if k is not None and cfg.n_samples < k:
         fewer = " or lower data.n_classes" if cfg.source in ("blobs", "spirals") else ""

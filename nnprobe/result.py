@@ -35,6 +35,10 @@ class RunResult:
     log_problems: list[str] = field(default_factory=list)  # lines diagnose skipped, and why
     stopped_by: Optional[str] = None
     max_grad_norm: Optional[float] = None  # largest finite global gradient norm of the run
+    #: the codes whose detectors watched this run (None: not known, e.g. a result built by hand)
+    detector_codes: Optional[list[str]] = None
+    #: the run's metadata (meta.json): timings, the config file as given, ... so renderers read no files
+    meta: dict[str, Any] = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # diagnose.skipped.Skipped: detectors a recorded run could not run
 
     def to_json(self) -> dict[str, Any]:

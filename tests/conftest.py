@@ -16,7 +16,7 @@ import math
 from typing import Iterable, Optional, Union
 
 from nnprobe.config import Config
-from nnprobe.diagnose.detectors import REGISTRY, DetectorSuite, RunContext
+from nnprobe.diagnose.detectors import DetectorSuite, RunContext, explain
 from nnprobe.findings import Finding
 
 NAN, INF = float("nan"), float("inf")
@@ -142,7 +142,7 @@ def run_suite(records: Iterable[dict], start: dict, config: Optional[Config] = N
 def run_one(code: str, records: Iterable[dict], start: dict, config: Optional[Config] = None,
             settings: Optional[dict] = None, end: Optional[dict] = END) -> tuple[list[Finding], Optional[int]]:
     """One detector's findings and the step of the record where its first_step got set."""
-    det = REGISTRY[code](RunContext(start=start, config=config or make_config()), settings)
+    det = explain(code)(RunContext(start=start, config=config or make_config()), settings)  # loads the catalog
     fired_at = None
     for rec in records:
         det.observe(rec)

@@ -250,7 +250,8 @@ def test_docs_table_is_the_registry():
 
 
 def test_registries_match_the_spec():
-    assert set(HIDDEN) == {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity"}
-    assert set(OUTPUT) == {"identity", "sigmoid", "softmax", "relu", "tanh"}
-    assert RELU_FAMILY == {"relu", "leaky_relu"}
+    """The names SPEC.md promises are all there (a new activation is one class: no list here to edit)."""
+    assert set(HIDDEN) >= {"relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "softplus", "identity"}
+    assert set(OUTPUT) >= {"identity", "sigmoid", "softmax", "relu", "tanh"}
+    assert RELU_FAMILY >= {"relu", "leaky_relu"}
     assert not Softmax.elementwise

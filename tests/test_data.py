@@ -21,7 +21,8 @@ def load(task: str = "classification", seed: int = 0, **kw) -> Dataset:
 
 
 def task_of(source: str) -> str:
-    return "regression" if source == "affine" else "classification"
+    """What a generator's targets are for, read off the registry (a source that makes no classes is regression)."""
+    return "regression" if GENERATORS[source].n_classes(DataConfig(source=source)) is None else "classification"
 
 
 def write_npz(tmp_path, name="data.npz", **arrays):

@@ -179,3 +179,16 @@ def test_annotations_name_the_relative_config_from_meta(tmp_path, monkeypatch):
     lines = github_annotations(load_run("run"))
     assert lines and all("file=boom.yaml," in line for line in lines)
     assert any(line.startswith("::error file=boom.yaml,title=nnprobe nonfinite::") for line in lines)
+
+
+def test_junit_and_annotations_render_from_the_result_alone(tmp_path):
+    """Regression: junit read the run directory (config.yaml for the detectors that ran, meta.json for the
+    duration and the config file) while rendering. The result now carries both; no file is opened."""
+    result = RunResult(str(tmp_path / "gone"), "completed", 3, 0.1,
+                       [Finding("loss-plateau", "info", 1, None, "stuck", {}, [])],
+                       start={"name": "r"}, detector_codes=["nonfinite", "loss-plateau"],
+                       meta={"duration_s": 1.5, "config_file": "configs/r.yaml"})
+    suite = junit_suite(result)
+    assert [c.get("name") for c in suite.findall("testcase")] == ["nonfinite", "loss-plateau"]
+    assert suite.get("time") == "1.500"
+    assert github_annotations(result)[0].startswith("::notice file=configs/r.yaml,")

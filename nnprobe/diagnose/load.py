@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,15 @@ def load_run_config(run_dir: Path) -> Config:
         return load_config(path)
     except ConfigError as exc:
         raise RunDirError(f"{run_dir}: the run's resolved config is unreadable: {exc}") from None
+
+
+def _read_meta(run_dir: Path) -> dict:
+    """meta.json as a dict; {} when it is missing or unreadable (a killed run may not have rewritten it)."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_run(run_dir: Path | str) -> RunResult:
@@ -70,7 +80,8 @@ def load_run(run_dir: Path | str) -> RunResult:
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
         findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
-        stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm, skipped=list(suite.skipped),
+        stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm,
+        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir), skipped=list(suite.skipped),
     )
     result.checks = evaluate_expectations(config, result)
     return result

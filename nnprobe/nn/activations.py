@@ -41,6 +41,11 @@ class Traits:
 _SAME_SIZE_INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
+#: every built-in activation by its config name, in the order error messages and docs list them; a class
+#: that declares its traits registers itself here when it is defined (Activation.__init_subclass__)
+ACTIVATIONS: dict[str, type["Activation"]] = {}
+
+
 class Activation:
     name: str = ""
     elementwise: bool = True
@@ -48,6 +53,11 @@ class Activation:
     saturation: float | None = None
     #: None for an activation nnprobe did not write (user code): nothing is assumed about it
     traits: Optional[Traits] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("traits") is not None:  # a built-in; user activations declare none
+            ACTIVATIONS[cls.name] = cls
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -61,22 +71,6 @@ class Activation:
 
     def __repr__(self) -> str:
         return f"<activation {self.name}>"
-
-
-class Identity(Activation):
-    """a = z;  a' = 1"""
-
-    name = "identity"
-    traits = Traits("linear", dead_units=False, init_rule="xavier", output=True)
-
-    def forward(self, z):
-        return z
-
-    def derivative(self, z, a):
-        return np.ones_like(z)
-
-    def vjp(self, z, a, grad_a):
-        return grad_a
 
 
 class ReLU(Activation):
@@ -199,6 +193,22 @@ class Softplus(Activation):
         return Sigmoid().forward(z)
 
 
+class Identity(Activation):
+    """a = z;  a' = 1"""
+
+    name = "identity"
+    traits = Traits("linear", dead_units=False, init_rule="xavier", output=True)
+
+    def forward(self, z):
+        return z
+
+    def derivative(self, z, a):
+        return np.ones_like(z)
+
+    def vjp(self, z, a, grad_a):
+        return grad_a
+
+
 class Softmax(Activation):
     """a_i = exp(z_i - max z) / sum_j exp(z_j - max z) over the units of each example;
     dL/dz = a * (g - sum(g * a)) for g = dL/da (the Jacobian-vector product)."""
@@ -218,10 +228,6 @@ class Softmax(Activation):
         return a * (grad_a - (grad_a * a).sum(axis=1, keepdims=True))
 
 
-#: every built-in activation by its config name, in the order error messages list them
-ACTIVATIONS: dict[str, type[Activation]] = {
-    cls.name: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh, ELU, GELU, Softplus, Identity, Softmax)
-}
 #: what `model.activation` and `model.output` may name (the traits say which)
 HIDDEN: dict[str, Callable[..., Activation]] = {n: c for n, c in ACTIVATIONS.items() if c.traits.hidden}
 OUTPUT: dict[str, Callable[..., Activation]] = {n: c for n, c in ACTIVATIONS.items() if c.traits.output}

@@ -27,21 +27,13 @@ ANNOTATION_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
 
 
 def _detector_codes(result: RunResult) -> list[str]:
-    """The codes whose detectors ran on this run: registered, live (not gradcheck-only), not ignored or disabled."""
-    from nnprobe.diagnose.detectors import REGISTRY, Detector, all_codes
+    """The codes whose detectors watched this run, as the result says; every registered one that watches runs
+    when the result does not know (built by hand)."""
+    if result.detector_codes is not None:
+        return list(result.detector_codes)
+    from nnprobe.diagnose.detectors import REGISTRY, all_codes, watches_runs
 
-    codes = all_codes()
-    recorded = bool((result.start or {}).get("recorded"))
-    live = [c for c in codes if not (REGISTRY[c].observe is Detector.observe and REGISTRY[c].static is Detector.static)
-            and (recorded or not getattr(REGISTRY[c], "recorded_runs_only", False))]
-    try:
-        from nnprobe.diagnose.load import load_run_config
-
-        config = load_run_config(Path(result.run_dir))
-    except Exception:  # the run's config is unreadable: every live detector is assumed to have run
-        return live
-    ignored = set(config.ignore)
-    return [c for c in live if c not in ignored and config.detectors.get(c, {}).get("enabled", True) is not False]
+    return [c for c in all_codes() if watches_runs(REGISTRY[c])]
 
 
 def _run_name(result: RunResult) -> str:
@@ -49,12 +41,8 @@ def _run_name(result: RunResult) -> str:
 
 
 def _duration(result: RunResult) -> Optional[float]:
-    try:
-        meta = json.loads((Path(result.run_dir) / "meta.json").read_text(encoding="utf-8"))
-        d = meta.get("duration_s")
-        return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
-    except (OSError, ValueError):
-        return None
+    d = result.meta.get("duration_s")
+    return float(d) if isinstance(d, (int, float)) and not isinstance(d, bool) else None
 
 
 def _finding_title(f: Finding) -> str:
@@ -102,9 +90,9 @@ def junit_suite(result: RunResult, *, fail_on: str = "error", name: Optional[str
     by_code: dict[str, list[Finding]] = {}
     for f in result.findings:
         by_code.setdefault(f.code, []).append(f)
-    codes = _detector_codes(result)
-    codes += [c for c in by_code if c not in codes]
     skipped = {s.code: s for s in result.skipped}
+    codes = _detector_codes(result)
+    codes += [c for c in (*by_code, *skipped) if c not in codes]
     for code in codes:
         found = by_code.get(code, [])
         if code in skipped:  # a recorded loop did not hand over what it reads: not a pass
@@ -195,11 +183,7 @@ def annotation(level: str, title: str, message: str, *, file: Optional[str] = No
 
 
 def _config_file(result: RunResult) -> Optional[str]:
-    try:
-        meta = json.loads((Path(result.run_dir) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    path = meta.get("config_file")
+    path = result.meta.get("config_file")
     return str(path) if isinstance(path, str) and path and not Path(path).is_absolute() else None
 
 

@@ -45,7 +45,7 @@ def analysed_result(run_dir: Path, end: dict, start: dict, suite: DetectorSuite,
     result = RunResult(
         run_dir=str(run_dir), status=end["status"], steps=end["steps"], final_loss=end["final_loss"],
         findings=suite.finish(end), start=start, digest=digest, stopped_by=end["stopped_by"],
-        max_grad_norm=digest.max_grad_norm, skipped=list(suite.skipped),
+        max_grad_norm=digest.max_grad_norm, skipped=list(suite.skipped), detector_codes=suite.watching_codes(),
     )
     result.checks = evaluate_expectations(suite.context.config, result)
     return result
@@ -112,5 +112,6 @@ class RecordedRun:
         else:
             suite, digest = self.observers.suite, self.observers.digest
             self.result = analysed_result(self.run_dir, end, self.start, suite, digest, self.observers)
+        self.result.meta = self.meta
         write_json(self.run_dir / "findings.json", self.result.to_json())
         return self.result

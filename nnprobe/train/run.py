@@ -86,10 +86,12 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
         start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
+        detector_codes=suite.watching_codes(),
     )
     result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=steps_done,
                 step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
     write_json(run_dir / "meta.json", meta)
+    result.meta = meta
     write_json(run_dir / "findings.json", result.to_json())
     return result

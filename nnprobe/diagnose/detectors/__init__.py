@@ -60,8 +60,10 @@ class DetectorSuite:
         _load_all()
         self.context = RunContext(start=start, config=config)
         ignored = set(config.ignore)
-        enabled = [code for code in REGISTRY
-                   if code not in ignored and config.detectors.get(code, {}).get("enabled", True) is not False]
+        recorded = bool((start or {}).get("recorded"))
+        enabled = [code for code, cls in REGISTRY.items()
+                   if code not in ignored and config.detectors.get(code, {}).get("enabled", True) is not False
+                   and (recorded or not getattr(cls, "recorded_runs_only", False))]
         # a recorded run that was not given what a detector reads skips it, and says so
         self.skipped = skipped_detectors(start, enabled)
         skip = {s.code for s in self.skipped}
@@ -72,6 +74,10 @@ class DetectorSuite:
 
     def static_findings(self) -> list[Finding]:
         return list(self._static)
+
+    def watching_codes(self) -> list[str]:
+        """The codes of this suite's detectors that watch a run (gradcheck-only detectors do not)."""
+        return [d.code for d in self.detectors if watches_runs(type(d))]
 
     def observe(self, record: dict[str, Any], detectors: Optional[list[Detector]] = None) -> list[str]:
         """Feed one record to every detector (or to `detectors`, some of them); return the codes that
@@ -89,6 +95,13 @@ class DetectorSuite:
         for det in self.detectors:
             found.extend(det.finish(end))
         return sort_findings(found)
+
+
+def watches_runs(cls: type[Detector]) -> bool:
+    """Whether a detector looks at a run at all (its records or its start), not only at gradcheck's report
+    (or, for `recorded_runs_only`, at what only a loop nnprobe does not own leaves in its records)."""
+    return (not (cls.observe is Detector.observe and cls.static is Detector.static)
+            and not getattr(cls, "recorded_runs_only", False))
 
 
 def explain(code: str) -> type[Detector]:
