@@ -53,7 +53,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     # the data registry (generators, then file loaders), and `recorded`: a run recorded from a loop nnprobe
     # does not own (nnprobe.Recorder, nnprobe.torch.Probe); it cannot be trained again
-    source: Literal[(*SOURCES, "recorded")]  # type: ignore[valid-type]
+    source: Literal[SOURCES]  # type: ignore[valid-type]  (the registry; `recorded` is one of its loaders)
     n_samples: int = Field(100, gt=0)
     # affine
     low: float = 0.0

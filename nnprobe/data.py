@@ -513,7 +513,16 @@ def _read_npz(cfg: DataConfig) -> _Table:
     return _Table(x=x, y=y, locate=lambda row: f"row {row} of array {target!r}")
 
 
-LOADERS: dict[str, Callable[[DataConfig], _Table]] = {"csv": _read_csv, "npz": _read_npz}
+def _recorded(cfg: DataConfig) -> _Table:
+    """The config of a run recorded from a loop nnprobe does not own (nnprobe.Recorder): nothing to load."""
+    raise DataError(
+        "data.source: recorded: this config describes a run recorded from a hand-written training loop "
+        "(nnprobe.Recorder), so there is no data to train on. `nnprobe diagnose` and `nnprobe report` read that "
+        "run directory; to train here, pick a data source such as csv or npz."
+    )
+
+
+LOADERS: dict[str, Callable[[DataConfig], _Table]] = {"csv": _read_csv, "npz": _read_npz, "recorded": _recorded}
 
 #: every `data.source`, in the order messages and docs/data.md list them: what config.py accepts
 SOURCES = (*GENERATORS, *LOADERS)

@@ -19,3 +19,7 @@ class RunDirError(NnprobeError):
 
 class UserCodeError(NnprobeError):
     """A user-supplied activation could not be loaded or is wrong."""
+
+
+class RecorderError(NnprobeError):
+    """nnprobe.Recorder was used in a way it cannot record: its message says what was given and what to do."""

@@ -39,6 +39,7 @@ class RunResult:
     detector_codes: Optional[list[str]] = None
     #: the run's metadata (meta.json): timings, the config file as given, ... so renderers read no files
     meta: dict[str, Any] = field(default_factory=dict)
+    skipped: list = field(default_factory=list)  # diagnose.skipped.Skipped: detectors a recorded run could not run
 
     def to_json(self) -> dict[str, Any]:
         """The document `--format json` prints, identical for train and diagnose."""
@@ -54,6 +55,8 @@ class RunResult:
             doc["checks"] = [{"name": c.name, "kind": c.kind, "ok": c.ok, "message": c.message} for c in self.checks]
         if self.log_problems:
             doc["log_problems"] = list(self.log_problems)
+        if self.skipped:
+            doc["skipped"] = [s.to_dict() for s in self.skipped]
         return doc
 
 

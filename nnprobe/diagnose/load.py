@@ -36,15 +36,20 @@ _AGREEING: tuple[tuple[str, Callable[[Config], Any], Callable[[dict], Any]], ...
     ("model.hidden", lambda c: list(c.model.hidden), lambda s: [la.get("units") for la in s.get("layers", [])[:-1]]),
     ("model.output", lambda c: c.model.output, lambda s: (s.get("layers") or [{}])[-1].get("activation")),
     ("loss.kind", lambda c: c.loss.kind, lambda s: s.get("loss", {}).get("kind")),
-    ("optimizer.kind", lambda c: c.optimizer.kind, lambda s: s.get("optimizer", {}).get("kind")),
-    ("optimizer.lr", lambda c: c.optimizer.lr, lambda s: s.get("optimizer", {}).get("lr")),
+    ("optimizer.kind", lambda c: c.optimizer.kind, lambda s: (s.get("optimizer") or {}).get("kind")),
+    ("optimizer.lr", lambda c: c.optimizer.lr, lambda s: (s.get("optimizer") or {}).get("lr")),
 )
 
 
 def config_mismatches(config: Config, start: dict) -> list[str]:
     """Keys where config.yaml says something else than the log's start record (an edited or swapped file)."""
     out = []
+    # a recorded run's config.yaml states only what the recorder was told (name, loss, schedule): the
+    # model, the optimizer and the seed there are defaults, not claims about the loop
+    recorded = config.data.source == "recorded"
     for key, from_config, from_start in _AGREEING:
+        if recorded and key.startswith(("model.", "optimizer.", "seed")):
+            continue
         try:
             ours, logged = from_config(config), from_start(start)
         except (AttributeError, TypeError):  # a start record without the field (an older or partial log)
@@ -110,7 +115,7 @@ def load_run(run_dir: Path | str) -> RunResult:
         run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
         findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
         stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm,
-        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir),
+        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir), skipped=list(suite.skipped),
     )
     result.checks = evaluate_expectations(config, result)
     return result

@@ -18,7 +18,7 @@ from nnprobe.diagnose.digest import has_dead_units
 from nnprobe.errors import NnprobeError
 from nnprobe.findings import Finding, sort_findings
 from nnprobe.reports.terminal import (
-    LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, fix_line, fmt_num, layer_rows,
+    LAYER_CAPTION, LAYER_HEADERS, LOG_SCALE_RATIO, MAX_LOG_PROBLEMS, SKIPPED_TITLE, fix_line, fmt_num, layer_rows,
     printable, severity_counts, status_words,
 )
 from nnprobe.result import RunResult
@@ -109,6 +109,10 @@ def _page(result: RunResult, figures: Sequence[tuple[str, str, str]]) -> str:
             kind = f"[{_e(c.kind)}] " if c.kind != "expect" else ""
             mark = '<span class="ok">PASS</span>' if c.ok else '<span class="fail">FAIL</span>'
             out.append(f"<li>{mark} {kind}<code>{_e(c.name)}</code>: {_e(c.message)}</li>")
+        out.append("</ul>")
+    if result.skipped:
+        out.append(f"<h2>{_e(SKIPPED_TITLE)}</h2><ul>")
+        out += [f"<li>{_e(s.text)}</li>" for s in result.skipped]
         out.append("</ul>")
     if result.log_problems:
         out.append(f"<h2>Log problems ({len(result.log_problems)})</h2><ul>")

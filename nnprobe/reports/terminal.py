@@ -241,6 +241,8 @@ def render_text(result: RunResult) -> RenderableType:
         parts.append(_loss_text(digest, findings))
     if result.checks:
         parts.append(_checks_text(result))
+    if result.skipped:
+        parts.append(_skipped_text(result.skipped))
     if result.log_problems:
         parts.append(_problems_text(result.log_problems))
     spaced: list[RenderableType] = []
@@ -344,6 +346,15 @@ def _checks_text(result: RunResult) -> Group:
     return Group(Text("Checks", style="bold"), grid)
 
 
+SKIPPED_TITLE = "Not checked (the recorded loop did not hand over what these detectors read)"
+
+
+def _skipped_text(skipped: Sequence[Any]) -> Group:
+    lines: list[RenderableType] = [Text(f"{SKIPPED_TITLE}:", style="bold yellow")]
+    lines += [Text(f"  {s.text}") for s in skipped]
+    return Group(*lines)
+
+
 def _problems_text(problems: Sequence[str]) -> Group:
     shown = list(problems[:MAX_LOG_PROBLEMS])
     if len(problems) > len(shown):
@@ -407,6 +418,10 @@ def render_markdown(result: RunResult) -> str:
         for c in result.checks:
             kind = f"[{c.kind}] " if c.kind != "expect" else ""
             out.append(f"- **{'PASS' if c.ok else 'FAIL'}** {md_cell(f'{kind}{c.name}: {c.message}')}")
+        out.append("")
+    if result.skipped:
+        out += [f"#### {SKIPPED_TITLE}", ""]
+        out += [f"- `{s.code}`: not given {', '.join(s.missing)}; enable with {s.enable}" for s in result.skipped]
         out.append("")
     if result.log_problems:
         out += [f"#### Log problems ({len(result.log_problems)})", ""]

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnprobe.config import validate_config
-from nnprobe.errors import ConfigError
+from nnprobe.diagnose.detectors import validate_codes
 from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
-from nnprobe.train.recorded import RecordedRun
+from nnprobe.train.recorded import RecordedRun, recorded_config
 from nnprobe.train.signals import StopFlag, catch_signals
 from nnprobe.probes import records
 from nnprobe.torch import stats
@@ -128,12 +127,12 @@ class Probe:
         self.task = task or ("regression" if loss in (None, "mse") else "classification")
         self.found: Discovery = discover(model, layers)
         self._parameters = list(model.parameters())  # walked once: model.parameters() walks every module
-        raw = {"name": name or Path(out).name or "torch", "data": {"source": "recorded"},
-               "loss": {"kind": loss or "mse"}, "probes": {"every": every}, "stop_on": list(stop_on)}
+        codes = [stop_on] if isinstance(stop_on, str) else list(stop_on)
         try:
-            config = validate_config(raw, source="Probe(...)")
-        except ConfigError as exc:  # an unknown stop_on code: the message names it and lists the valid ones
-            raise ProbeError(str(exc).split(" Run `nnprobe validate")[0]) from None
+            validate_codes(codes, "Probe(stop_on=)")
+        except ValueError as exc:  # an unknown code: the message names it and lists the valid ones
+            raise ProbeError(str(exc)) from None
+        config = recorded_config(name or Path(out).name or "torch", loss or "mse", every, codes)
         self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__})
         self.errors = HookErrors()
         self.hooks = HookSet()

@@ -1,4 +1,4 @@
-"""A run whose loop nnprobe does not own (nnprobe.torch.Probe): the same run directory, log and live detectors as `train`.
+"""A run whose loop nnprobe does not own (nnprobe.Recorder, nnprobe.torch.Probe): the same run directory, log and live detectors as `train`.
 
 The caller hands over the start record once the model is known, then one step record per step;
 this object writes them, feeds the detectors (those in `stop_on` at once, the others in batches,
@@ -21,6 +21,14 @@ from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
 
 
+def recorded_config(name: str, loss_kind: Optional[str], every: int, stop_on: list[str]) -> Config:
+    """The config a recorded run is diagnosed with: what the recorder was told, defaults for the rest."""
+    raw = {"name": name, "data": {"source": "recorded"}, "probes": {"every": every}, "stop_on": list(stop_on)}
+    if loss_kind is not None:
+        raw["loss"] = {"kind": loss_kind}
+    return Config.model_validate(raw)
+
+
 def end_record(status: str, steps: int, last_loss: Optional[float], stopped_by: Optional[str]) -> dict:
     finite = last_loss is not None and math.isfinite(last_loss)
     return {"type": "end", "status": status, "steps": steps, "final_loss": last_loss if finite else None,
@@ -37,7 +45,7 @@ def analysed_result(run_dir: Path, end: dict, start: dict, suite: DetectorSuite,
     result = RunResult(
         run_dir=str(run_dir), status=end["status"], steps=end["steps"], final_loss=end["final_loss"],
         findings=suite.finish(end), start=start, digest=digest, stopped_by=end["stopped_by"],
-        max_grad_norm=digest.max_grad_norm,
+        max_grad_norm=digest.max_grad_norm, skipped=list(suite.skipped), detector_codes=suite.watching_codes(),
     )
     result.checks = evaluate_expectations(suite.context.config, result)
     return result
@@ -104,5 +112,6 @@ class RecordedRun:
         else:
             suite, digest = self.observers.suite, self.observers.digest
             self.result = analysed_result(self.run_dir, end, self.start, suite, digest, self.observers)
+        self.result.meta = self.meta
         write_json(self.run_dir / "findings.json", self.result.to_json())
         return self.result

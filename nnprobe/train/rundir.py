@@ -64,6 +64,22 @@ def fresh_dir(parent: Path, stem: str) -> Path:
     raise RunDirError(f"{parent}: could not find a free directory name for {stem!r}.")
 
 
+def next_free_dir(path: Path) -> Path:
+    """`path` itself when it is missing or empty, else the first free `path-2`, `path-3`, ...: never a used one."""
+    path = Path(path)
+    for i in range(1, 1000):
+        candidate = path if i == 1 else path.with_name(f"{path.name}-{i}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            if candidate.is_dir() and not any(candidate.iterdir()):
+                return candidate
+        except OSError as exc:
+            raise RunDirError(f"{candidate}: cannot create the run directory ({exc.strerror}).") from None
+    raise RunDirError(f"{path}: could not find a free run directory name next to it.")
+
+
 def write_json(path: Path, doc: dict) -> None:
     """Write `doc` whole or not at all (a temporary file renamed over the old one); no .tmp is left behind."""
     tmp = path.with_suffix(path.suffix + ".tmp")

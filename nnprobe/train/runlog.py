@@ -252,10 +252,12 @@ class LogContents:
 
 #: the start record's fields the detectors and the digest read, with the JSON types they must have
 _START_FIELDS: dict[str, tuple[type, ...]] = {
-    "layers": (list,), "loss": (dict,), "optimizer": (dict,), "data": (dict,), "name": (str, type(None)),
+    "layers": (list,), "loss": (dict, type(None)), "optimizer": (dict, type(None)), "data": (dict, type(None)),
+    "name": (str, type(None)),
     "dtype": (str, type(None)), "total_steps": (int, type(None)), "task": (str, type(None)),
 }
-_LAYER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "units": (int,), "fan_in": (int,), "activation": (str,)}
+_LAYER_FIELDS: dict[str, tuple[type, ...]] = {"name": (str,), "units": (int,), "fan_in": (int,),
+                                             "activation": (str, type(None))}  # None: a recorded loop did not say
 
 
 def start_record_problem(record: dict) -> Optional[str]:

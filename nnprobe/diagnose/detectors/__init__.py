@@ -6,6 +6,7 @@ import difflib
 from typing import Any, Optional
 
 from nnprobe.diagnose.detectors.base import REGISTRY, Detector, Explanation, RunContext, Threshold, register
+from nnprobe.diagnose.skipped import skipped_detectors
 from nnprobe.findings import SEVERITIES, Finding, sort_findings
 
 
@@ -59,12 +60,15 @@ class DetectorSuite:
         _load_all()
         self.context = RunContext(start=start, config=config)
         ignored = set(config.ignore)
-        self.detectors: list[Detector] = []
-        for code, cls in REGISTRY.items():
-            settings = config.detectors.get(code, {})
-            if code in ignored or settings.get("enabled", True) is False:
-                continue
-            self.detectors.append(cls(self.context, settings))
+        recorded = bool((start or {}).get("recorded"))
+        enabled = [code for code, cls in REGISTRY.items()
+                   if code not in ignored and config.detectors.get(code, {}).get("enabled", True) is not False
+                   and (recorded or not getattr(cls, "recorded_runs_only", False))]
+        # a recorded run that was not given what a detector reads skips it, and says so
+        self.skipped = skipped_detectors(start, enabled)
+        skip = {s.code for s in self.skipped}
+        self.detectors: list[Detector] = [REGISTRY[code](self.context, config.detectors.get(code, {}))
+                                          for code in enabled if code not in skip]
         self._static = [f for d in self.detectors for f in d.static()]
         self._fired: set[str] = {f.code for f in self._static}
 
@@ -94,8 +98,10 @@ class DetectorSuite:
 
 
 def watches_runs(cls: type[Detector]) -> bool:
-    """Whether a detector looks at a run at all (its records or its start), not only at gradcheck's report."""
-    return not (cls.observe is Detector.observe and cls.static is Detector.static)
+    """Whether a detector looks at a run at all (its records or its start), not only at gradcheck's report
+    (or, for `recorded_runs_only`, at what only a loop nnprobe does not own leaves in its records)."""
+    return (not (cls.observe is Detector.observe and cls.static is Detector.static)
+            and not getattr(cls, "recorded_runs_only", False))
 
 
 def explain(code: str) -> type[Detector]:

@@ -269,7 +269,8 @@ class RunFacts:
     @classmethod
     def of(cls, context: Any) -> "RunFacts":
         start = context.start or {}
-        config = context.config
+        # a loop recorded by nnprobe.Recorder has a config of defaults, not of what the loop did: not a fact
+        config = None if start.get("recorded") else context.config
         model = getattr(config, "model", None)
         loss = start.get("loss") or {}
         opt = start.get("optimizer") or {}

@@ -1,0 +1,177 @@
+"""nnprobe.Recorder's cost on a hand-written NumPy loop: the same loop with and without it, side by side.
+
+    python -m bench.recorder [--scale X]
+
+Two networks: the forum's 1-3-1 leaky-ReLU regression (100 examples, float64, full batch) and a
+784-256x3-10 ReLU/softmax classifier (batch 256, float32). The loop is the one people write
+(forward, textbook loss, backward, in-place SGD); the recorded variant adds rec.step(), s.layer,
+s.loss and s.grads for every layer at every step (every=1: every record full). The two variants
+take steps in turn, one each, so a busy machine's bursts fall on both alike. Printed: the median
+plain and recorded step, the median time spent in the recorder itself (its calls, and entering and
+leaving the step block, where the record is made, written and observed), the ratio of the wall
+times, and plain + in-recorder over plain: the second does not carry the noise of two separate
+timings of the loop's own arithmetic, which dominates on a busy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import nnprobe
+
+DROP = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    widths: tuple[int, ...]
+    batch: int
+    dtype: type
+    pairs: int  # plain and recorded steps timed in turn (after DROP untimed pairs)
+    hidden: str  # activation of the hidden layers
+    target: float  # the ratio the issue asks for (NaN: report only)
+
+
+CASES = [
+    Case("1-3-1 (forum), float64, batch 100", (1, 3, 1), 100, np.float64, 3000, "leaky_relu", float("nan")),
+    Case("784-256x3-10, float32, batch 256", (784, 256, 256, 256, 10), 256, np.float32, 80, "relu", 1.10),
+]
+
+
+class Loop:
+    """A hand-written MLP step: forward, loss, backward, SGD in place; optionally recorded."""
+
+    def __init__(self, case: Case, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        dt = case.dtype
+        w = case.widths
+        self.X = rng.standard_normal((case.batch, w[0])).astype(dt)
+        if w[-1] == 1:
+            self.T = (self.X[:, :1] * 0.5 + 0.1).astype(dt)
+            self.classify = False
+        else:
+            self.T = np.eye(w[-1], dtype=dt)[rng.integers(0, w[-1], case.batch)]
+            self.classify = True
+        self.Ws = [(rng.standard_normal((i, o)) * np.sqrt(2 / i)).astype(dt) for i, o in zip(w, w[1:])]
+        self.bs = [np.zeros(o, dtype=dt) for o in w[1:]]
+        self.slope = dt(0.01 if case.hidden == "leaky_relu" else 0.0)
+        self.hidden = case.hidden
+        self.lr = dt(1e-3)
+
+    def step(self, s=None) -> None:
+        zs, acts = [], [self.X]
+        last = len(self.Ws) - 1
+        for i, (W, b) in enumerate(zip(self.Ws, self.bs)):
+            z = acts[-1] @ W + b
+            if i < last:
+                a = np.where(z > 0, z, self.slope * z)
+                act = self.hidden
+            elif self.classify:
+                e = np.exp(z - z.max(axis=1, keepdims=True))
+                a = e / e.sum(axis=1, keepdims=True)
+                act = "softmax"
+            else:
+                a, act = z, "identity"
+            if s is not None:
+                s.layer(f"dense{i + 1}", z=z, a=a, W=W, b=b, activation=act)
+            zs.append(z)
+            acts.append(a)
+        out, n = acts[-1], self.X.shape[0]
+        if self.classify:
+            loss = -np.sum(self.T * np.log(out)) / n
+        else:
+            loss = np.sum((out - self.T) ** 2) / n
+        if s is not None:
+            s.loss(loss, outputs=out, targets=self.T)
+        delta = (out - self.T) / n * (1 if self.classify else 2)
+        for i in range(last, -1, -1):
+            gW, gb = acts[i].T @ delta, delta.sum(axis=0)
+            if i > 0:
+                delta = (delta @ self.Ws[i].T) * np.where(zs[i - 1] > 0, 1, self.slope).astype(delta.dtype)
+            if s is not None:
+                s.grads(f"dense{i + 1}", gW=gW, gb=gb)
+            self.Ws[i] -= self.lr * gW
+            self.bs[i] -= self.lr * gb
+
+
+class _Timed:
+    """Stands for the step handle in the loop and adds up the time spent inside its calls."""
+
+    def __init__(self, s) -> None:
+        self.s, self.inside = s, 0.0
+
+    def _call(self, method, *args, **kwargs) -> None:
+        t0 = time.perf_counter()
+        method(*args, **kwargs)
+        self.inside += time.perf_counter() - t0
+
+    def layer(self, *args, **kwargs) -> None:
+        self._call(self.s.layer, *args, **kwargs)
+
+    def loss(self, *args, **kwargs) -> None:
+        self._call(self.s.loss, *args, **kwargs)
+
+    def grads(self, *args, **kwargs) -> None:
+        self._call(self.s.grads, *args, **kwargs)
+
+
+def _plain(loop: Loop) -> float:
+    t0 = time.perf_counter()
+    loop.step()
+    return time.perf_counter() - t0
+
+
+def _recorded(loop: Loop, rec) -> tuple[float, float]:
+    """(wall time of the recorded step, the part of it spent in the recorder: its calls, entering and
+    leaving the step block, where the record is made, written and observed)."""
+    t0 = time.perf_counter()
+    with rec.step() as s:
+        timed = _Timed(s)
+        t1 = time.perf_counter()
+        loop.step(timed)
+        loop_own = time.perf_counter() - t1 - timed.inside
+    total = time.perf_counter() - t0
+    return total, total - loop_own
+
+
+def measure(case: Case, pairs: int) -> dict:
+    """Plain and recorded steps taken in turn, one each, so that both meet the same load; medians of each."""
+    plain_loop, recorded_loop = Loop(case), Loop(case)
+    plain_t, rec_t, inside_t = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        loss = "cross_entropy" if plain_loop.classify else "mse"
+        with nnprobe.Recorder(Path(tmp) / "run", loss=loss, stop_on=()) as rec:
+            for i in range(DROP + pairs):
+                p = _plain(plain_loop)
+                r, inside = _recorded(recorded_loop, rec)
+                if i >= DROP:
+                    plain_t.append(p)
+                    rec_t.append(r)
+                    inside_t.append(inside)
+    plain, recorded, inside = (statistics.median(x) for x in (plain_t, rec_t, inside_t))
+    return {"case": case.name, "ratio": recorded / plain, "inside_ratio": 1 + inside / plain, "plain_us": 1e6 * plain,
+            "recorded_us": 1e6 * recorded, "inside_us": 1e6 * inside, "target": case.target}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.recorder", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of step pairs")
+    args = parser.parse_args(argv)
+    print(f"{'network':36} {'plain':>11} {'recorded':>11} {'in recorder':>11}  ratio (wall)  ratio (plain + in recorder)")
+    for case in CASES:
+        m = measure(case, max(8, int(case.pairs * args.scale)))
+        target = f"  target <= {m['target']:.2f}" if m["target"] == m["target"] else ""
+        print(f"{m['case']:36} {m['plain_us']:9.1f}us {m['recorded_us']:9.1f}us {m['inside_us']:9.1f}us  "
+              f"{m['ratio']:11.3f}  {m['inside_ratio']:.3f}{target}")
+
+
+if __name__ == "__main__":
+    main()
