@@ -257,14 +257,15 @@ def test_registries_match_the_spec():
     assert not Softmax.elementwise
 
 
+@pytest.mark.parametrize("shape", [(64, 48), (128, 64)], ids=["np.where-sized", "bit-select-sized"])
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
 @pytest.mark.parametrize("slope", [0.01, 0.2, 0.0, 1.5])
-def test_leaky_relu_forward_and_vjp_are_np_where_bit_for_bit(dtype, slope):
+def test_leaky_relu_forward_and_vjp_are_np_where_bit_for_bit(dtype, slope, shape):
     """The branch-free formulations inside LeakyReLU give np.where's bits: NaN, inf, signed zeros, tiny z."""
     bits = {"float16": np.int16, "float32": np.int32, "float64": np.int64}[dtype]
     rng = np.random.default_rng(12)
-    z = rng.standard_normal((64, 48)).astype(dtype)
-    g = rng.standard_normal((64, 48)).astype(dtype)
+    z = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
     z[0, :7] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1e-7]
     g[0, :6] = [1.0, np.nan, np.inf, -np.inf, np.nan, -0.0]
     g[1, :4] = -0.0

@@ -335,11 +335,12 @@ def test_identity_activation_shares_the_pre_activation_statistics():
 # ---------------------------------------------------------------- the step's fast paths against their plain forms
 
 
+@pytest.mark.parametrize("shape", [(64, 48), (128, 64)], ids=["np.where-sized", "bit-mask-sized"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu_backprop_is_np_where_bit_for_bit(dtype):
+def test_relu_backprop_is_np_where_bit_for_bit(dtype, shape):
     rng = np.random.default_rng(8)
-    z = sample(rng, (64, 48), dtype, "normal")
-    g = sample(rng, (64, 48), dtype, "normal")
+    z = sample(rng, shape, dtype, "normal")
+    g = sample(rng, shape, dtype, "normal")
     z[0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0]
     g[0, :6] = [1.0, np.nan, np.inf, -np.inf, np.nan, -0.0]
     g[1, :4] = -0.0

@@ -37,8 +37,10 @@ class Traits:
     output: bool = False
 
 
-#: the integer type of each float's size, whose bit patterns ReLU.vjp masks
+#: the integer type of each float's size, whose bit patterns ReLU.vjp and LeakyReLU.vjp select from
 _SAME_SIZE_INT = {np.dtype(np.float16): np.int16, np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+#: up to this many entries np.where's branches cost less than the bit-pattern select's extra NumPy calls
+_SMALL_SELECT = 4096
 
 
 #: every built-in activation by its config name, in the order error messages and docs list them; a class
@@ -92,7 +94,7 @@ class ReLU(Activation):
         multiply (docs/performance.md): the float's bit pattern times the 0/1 mask is the entry or +0.0 exactly.
         """
         bits = _SAME_SIZE_INT.get(grad_a.dtype)
-        if bits is None or z.shape != grad_a.shape:
+        if bits is None or z.shape != grad_a.shape or grad_a.size <= _SMALL_SELECT:
             return np.where(z > 0, grad_a, 0)
         return np.multiply(grad_a.view(bits), z > 0).view(grad_a.dtype)
 
@@ -121,7 +123,7 @@ class LeakyReLU(Activation):
         out = g*s ^ ((g*s ^ g) & mask), mask all ones where z > 0."""
         scaled = grad_a * self.slope
         bits = _SAME_SIZE_INT.get(scaled.dtype)
-        if bits is None or z.shape != grad_a.shape or grad_a.dtype != scaled.dtype:
+        if bits is None or z.shape != grad_a.shape or grad_a.dtype != scaled.dtype or scaled.size <= _SMALL_SELECT:
             return np.where(z > 0, grad_a, scaled)
         mask = np.negative((z > 0).view(np.int8), dtype=bits)  # True -> -1: every bit set
         out = scaled.view(bits)

@@ -116,7 +116,9 @@ class _Layer:
 
 
 def _is_stats(value: Any) -> bool:
-    return isinstance(value, Mapping)
+    # a dict is checked first: isinstance against the Mapping ABC costs ~2 us, and it runs per tensor per step
+    return type(value) is dict or (value is not None and not isinstance(value, np.ndarray)
+                                   and isinstance(value, Mapping))
 
 
 def _bad(stats: Optional[Mapping], *keys: str) -> bool:
