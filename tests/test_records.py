@@ -288,3 +288,18 @@ def test_train_writes_the_builders_start_record(tmp_path):
     assert start == result.start
     assert [l["name"] for l in start["layers"]] == ["dense1", "dense2"]
     assert start["loss"] == {"kind": "mse", "reduction": "mean", "from_logits": False, "epsilon": 0.0, "l2": 0.0}
+
+
+def test_records_built_from_arrays_say_which_units_are_dead():
+    """The dead-unit mask was added where `train` takes its statistics only, so the Recorder and the torch
+    probe wrote counts alone and dead-relu's windows over small batches could only bound, never name, the
+    units that stayed dead."""
+    n = network()
+    z1 = n["z1"].copy()
+    z1[:, [1, 3]] = -np.abs(z1[:, [1, 3]]) - 0.5  # units 1 and 3 are 0 for every example
+    rec = build(n, z1=z1, a1=np.maximum(z1, 0))
+    a = rec["layers"][0]["a"]
+    assert a["dead"] == 2
+    assert a["dead_units"] == st.dead_units(z1)
+    assert int(a["dead_units"], 16) == (1 << 1) | (1 << 3)
+    assert "dead_units" not in rec["layers"][1]["a"]  # a sigmoid layer has no dead units to name

@@ -276,6 +276,7 @@ class StepRecordBuilder:
             if a is not None and not _is_stats(a):
                 kind = "identity" if a is z else ("relu" if layer.a_from_z == "relu" else "other")
                 layer.z, layer.a = st.forward_stats(z, a, kind, layer.saturation)
+                st.mark_dead_units(layer.a, z, kind, layer.saturation)
                 return
             layer.z, dead = st.preactivation_stats(z, layer.saturation)
             if a is None:

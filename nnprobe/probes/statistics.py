@@ -391,6 +391,13 @@ def _sat_frac(flat: np.ndarray, saturation: float) -> float:
 # ---------------------------------------------------------------- public: one layer's forward tensors
 
 
+def mark_dead_units(a_stats: dict, z: np.ndarray, kind: str, saturation: Optional[float]) -> None:
+    """Where some unit is dead, `a.dead_units` says which (dead-relu's windows AND these masks across
+    batches); healthy layers pay nothing for it."""
+    if a_stats.get("dead") and kind != "identity" and saturation is None and z.ndim == 2:
+        a_stats["dead_units"] = dead_units(z)
+
+
 def forward_stats(z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> tuple[dict, dict]:
     """The `z` and `a` objects of a layer record, sharing passes where the activation allows.
 
@@ -597,5 +604,4 @@ class StepProbe:
 
     def forward(self, i: int, z: np.ndarray, a: np.ndarray, kind: str, saturation: Optional[float]) -> None:
         self.z[i], self.a[i] = forward_stats(z, a, kind, saturation)
-        if self.a[i]["dead"] and kind != "identity" and saturation is None and z.ndim == 2:
-            self.a[i]["dead_units"] = dead_units(z)  # only when some unit is dead: no cost on healthy layers
+        mark_dead_units(self.a[i], z, kind, saturation)
