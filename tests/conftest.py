@@ -27,6 +27,9 @@ END = {"type": "end", "status": "completed", "steps": 0, "final_loss": 0.1, "sto
 MLP_131 = [("dense1", 1, 3, "leaky_relu"), ("dense2", 3, 1, "identity")]
 
 
+MLP_241 = [("dense1", 2, 4, "relu"), ("dense2", 4, 1, "identity")]
+
+
 MLP_RELU = [("dense1", 2, 16, "relu"), ("dense2", 16, 16, "relu"), ("dense3", 16, 3, "softmax")]
 
 
@@ -47,7 +50,7 @@ def rule_std(fan_in: int, units: int, activation: str) -> float:
 
 
 def start_record(layers=MLP_131, *, loss=None, optimizer=None, data=None, dtype="float64",
-                 total_steps=100, task=None) -> dict:
+                 total_steps=100, task=None, name="t") -> dict:
     specs = [{"name": n, "fan_in": fi, "units": u, "activation": act, "is_output": i == len(layers) - 1}
              for i, (n, fi, u, act) in enumerate(layers)]
     loss = merge({"kind": "mse", "reduction": "mean", "from_logits": False, "epsilon": 0.0, "l2": 0.0}, loss)
@@ -59,7 +62,7 @@ def start_record(layers=MLP_131, *, loss=None, optimizer=None, data=None, dtype=
                  "input_min": [-2.0] * n_features, "input_max": [2.0] * n_features,
                  "target_mean": None if classification else 0.0, "target_std": None if classification else 1.0,
                  "target_min": None if classification else -2.0, "target_max": None if classification else 2.0}
-    return {"type": "start", "schema": 1, "nnprobe": "0.1.0", "name": "t", "seed": 0,
+    return {"type": "start", "schema": 1, "nnprobe": "0.1.0", "name": name, "seed": 0,
             "task": task or ("classification" if classification else "regression"), "dtype": dtype,
             "probes_every": 1, "total_steps": total_steps, "layers": specs, "loss": loss,
             "optimizer": merge({"kind": "sgd", "lr": 0.01, "clip_grad_norm": None}, optimizer),

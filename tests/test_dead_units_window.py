@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import layer_stats, run_detector, start_record, step_record
+from conftest import plain_layer, run_one, start_record, step_record
 from nnprobe.config import load_config
 from nnprobe.diagnose.windows import DeadUnitWindow, window_examples
 from nnprobe.probes.statistics import StepProbe, dead_units
@@ -17,7 +17,7 @@ from nnprobe.train.run import train
 
 HEALTHY = Path(__file__).resolve().parent / "healthy"
 UNITS = 50
-LAYERS = (("dense1", UNITS, "relu"), ("dense2", 1, "identity"))
+LAYERS = [("dense1", 2, UNITS, "relu"), ("dense2", UNITS, 1, "identity")]
 
 
 def mask(units) -> str:
@@ -25,18 +25,19 @@ def mask(units) -> str:
 
 
 def start(batch: int, n_train: int = 1000) -> dict:
-    s = start_record(LAYERS, data={"n_train": n_train, "n_classes": None, "target_std": 1.0})
+    s = start_record(LAYERS, total_steps=10, name="synthetic")
+    s["data"] = {"n_train": n_train, "n_classes": None, "target_std": 1.0}
     s["batch_size"] = batch
     return s
 
 
-def records(dead_sets, with_masks=True):
+def records(start, dead_sets, with_masks=True):
     out = []
     for step, units in enumerate(dead_sets):
-        layer = layer_stats("dense1", dead=len(units))
+        layer = plain_layer("dense1", dead=len(units))
         if with_masks and units:
             layer["a"]["dead_units"] = mask(units)
-        out.append(step_record(step, 0.5, layers=[layer, layer_stats("dense2")]))
+        out.append(step_record(start, step, loss=0.5, grad_norm=1.0, layers=[layer, plain_layer("dense2")]))
     return out
 
 
@@ -100,19 +101,22 @@ def test_units_that_take_turns_at_batch_size_one_are_not_dead():
     though over the training set at most 1 unit was dead."""
     rng = np.random.default_rng(0)
     dead_sets = [sorted(rng.choice(UNITS, size=32, replace=False)) for _ in range(3000)]
-    assert run_detector("dead-relu", records(dead_sets), start(batch=1))[0] == []
+    s = start(batch=1)
+    assert run_one("dead-relu", records(s, dead_sets), s)[0] == []
 
 
 def test_units_dead_in_every_batch_of_the_windows_are_dead():
     same = list(range(30))
-    (f,), fired_at = run_detector("dead-relu", records([same] * 3000), start(batch=1))
+    s = start(batch=1)
+    (f,), fired_at = run_one("dead-relu", records(s, [same] * 3000), s)
     assert f.step == 0 and fired_at == 10 * 256 - 1  # 10 windows of 256 examples
     assert "30 of 50 units of dense1 output 0 for all 256 examples of the 256 batches of steps 0-255" in f.message
     assert f.evidence["window_examples"] == 256 and f.evidence["windows"] == 11
 
 
 def test_counts_without_masks_at_batch_size_one_are_no_evidence():
-    assert run_detector("dead-relu", records([list(range(30))] * 3000, with_masks=False), start(batch=1))[0] == []
+    s = start(batch=1)
+    assert run_one("dead-relu", records(s, [list(range(30))] * 3000, with_masks=False), s)[0] == []
 
 
 @pytest.mark.parametrize("alive_in_one_batch, fires", [(True, False), (False, True)])
@@ -120,21 +124,23 @@ def test_a_unit_alive_in_one_batch_of_the_window_is_not_dead(alive_in_one_batch,
     """Batch 32, windows of 8 batches (256 examples): 25 units dead in all but one batch per window."""
     dead = list(range(25))
     batches = [dead[:-1] if alive_in_one_batch and step % 8 == 3 else dead for step in range(8 * 12)]
-    found, _ = run_detector("dead-relu", records(batches), start(batch=32))
+    s = start(batch=32)
+    found, _ = run_one("dead-relu", records(s, batches), s)
     assert bool(found) is fires
 
 
 @pytest.mark.parametrize("n_dead, fires", [(24, False), (25, True)])
 def test_fraction_edge(n_dead, fires):
-    found, _ = run_detector("dead-relu", records([list(range(n_dead))] * 100 * 12), start(batch=100))
+    s = start(batch=100)
+    found, _ = run_one("dead-relu", records(s, [list(range(n_dead))] * 100 * 12), s)
     assert bool(found) is fires
 
 
 @pytest.mark.parametrize("min_examples, fires", [(301, False), (300, True)])
 def test_min_examples_setting(min_examples, fires):
     """3000 examples of a 10000-example set: ten windows of 300 make the patience, ten of 301 do not fit."""
-    found, _ = run_detector("dead-relu", records([list(range(30))] * 3000), start(batch=1, n_train=10_000),
-                            settings={"min_examples": min_examples})
+    s = start(batch=1, n_train=10_000)
+    found, _ = run_one("dead-relu", records(s, [list(range(30))] * 3000), s, settings={"min_examples": min_examples})
     assert bool(found) is fires
 
 
@@ -168,5 +174,5 @@ def test_a_log_that_does_not_give_its_batch_size_is_judged_batch_by_batch():
     """A loop of someone else's may not say how many examples a step sees: each batch is a window."""
     s = start(batch=1)
     s["batch_size"], s["data"] = None, {}
-    (f,), fired_at = run_detector("dead-relu", records([list(range(30))] * 20, with_masks=False), s)
+    (f,), fired_at = run_one("dead-relu", records(s, [list(range(30))] * 20, with_masks=False), s)
     assert fired_at == 9 and "30 of 50 units of dense1 output 0 for every example of the batch" in f.message

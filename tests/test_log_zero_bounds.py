@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from factories import run_detector, start_record, step_record
+from conftest import MLP_241, run_one, start_record, step_record
 from nnprobe.config import load_config
 from nnprobe.train.run import train
 
-RELU_OUT = (("dense1", 16, "relu"), ("dense2", 2, "relu"))
+RELU_OUT = [("dense1", 2, 16, "relu"), ("dense2", 16, 2, "relu")]
 
 
 def relu_ce_start(kind="cross_entropy"):
-    s = start_record(RELU_OUT, task="classification", data={"n_train": 200, "n_classes": 2})
+    s = start_record(RELU_OUT, task="classification", total_steps=10, name="synthetic")
+    s["data"] = {"n_train": 200, "n_classes": 2}
     s["loss"].update(kind=kind, epsilon=1e-7)
     return s
 
@@ -26,34 +27,35 @@ def test_relu_outputs_above_one_are_not_called_negative():
     """Regression: a ReLU output fed to cross-entropy was told 'the log of a negative number is NaN', though
     a ReLU output is never negative; values above 1 make log(a) positive and the loss negative."""
     start = relu_ce_start()
-    records = [step_record(s, 0.3 - 0.02 * s, loss_in=loss_in(100)) for s in range(30)]
-    (f,), _ = run_detector("log-zero", records, start)
+    records = [step_record(start, s, loss=0.3 - 0.02 * s, grad_norm=1.0, layers=[], loss_in=loss_in(100))
+               for s in range(30)]
+    (f,), _ = run_one("log-zero", records, start)
     assert "negative number" not in f.message
     assert "100 values outside [0, 1] (min 0, max 3): above 1, log(a) > 0 makes the loss negative" in f.message
 
 
 def test_bce_outputs_above_one_give_nan_through_log_one_minus_a():
     start = relu_ce_start("bce")
-    records = [step_record(0, 0.5)]
+    records = [step_record(start, 0, loss=0.5, grad_norm=1.0, layers=[])]
     records[0]["loss_in"] = loss_in(5)
-    (f,), _ = run_detector("log-zero", records, start)
+    (f,), _ = run_one("log-zero", records, start)
     assert "above 1, log(1 - a) is the log of a negative number, NaN" in f.message
 
 
 def test_outputs_below_zero_are_the_log_of_a_negative_number():
     start = relu_ce_start()
     start["layers"][-1]["activation"] = "identity"
-    records = [step_record(0, 0.5)]
+    records = [step_record(start, 0, loss=0.5, grad_norm=1.0, layers=[])]
     records[0]["loss_in"] = loss_in(5, lo=-0.5, hi=0.9)
-    (f,), _ = run_detector("log-zero", records, start)
+    (f,), _ = run_one("log-zero", records, start)
     assert "below 0, the log of a negative number is NaN" in f.message and "above 1" not in f.message
 
 
 def test_a_cross_entropy_below_zero_is_flagged_even_without_probability_statistics():
     """Regression: a run whose cross-entropy fell to -4.3 at chance accuracy had no finding saying so."""
     start = relu_ce_start()
-    records = [step_record(s, 0.5 - 0.2 * s, accuracy=0.5) for s in range(25)]
-    (f,), fired_at = run_detector("log-zero", records, start)
+    records = [step_record(start, s, loss=0.5 - 0.2 * s, grad_norm=1.0, layers=[], accuracy=0.5) for s in range(25)]
+    (f,), fired_at = run_one("log-zero", records, start)
     assert fired_at == 3 and f.step == 3
     assert "The loss went below 0 at step 3 (-0.1), down to -4.3 at step 24, and the run ended at -4.3 with " \
            "accuracy 0.5" in f.message
@@ -62,13 +64,14 @@ def test_a_cross_entropy_below_zero_is_flagged_even_without_probability_statisti
 
 @pytest.mark.parametrize("loss, fires", [(-0.9e-6, False), (-1.1e-6, True)])
 def test_below_zero_edge(loss, fires):
-    found, _ = run_detector("log-zero", [step_record(0, loss)], relu_ce_start())
+    start = relu_ce_start()
+    found, _ = run_one("log-zero", [step_record(start, 0, loss=loss, grad_norm=1.0, layers=[])], start)
     assert bool(found) is fires
 
 
 def test_mse_may_not_be_negative_either_but_has_no_probability_bound():
-    start = start_record()
-    assert run_detector("log-zero", [step_record(0, -1.0)], start)[0] == []
+    start = start_record(MLP_241, total_steps=10, name="synthetic")
+    assert run_one("log-zero", [step_record(start, 0, loss=-1.0, grad_norm=1.0, layers=[])], start)[0] == []
 
 
 def test_a_relu_output_trained_into_a_negative_cross_entropy_is_named(tmp_path):

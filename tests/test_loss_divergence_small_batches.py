@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import run_detector, start_record, step_record
+from conftest import MLP_241, run_one, start_record, step_record
 from nnprobe.config import load_config
 from nnprobe.diagnose.windows import ExampleMeans
 from nnprobe.train.run import train
@@ -17,33 +17,38 @@ HEALTHY = Path(__file__).resolve().parent / "healthy"
 
 
 def start(batch: int) -> dict:
-    s = start_record(data={"n_train": 200, "n_classes": None, "target_std": 1.0})
+    s = start_record(MLP_241, total_steps=10, name="synthetic")
+    s["data"] = {"n_train": 200, "n_classes": None, "target_std": 1.0}
     s["batch_size"] = batch
     return s
 
 
-def noisy(n=300, level=0.6, first=None, seed=0):
+def noisy(start, n=300, level=0.6, first=None, seed=0):
     losses = list(np.random.default_rng(seed).exponential(level, size=n))
     if first is not None:
         losses[0] = first
-    return [step_record(s, float(x), full=False) for s, x in enumerate(losses)]
+    return [step_record(start, s, loss=float(x), grad_norm=1.0, full=False) for s, x in enumerate(losses)]
 
 
 def test_a_lucky_first_example_is_not_the_best_loss():
     """Regression: at batch size 2 the first batch's loss was 0.049, the moving average of the next steps
     0.6, and loss-divergence said the loss rose to more than 10x its best value."""
-    assert run_detector("loss-divergence", noisy(first=0.04), start(batch=1))[0] == []
+    s = start(batch=1)
+    assert run_one("loss-divergence", noisy(s, first=0.04), s)[0] == []
 
 
 def test_the_same_stream_judged_per_step_still_looks_like_a_rise():
     """What the old judgement saw: with min_examples 1 every step is its own value again."""
-    found, _ = run_detector("loss-divergence", noisy(first=0.04), start(batch=1), settings={"min_examples": 1})
+    s = start(batch=1)
+    found, _ = run_one("loss-divergence", noisy(s, first=0.04), s, settings={"min_examples": 1})
     assert found
 
 
 def test_a_real_divergence_at_batch_size_one_is_still_found():
-    records = noisy(n=200, level=0.5) + [step_record(200 + s, 50.0 * (1 + s % 3), full=False) for s in range(200)]
-    (f,), _ = run_detector("loss-divergence", records, start(batch=1))
+    st = start(batch=1)
+    rising = [step_record(st, 200 + s, loss=50.0 * (1 + s % 3), grad_norm=1.0, full=False) for s in range(200)]
+    records = noisy(st, n=200, level=0.5) + rising
+    (f,), _ = run_one("loss-divergence", records, st)
     assert f.step >= 200 and f.evidence["level"] > 10 * f.evidence["best"]
 
 

@@ -5,24 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from factories import run_detector, start_record, step_record
+from conftest import MLP_241, run_one, start_record, step_record
 from nnprobe.config import load_config
 from nnprobe.diagnose.detectors import explain
 from nnprobe.train.run import train
 
 
 def start(batch: int, n_train: int = 100) -> dict:
-    s = start_record(data={"n_train": n_train, "n_classes": None, "target_std": 1.0})
+    s = start_record(MLP_241, total_steps=10, name="synthetic")
+    s["data"] = {"n_train": n_train, "n_classes": None, "target_std": 1.0}
     s["batch_size"] = batch
     return s
 
 
-def epochs(means, steps_per_epoch=10, jitter=0.0, seed=0):
+def epochs(start, means, steps_per_epoch=10, jitter=0.0, seed=0):
     """Step losses whose epoch means are `means`, with +-jitter (relative) alternating inside each epoch."""
     out, step = [], 0
     for m in means:
         for k in range(steps_per_epoch):
-            out.append(step_record(step, m * (1 + (jitter if k % 2 else -jitter)), full=False))
+            out.append(step_record(start, step, loss=m * (1 + (jitter if k % 2 else -jitter)), grad_norm=1.0,
+                                   full=False))
             step += 1
     return out
 
@@ -53,43 +55,49 @@ def flat_swinging(swing: float, n: int = 40) -> list[float]:
 
 @pytest.mark.parametrize("swing, fires", [(0.24, False), (0.26, True)])
 def test_swing_edge(swing, fires):
-    found, _ = run_detector("loss-oscillation", epochs(flat_swinging(swing), jitter=0.5), start(batch=10))
+    s = start(batch=10)
+    found, _ = run_one("loss-oscillation", epochs(s, flat_swinging(swing), jitter=0.5), s)
     assert bool(found) is fires
 
 
 @pytest.mark.parametrize("jitter, fires", [(0.19, False), (0.21, True)])
 def test_step_to_step_variation_edge(jitter, fires):
     """Alternating +-j/2 inside epochs of 100 steps moves the step loss by about j of the level per step."""
-    records = epochs(flat_swinging(0.4), steps_per_epoch=100, jitter=jitter / 2)
-    found, _ = run_detector("loss-oscillation", records, start(batch=1))
+    s = start(batch=1)
+    records = epochs(s, flat_swinging(0.4), steps_per_epoch=100, jitter=jitter / 2)
+    found, _ = run_one("loss-oscillation", records, s)
     assert bool(found) is fires
 
 
 def test_a_loss_still_falling_in_swings_is_not_oscillating():
     means = [m * 0.9 ** e for e, m in enumerate(flat_swinging(0.4))]
-    assert run_detector("loss-oscillation", epochs(means, jitter=0.5), start(batch=10))[0] == []
+    s = start(batch=10)
+    assert run_one("loss-oscillation", epochs(s, means, jitter=0.5), s)[0] == []
 
 
 def test_noise_of_single_examples_with_flat_epoch_means_is_not_oscillation():
     """Batch size 1 at a noise floor: every step's loss differs wildly, the epoch means do not."""
     rng = np.random.default_rng(0)
     losses = rng.exponential(0.3, size=100 * 40)
-    records = [step_record(s, float(x), full=False) for s, x in enumerate(losses)]
-    assert run_detector("loss-oscillation", records, start(batch=1))[0] == []
+    st = start(batch=1)
+    records = [step_record(st, s, loss=float(x), grad_norm=1.0, full=False) for s, x in enumerate(losses)]
+    assert run_one("loss-oscillation", records, st)[0] == []
 
 
 def test_full_batch_epochs_are_grouped_into_periods_of_ten_steps():
     """One step per epoch: ten-step periods, so an Adam-like bounce of a few steps is not a wandering loss."""
-    found, _ = run_detector("loss-oscillation", epochs(flat_swinging(0.5, n=60), steps_per_epoch=10, jitter=0.3),
-                            start(batch=100))
+    s = start(batch=100)
+    found, _ = run_one("loss-oscillation", epochs(s, flat_swinging(0.5, n=60), steps_per_epoch=10, jitter=0.3), s)
     (f,) = found
     assert f.evidence["steps_per_epoch"] == 10
 
 
 def test_patience_needs_five_consecutive_epochs():
     swinging = flat_swinging(0.5, n=14)  # windows end at epochs 9..13: five of them
-    assert run_detector("loss-oscillation", epochs(swinging, jitter=0.5), start(batch=10))[0]
-    assert run_detector("loss-oscillation", epochs(swinging[:13], jitter=0.5), start(batch=10))[0] == []
+    s = start(batch=10)
+    assert run_one("loss-oscillation", epochs(s, swinging, jitter=0.5), s)[0]
+    s = start(batch=10)
+    assert run_one("loss-oscillation", epochs(s, swinging[:13], jitter=0.5), s)[0] == []
 
 
 def test_explain_lists_the_fixes_the_issue_names():
