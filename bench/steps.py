@@ -31,6 +31,7 @@ from nnprobe.diagnose.observers import BATCH, RecordObservers
 from nnprobe.train.runlog import LogWriter
 from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
+from nnprobe.limits import MAX_STEPS
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ NETWORKS = [
 ]
 
 
-def network_config(net: Network, probes: bool, steps: int = 10**9) -> Config:
+def network_config(net: Network, probes: bool, steps: int = MAX_STEPS) -> Config:
     """float32; the 1-3-1 is the forum regression (fixed: standardized, He init); the others classify blobs.
 
     The training set is exactly one batch, so every step is a full-batch step and no gather

@@ -40,6 +40,8 @@ class RunResult:
     #: the run's metadata (meta.json): timings, the config file as given, ... so renderers read no files
     meta: dict[str, Any] = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # diagnose.skipped.Skipped: detectors a recorded run could not run
+    #: the run's resolved config (nnprobe.config.Config): what `--baseline` compares, without reading config.yaml
+    config: Any = None
 
     def to_json(self) -> dict[str, Any]:
         """The document `--format json` prints, identical for train and diagnose."""

@@ -223,3 +223,23 @@ def test_negative_tolerance_is_refused(tmp_path):
     r = result_in(tmp_path, "r")
     with pytest.raises(RunDirError, match="--tolerance"):
         compare_to_baseline(r, r, tolerance=-1)
+
+
+def test_the_comparison_reads_the_configs_the_results_carry(runs, tmp_path):
+    """compare_to_baseline read each run's config.yaml again although the results it was given had already
+    loaded them; a renderer or comparison must work from the finished result alone."""
+    import shutil
+
+    from nnprobe.diagnose.load import load_run
+
+    copies = {}
+    for key in ("base", "lr20"):
+        copies[key] = tmp_path / key
+        shutil.copytree(runs[key], copies[key])
+    results = {key: load_run(path) for key, path in copies.items()}
+    for path in copies.values():
+        (path / "config.yaml").unlink()  # from here on, only what the results carry
+    got = {c.name: c for c in compare_to_baseline(results["lr20"], results["base"])}
+    want = {c.name: c for c in compare_to_baseline(load_run(runs["lr20"]), load_run(runs["base"]))}
+    assert [(c.name, c.ok, c.message) for c in got.values()] == [(c.name, c.ok, c.message) for c in want.values()]
+    assert any("optimizer.lr" in c.message for c in got.values())

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
+from nnprobe.config import dump_config
 from nnprobe.errors import RunDirError
 from nnprobe.findings import Finding, severity_rank
 from nnprobe.result import Check, RunResult
@@ -35,6 +36,13 @@ COSMETIC = frozenset({("name",), ("expect",)})
 IDENTITY = (("data",), ("model", "hidden"), ("model", "output"), ("loss", "kind"), ("loss", "reduction"))
 STATUS_RANK = {"completed": 0, "interrupted": 1, "diverged": 2, "failed": 3}
 MIN_SEVERITY = "warning"
+
+
+def _config_of(result: RunResult) -> dict[str, Any]:
+    """The run's resolved config as config.yaml holds it: from the result, else (a result built by hand) the file."""
+    if result.config is not None:
+        return yaml.safe_load(dump_config(result.config))
+    return _read_config(result.run_dir)
 
 
 def _read_config(run_dir: str) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def compare_to_baseline(result: RunResult, baseline: RunResult, tolerance: float
     """The regression checks of `result` against `baseline`; RunDirError when they are not runs of the same problem."""
     if tolerance < 0 or not math.isfinite(tolerance):
         raise RunDirError(f"--tolerance: expected a non-negative number such as 0.1 (10%), got {tolerance!r}.")
-    run_cfg, base_cfg = _read_config(result.run_dir), _read_config(baseline.run_dir)
+    run_cfg, base_cfg = _config_of(result), _config_of(baseline)
     diffs = config_differences(run_cfg, base_cfg)
     fatal = [d for d in diffs if _under(tuple(d[0].split(".")), IDENTITY)]
     if fatal:

@@ -115,7 +115,7 @@ def load_run(run_dir: Path | str) -> RunResult:
         run_dir=str(run_dir), status=status, steps=contents.n_steps, final_loss=final_loss,
         findings=suite.finish(end), start=contents.start, digest=digest, log_problems=problems,
         stopped_by=(end or {}).get("stopped_by"), max_grad_norm=digest.max_grad_norm,
-        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir), skipped=list(suite.skipped),
+        detector_codes=suite.watching_codes(), meta=_read_meta(run_dir), skipped=list(suite.skipped), config=config,
     )
     result.checks = evaluate_expectations(config, result)
     return result

@@ -46,6 +46,7 @@ def analysed_result(run_dir: Path, end: dict, start: dict, suite: DetectorSuite,
         run_dir=str(run_dir), status=end["status"], steps=end["steps"], final_loss=end["final_loss"],
         findings=suite.finish(end), start=start, digest=digest, stopped_by=end["stopped_by"],
         max_grad_norm=digest.max_grad_norm, skipped=list(suite.skipped), detector_codes=suite.watching_codes(),
+        config=suite.context.config,
     )
     result.checks = evaluate_expectations(suite.context.config, result)
     return result

@@ -163,7 +163,7 @@ def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer:
     result = RunResult(
         run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
         start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
-        detector_codes=suite.watching_codes(),
+        detector_codes=suite.watching_codes(), config=config,
     )
     result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=steps_done,
