@@ -492,6 +492,22 @@ def test_start_record_with_wrong_types_is_a_clear_error(tmp_path):
     assert invoke("diagnose", str(run)).exit_code == 2
 
 
+def test_a_layer_without_its_activation_key_is_refused_while_a_null_one_is_read(tmp_path):
+    """Allowing a null activation (a recorded loop that did not say) let a layer with no activation key at
+    all through to the detectors, which crashed with KeyError (found by the damaged-log property test)."""
+    run = small_run(tmp_path)
+    lines = log_lines(run)
+    start = json.loads(lines[0])
+    del start["layers"][0]["activation"]
+    (run / "steps.jsonl").write_text(json.dumps(start) + "\n" + "".join(lines[1:]))
+    with pytest.raises(RunDirError, match="layer 0's 'activation' is missing"):
+        load_run(run)
+    assert invoke("diagnose", str(run)).exit_code == 2
+    start["layers"][0]["activation"] = None
+    (run / "steps.jsonl").write_text(json.dumps(start) + "\n" + "".join(lines[1:]))
+    assert load_run(run).steps == len(lines) - 2
+
+
 def test_log_concatenated_with_itself_counts_each_step_once(tmp_path):
     """A log concatenated with itself reported 718 steps for 359, and a spurious loss-divergence."""
     run = small_run(tmp_path)

@@ -35,7 +35,7 @@ _AGREEING: tuple[tuple[str, Callable[[Config], Any], Callable[[dict], Any]], ...
     ("seed", lambda c: c.seed, lambda s: s.get("seed")),
     ("model.hidden", lambda c: list(c.model.hidden), lambda s: [la.get("units") for la in s.get("layers", [])[:-1]]),
     ("model.output", lambda c: c.model.output, lambda s: (s.get("layers") or [{}])[-1].get("activation")),
-    ("loss.kind", lambda c: c.loss.kind, lambda s: s.get("loss", {}).get("kind")),
+    ("loss.kind", lambda c: c.loss.kind, lambda s: (s.get("loss") or {}).get("kind")),
     ("optimizer.kind", lambda c: c.optimizer.kind, lambda s: (s.get("optimizer") or {}).get("kind")),
     ("optimizer.lr", lambda c: c.optimizer.lr, lambda s: (s.get("optimizer") or {}).get("lr")),
 )

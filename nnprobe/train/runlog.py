@@ -268,8 +268,8 @@ def start_record_problem(record: dict) -> Optional[str]:
     for i, layer in enumerate(record.get("layers", [])):
         if not isinstance(layer, dict):
             return f"layer {i} is {_kind(layer)}, expected an object"
-        for key, types in _LAYER_FIELDS.items():
-            if not isinstance(layer.get(key), types) or isinstance(layer.get(key), bool):
+        for key, types in _LAYER_FIELDS.items():  # present, even where null is allowed (the readers index them)
+            if key not in layer or not isinstance(layer[key], types) or isinstance(layer[key], bool):
                 return f"layer {i}'s {key!r} is {_kind(layer.get(key))}, expected {_json_name(types[0])}"
     return None
 
