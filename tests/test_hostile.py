@@ -655,7 +655,10 @@ def test_numpy_warnings_do_not_leak_to_stderr(tmp_path):
 
 # ---------------------------------------------------------------- properties over configs, YAML and logs
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so a CI run cannot fail by the luck of the draw; the
+# wider random searches are in docs/robustness.md
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
