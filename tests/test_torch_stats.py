@@ -85,7 +85,8 @@ def test_gradient_weight_and_bias_statistics_match_numpy():
     gw[0, 0] = 0.0
     w = torch.randn(7, 5, generator=g)
     b = torch.randn(7, generator=g)
-    gd = _through_batch(stats.gradient_parts(gw), lambda v: stats.gradient_dict(v, gw, gw.norm().item(), True))
+    gd = _through_batch(stats.gradient_parts(gw, True),
+                        lambda v: stats.gradient_dict(v, gw, gw.norm().item(), gw.abs().max().item(), True))
     _close(gd, host.gradient_stats(gw.numpy(), True), ["norm", "maxabs", "nonfinite", "zero_frac"])
     wd = _through_batch(stats.weight_parts(w, True), lambda v: stats.weight_dict(v, w, w.norm().item()))
     _close(wd, host.weight_stats(w.numpy()), ["norm", "mean", "std", "min", "max", "pos_frac", "nonfinite"])
@@ -97,7 +98,8 @@ def test_gradient_weight_and_bias_statistics_match_numpy():
 
 def test_nonfinite_gradient_counts_its_bad_entries():
     gw = torch.tensor([[1.0, float("nan")], [float("inf"), 2.0]])
-    gd = _through_batch(stats.gradient_parts(gw), lambda v: stats.gradient_dict(v, gw, gw.norm().item(), True))
+    gd = _through_batch(stats.gradient_parts(gw, True),
+                        lambda v: stats.gradient_dict(v, gw, gw.norm().item(), math.nan, True))
     assert gd["nonfinite"] == 2
     assert gd["norm"] == pytest.approx(math.sqrt(5.0))
 

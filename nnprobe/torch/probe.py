@@ -472,6 +472,16 @@ class Probe:
         w_norms = torch._foreach_norm(before) if before else []
         present = [b.detach() for b in biases if b is not None]
         b_norms = iter(torch._foreach_norm(present) if present else [])
+        # fused over the layers: every gradient's max |entry|, every ||W_after - W_before||
+        grads = [g for name in order for g in st.grads.get(name, (None, None)) if g is not None]
+        maxabs = dict(zip(map(id, grads), torch._foreach_norm(grads, math.inf))) if grads else {}
+        moved = [name for name in order if name in st.w_before]
+        if moved:
+            diffs = torch._foreach_sub([self.found.layers[n].weight.detach() for n in moved],
+                                       [st.w_before[n] for n in moved])
+            update_norms = dict(zip(moved, torch._foreach_norm(diffs)))
+        else:
+            update_norms = {}
         for name, w, w_norm, b in zip(order, before, w_norms, biases):
             layer = self.found.layers[name]
             entry = st.entries[name] = {}
@@ -488,7 +498,8 @@ class Probe:
                 entry["z"] = stats.forward_dict(v[:k], "z", z, saturation)
                 entry["a"] = stats.forward_dict(v[k:], "a", a, None, dead=stats.dead_units(v[:k]))
             st.batch.add(zp + ap, finish_forward)
-            self._queue_params(st, layer, entry, first, w, w_norm, b, next(b_norms) if b is not None else None)
+            self._queue_params(st, layer, entry, first, w, w_norm, b, next(b_norms) if b is not None else None,
+                               maxabs, update_norms.get(name))
         st.loss_in = None
         if self._probabilities(st):
             p = st.outputs
@@ -499,25 +510,26 @@ class Probe:
                 st.batch.add([acc], lambda v: setattr(st, "accuracy", v[0]))
 
     def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool, before: torch.Tensor,
-                      w_norm: torch.Tensor, b: Optional[torch.Tensor], b_norm: Optional[torch.Tensor]) -> None:
+                      w_norm: torch.Tensor, b: Optional[torch.Tensor], b_norm: Optional[torch.Tensor],
+                      maxabs: dict[int, torch.Tensor], update_norm: Optional[torch.Tensor]) -> None:
         """W (the weights this step's forward used, when before_update saw them), b, gW, gb, ||W_after - W_before||."""
         gw, gb = st.grads.get(layer.name, (None, None))
-        has_before = layer.name in st.w_before
+        has_before = update_norm is not None
         sections: list[tuple[str, list]] = [("W", [w_norm] + stats.weight_parts(before, first))]
         if b is not None:
             sections.append(("b", [b_norm] + stats.bias_parts(b)))
         for key, g, param in (("gW", gw, layer.weight), ("gb", gb, b)):
             if g is not None:
                 norm = st.grad_norms.get(id(param))
-                sections.append((key, [norm if norm is not None else torch.linalg.vector_norm(g)]
-                                 + stats.gradient_parts(g)))
+                sections.append((key, [norm if norm is not None else torch.linalg.vector_norm(g), maxabs[id(g)]]
+                                 + stats.gradient_parts(g, key == "gW")))
         if has_before:  # the builder divides it by ||W_before|| (update_ratio)
-            sections.append(("update_norm", [torch.linalg.vector_norm(layer.weight.detach() - before)]))
+            sections.append(("update_norm", [update_norm]))
         finishers = {
             "W": lambda v: stats.weight_dict(v[1:], before, v[0]),
             "b": lambda v: stats.bias_dict(v[1:], b, v[0]),
-            "gW": lambda v: stats.gradient_dict(v[1:], gw, v[0], True),
-            "gb": lambda v: stats.gradient_dict(v[1:], gb, v[0], False),
+            "gW": lambda v: stats.gradient_dict(v[2:], gw, v[0], v[1], True),
+            "gb": lambda v: stats.gradient_dict(v[2:], gb, v[0], v[1], False),
             "update_norm": lambda v: v[0] if math.isfinite(v[0]) else None,
         }
 

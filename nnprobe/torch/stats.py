@@ -80,13 +80,10 @@ def forward_parts(x: torch.Tensor, kind: str, unit_dim: int, saturation: Optiona
     return parts
 
 
-def gradient_parts(g: torch.Tensor) -> list[torch.Tensor]:
-    """[min, max, non-zero entries] of a parameter gradient (its norm is taken once, for grad_norm)."""
-    f = _flat(g)
-    if f.numel() == 0:
-        return []
-    mn, mx = torch.aminmax(f)
-    return [mn, mx, torch.count_nonzero(f)]
+def gradient_parts(g: torch.Tensor, with_zero_frac: bool) -> list[torch.Tensor]:
+    """[non-zero entries] of a weight gradient, [] for a bias's: its norm and max |entry| come from fused
+    reductions over every gradient of the step."""
+    return [torch.count_nonzero(_flat(g))] if with_zero_frac and g.numel() else []
 
 
 def weight_parts(w: torch.Tensor, distribution: bool) -> list[torch.Tensor]:
@@ -172,16 +169,15 @@ def dead_units(v: list[float]) -> int:
     return int(v[4]) if len(v) > 4 else 0
 
 
-def gradient_dict(v: list[float], g: torch.Tensor, norm: float, with_zero_frac: bool) -> dict:
+def gradient_dict(v: list[float], g: torch.Tensor, norm: float, maxabs: float, with_zero_frac: bool) -> dict:
     n = g.numel()
     if n == 0:
         return {"norm": 0.0, "maxabs": None, "nonfinite": 0, **({"zero_frac": 0.0} if with_zero_frac else {})}
-    mn, mx, nonzero = v
-    if not _finite([norm, mn, mx]):
+    if not _finite([norm, maxabs]):
         return _exact(host.gradient_stats, _numpy(g), with_zero_frac)
-    out = {"norm": norm, "maxabs": max(abs(mn), abs(mx)), "nonfinite": 0}
+    out = {"norm": norm, "maxabs": maxabs, "nonfinite": 0}
     if with_zero_frac:
-        out["zero_frac"] = (n - nonzero) / n
+        out["zero_frac"] = (n - v[0]) / n
     return out
 
 
