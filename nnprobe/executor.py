@@ -36,7 +36,6 @@ CRASHED = "crashed"      # training raised: a bug in nnprobe or in user code it 
 DIED = "died"            # the worker process running it died (os._exit, a signal, a crash in native code)
 CANCELLED = "cancelled"  # Ctrl-C / SIGTERM: not started, or stopped at a step boundary
 
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 DASK_SCHEDULER_VARIABLE = "NNPROBE_DASK_SCHEDULER"
 EXECUTORS = ("local", "dask")
 READY = "ready"  # a local worker's first message: it started and waits for tasks
@@ -261,6 +260,8 @@ class LocalExecutor:
 
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._ctx.Pipe()
+        from nnprobe.train.rundir import BLAS_THREAD_VARIABLES  # the set meta.json records
+
         one_thread = "1" if self._size > 1 else None
         # PYTHONSAFEPATH: a spawned worker must not import the current directory's multiprocessing.py (or any
         # other module shadowing the standard library) before nnprobe is loaded

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import math
 import sys
 import time
 from pathlib import Path
@@ -15,13 +14,13 @@ from nnprobe.config import Config, dump_config
 from nnprobe.data import load_dataset
 from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
-from nnprobe.diagnose.expectations import evaluate_expectations
 from nnprobe.diagnose.observers import RecordObservers
 from nnprobe.errors import DataError, RunDirError
 from nnprobe.footprint import check_data_footprint
 from nnprobe.result import RunResult
 from nnprobe.rngs import data_rng
 from nnprobe.train.loop import Trainer
+from nnprobe.train.recorded import analysed_result, end_record
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
 from nnprobe.train.signals import StopFlag, catch_signals
@@ -143,9 +142,7 @@ def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer:
                 if flag.signal is not None:
                     status = "interrupted"
                     break
-            end = {"type": "end", "status": status, "steps": steps_done,
-                   "final_loss": last_loss if last_loss is not None and math.isfinite(last_loss) else None,
-                   "stopped_by": stopped_by}
+            end = end_record(status, steps_done, last_loss, stopped_by)
             writer.write(end)
             writer.close()
     except OSError as exc:
@@ -156,16 +153,8 @@ def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer:
     except BaseException:
         _end_after_exception(writer, run_dir, meta, steps_done, t0)
         raise
-    observers.flush()
+    result = analysed_result(run_dir, end, start, suite, digest, observers)
     duration = time.perf_counter() - t0
-    digest.finish(end)
-    findings = suite.finish(end)
-    result = RunResult(
-        run_dir=str(run_dir), status=status, steps=steps_done, final_loss=end["final_loss"], findings=findings,
-        start=start, digest=digest, stopped_by=stopped_by, max_grad_norm=digest.max_grad_norm,
-        detector_codes=suite.watching_codes(), config=config,
-    )
-    result.checks = evaluate_expectations(config, result)
     meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=steps_done,
                 step_time_ms=round(1000 * duration / max(steps_done, 1), 4), interrupted_by=flag.signal)
     write_json(run_dir / "meta.json", meta)
