@@ -99,6 +99,39 @@ def test_rejects_what_it_cannot_read(kernel_on):
 
 @needs_kernel
 @pytest.mark.parametrize("n", SIZES)
+def test_copy_and_difference_passes_against_numpy(kernel_on, n):
+    """A weight's copy with its norm, and its update with the norm after it: what the recorder reads."""
+    rng = np.random.default_rng(n + 7)
+    w = (rng.standard_normal(n) * 10).astype(np.float32)
+    copy = np.full(n, np.nan, dtype=np.float32)
+    sq = kernel_on.copy_sumsq(w, copy)
+    assert np.array_equal(copy, w)
+    assert sq == pytest.approx(float(np.dot(w.astype(np.float64), w)), rel=1e-6)
+    after = (w - np.float32(1e-3) * rng.standard_normal(n).astype(np.float32)).astype(np.float32)
+    diff, norm = kernel_on.diff_sumsq(after, w)
+    step = (after - w).astype(np.float64)  # the difference in float32, then widened: as the kernel takes it
+    assert diff == pytest.approx(float(np.dot(step, step)), rel=1e-6)
+    assert norm == pytest.approx(float(np.dot(after.astype(np.float64), after)), rel=1e-6)
+    after[n // 2] = np.inf
+    assert kernel_on.diff_sumsq(after, w)[1] == math.inf
+    with pytest.raises(ValueError):
+        kernel_on.diff_sumsq(w, w[:-1] if n > 1 else np.ones(2, dtype=np.float32))
+    with pytest.raises(TypeError):
+        kernel_on.copy_sumsq(w.astype(np.float64), copy)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("n", SIZES)
+def test_the_fingerprint_is_the_numpy_reference_for_every_size_and_dtype(kernel_on, dtype, n):
+    from nnprobe.probes.changes import _numpy_fingerprint
+
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    assert kernel_on.fingerprint(x) == _numpy_fingerprint(x)
+
+
+@needs_kernel
+@pytest.mark.parametrize("n", SIZES)
 def test_vector_statistics_against_numpy(kernel_on, n):
     """The gradients' and parameters' pass: exact extremes and zeros, sums to within their rounding."""
     rng = np.random.default_rng(n)

@@ -359,6 +359,36 @@ def test_the_fingerprint_sees_a_permutation_and_a_sign_flip():
     assert Fingerprint.of(nan).same(Fingerprint.of(nan.copy()))
 
 
+@pytest.mark.parametrize("kernel_on", [True, False])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_the_fingerprint_sees_every_kind_of_write_a_derivative_function_makes(kernel_on, dtype):
+    """One entry changed, a mask written over z, a negation, two entries swapped, one row moved: each
+    changes the fingerprint; a copy, or the same array read again, does not (kernel and NumPy alike)."""
+    from nnprobe.probes import kernel
+    from nnprobe.probes.changes import Fingerprint
+
+    was = kernel.in_use()
+    kernel.use(kernel_on)
+    try:
+        z = np.random.default_rng(3).standard_normal((64, 33)).astype(dtype)
+        before = Fingerprint.of(z)
+        assert before.same(Fingerprint.of(z)) and before.same(Fingerprint.of(z.copy()))
+        assert before.same(Fingerprint.of(np.asfortranarray(z)))  # the values in order, whatever the layout
+        writes = {
+            "one entry": lambda a: a.__setitem__((17, 5), a[17, 5] + 1),
+            "a 0/1 mask": lambda a: a.__setitem__(slice(None), (a > 0).astype(a.dtype)),
+            "negation": lambda a: np.negative(a, out=a),
+            "a swap": lambda a: a.__setitem__((0, [1, 2]), a[0, [2, 1]]),
+            "a row moved": lambda a: a.__setitem__(slice(None), np.roll(a, 1, axis=0)),
+        }
+        for what, write in writes.items():
+            changed = z.copy()
+            write(changed)
+            assert not before.same(Fingerprint.of(changed)), what
+    finally:
+        kernel.use(was)
+
+
 # ---------------------------------------------------------------- misuse, and the log stays whole
 
 

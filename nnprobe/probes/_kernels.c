@@ -34,6 +34,23 @@ typedef struct {
     int64_t positives, saturated, dead;
 } Stats;
 
+/* The fingerprint of a buffer: NH, the multilinear hash of UMAC, over its 32-bit words w with keys
+   k made from their positions: the sum, modulo 2^64, of (w[2j] + k[2j]) * (w[2j+1] + k[2j+1]) with
+   the additions modulo 2^32 and k[i] = i * FP_KEY + FP_OFFSET. One 32 x 32 -> 64-bit product per two
+   words keeps it at the speed of the read. Integer arithmetic makes it exact in any order of
+   summation; the position keys make a permutation show, the products a negation or a mask written
+   over the values. nnprobe.probes.changes computes the same number with NumPy where this kernel is
+   not built. */
+#define FP_KEY 0x9E3779B1u
+#define FP_OFFSET 0x7F4A7C15u
+
+static inline uint64_t
+fp_pair(uint32_t w0, uint32_t w1, uint32_t i)
+{
+    uint32_t a = w0 + i * FP_KEY + FP_OFFSET, b = w1 + (i + 1) * FP_KEY + FP_OFFSET;
+    return (uint64_t)a * b;
+}
+
 #ifdef HAVE_AVX2_KERNEL
 
 #define BLOCK 16 /* float32 additions per lane before a flush into float64 */
@@ -333,6 +350,108 @@ vector_avx2(const float *x, Py_ssize_t n, Stats *out)
     *out = r;
 }
 
+/* ||x||^2, copying x into dst as it is read: a weight's norm and the copy its update is measured
+   against, in one read. Summation as vector_avx2's (float32 blocks widened into float64 lanes). */
+__attribute__((target("avx2,fma"))) static double
+copy_sumsq_avx2(const float *x, float *dst, Py_ssize_t n)
+{
+    __m256 qa = _mm256_setzero_ps(), qb = qa;
+    __m256d qtot = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    while (i + 16 * BLOCK <= n) {
+        for (int k = 0; k < BLOCK; k++, i += 16) {
+            __m256 va = _mm256_loadu_ps(x + i), vb = _mm256_loadu_ps(x + i + 8);
+            _mm256_storeu_ps(dst + i, va);
+            _mm256_storeu_ps(dst + i + 8, vb);
+            qa = _mm256_add_ps(qa, _mm256_mul_ps(va, va));
+            qb = _mm256_add_ps(qb, _mm256_mul_ps(vb, vb));
+        }
+        qtot = widen_sum(qtot, _mm256_add_ps(qa, qb));
+        qa = qb = _mm256_setzero_ps();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        _mm256_storeu_ps(dst + i, v);
+        qa = _mm256_add_ps(qa, _mm256_mul_ps(v, v));
+    }
+    qtot = widen_sum(qtot, qa);
+    double q = hsum4(qtot);
+    for (; i < n; i++) {
+        dst[i] = x[i];
+        q += (double)x[i] * x[i];
+    }
+    return q;
+}
+
+/* ||a - b||^2 and ||a||^2 in one read of both: a weight's update (a: after, b: the copy from before)
+   and whether the weight after it is finite. The difference is taken in float32, as a - b in NumPy. */
+__attribute__((target("avx2,fma"))) static void
+diff_sumsq_avx2(const float *a, const float *b, Py_ssize_t n, double *diff, double *norm)
+{
+    __m256 da = _mm256_setzero_ps(), db = da, qa = da, qb = da;
+    __m256d dtot = _mm256_setzero_pd(), qtot = dtot;
+    Py_ssize_t i = 0;
+    while (i + 16 * BLOCK <= n) {
+        for (int k = 0; k < BLOCK; k++, i += 16) {
+            __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(a + i + 8);
+            __m256 ea = _mm256_sub_ps(va, _mm256_loadu_ps(b + i)), eb = _mm256_sub_ps(vb, _mm256_loadu_ps(b + i + 8));
+            da = _mm256_add_ps(da, _mm256_mul_ps(ea, ea));
+            db = _mm256_add_ps(db, _mm256_mul_ps(eb, eb));
+            qa = _mm256_add_ps(qa, _mm256_mul_ps(va, va));
+            qb = _mm256_add_ps(qb, _mm256_mul_ps(vb, vb));
+        }
+        dtot = widen_sum(dtot, _mm256_add_ps(da, db));
+        qtot = widen_sum(qtot, _mm256_add_ps(qa, qb));
+        da = db = qa = qb = _mm256_setzero_ps();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(a + i);
+        __m256 e = _mm256_sub_ps(v, _mm256_loadu_ps(b + i));
+        da = _mm256_add_ps(da, _mm256_mul_ps(e, e));
+        qa = _mm256_add_ps(qa, _mm256_mul_ps(v, v));
+    }
+    dtot = widen_sum(dtot, da);
+    qtot = widen_sum(qtot, qa);
+    double d = hsum4(dtot), q = hsum4(qtot);
+    for (; i < n; i++) {
+        float e = a[i] - b[i];
+        d += (double)e * e;
+        q += (double)a[i] * a[i];
+    }
+    *diff = d;
+    *norm = q;
+}
+
+/* NH over the first n words, n a multiple of 8; the caller adds the rest. */
+__attribute__((target("avx2,fma"))) static uint64_t
+fingerprint_avx2(const uint32_t *w, Py_ssize_t n)
+{
+    __m256i key = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                      _mm256_set1_epi32((int)FP_KEY)),
+                                   _mm256_set1_epi32((int)FP_OFFSET));
+    const __m256i step = _mm256_set1_epi32((int)(8u * FP_KEY));
+    __m256i h0 = _mm256_setzero_si256(), h1 = h0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
+        key = _mm256_add_epi32(key, step);
+        __m256i b = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 8)), key);
+        key = _mm256_add_epi32(key, step);
+        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
+        h1 = _mm256_add_epi64(h1, _mm256_mul_epu32(b, _mm256_srli_epi64(b, 32)));
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
+        key = _mm256_add_epi32(key, step);
+        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
+    }
+    uint64_t v[4], total = 0;
+    _mm256_storeu_si256((__m256i *)v, _mm256_add_epi64(h0, h1));
+    for (int k = 0; k < 4; k++)
+        total += v[k];
+    return total;
+}
+
 static int
 have_avx2(void)
 {
@@ -473,6 +592,88 @@ vector_stats(PyObject *self, PyObject *args)
 #endif
 }
 
+static PyObject *
+copy_sumsq(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "OO:copy_sumsq", &objs[0], &objs[1]) || need_avx2("copy_sumsq") < 0)
+        return NULL;
+#ifdef HAVE_AVX2_KERNEL
+    Py_buffer views[2];
+    const int writable[2] = {0, 1};
+    if (get_f32("copy_sumsq", 2, objs, writable, views) < 0)
+        return NULL;
+    if (views[0].len != views[1].len) {
+        release_all(views, 2);
+        PyErr_SetString(PyExc_ValueError, "copy_sumsq(): the arrays differ in size");
+        return NULL;
+    }
+    double q;
+    Py_BEGIN_ALLOW_THREADS
+    q = copy_sumsq_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float));
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    return PyFloat_FromDouble(q);
+#else
+    return NULL;
+#endif
+}
+
+static PyObject *
+diff_sumsq(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "OO:diff_sumsq", &objs[0], &objs[1]) || need_avx2("diff_sumsq") < 0)
+        return NULL;
+#ifdef HAVE_AVX2_KERNEL
+    Py_buffer views[2];
+    const int writable[2] = {0, 0};
+    if (get_f32("diff_sumsq", 2, objs, writable, views) < 0)
+        return NULL;
+    if (views[0].len != views[1].len) {
+        release_all(views, 2);
+        PyErr_SetString(PyExc_ValueError, "diff_sumsq(): the arrays differ in size");
+        return NULL;
+    }
+    double d, q;
+    Py_BEGIN_ALLOW_THREADS
+    diff_sumsq_avx2((const float *)views[0].buf, (const float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float),
+                    &d, &q);
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    return Py_BuildValue("(dd)", d, q);
+#else
+    return NULL;
+#endif
+}
+
+/* Any C-contiguous buffer, read as little-endian 32-bit words (the last ones zero-padded to a pair). */
+static PyObject *
+fingerprint(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    if (!PyArg_ParseTuple(args, "O:fingerprint", &obj) || need_avx2("fingerprint") < 0)
+        return NULL;
+#ifdef HAVE_AVX2_KERNEL
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    Py_ssize_t words = view.len / 4, done = words - words % 8;
+    uint64_t h;
+    Py_BEGIN_ALLOW_THREADS
+    h = fingerprint_avx2((const uint32_t *)view.buf, done);
+    uint32_t tail[10] = {0}; /* the last words, zero-padded to whole pairs */
+    memcpy(tail, (const char *)view.buf + 4 * done, (size_t)(view.len - 4 * done));
+    for (Py_ssize_t j = 0; done + j < (view.len + 3) / 4; j += 2)
+        h += fp_pair(tail[j], tail[j + 1], (uint32_t)(done + j));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(h);
+#else
+    return NULL;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"available", available, METH_NOARGS, "available() -> bool: this CPU runs the kernel (x86-64 with AVX2)."},
     {"stats", stats, METH_VARARGS,
@@ -483,6 +684,12 @@ static PyMethodDef methods[] = {
     {"vector_stats", vector_stats, METH_VARARGS,
      "vector_stats(a) -> (n, sum, sumsq, min, max, zeros)\n\n"
      "One read of a C-contiguous float32 gradient or parameter (two interleaved accumulator sets)."},
+    {"copy_sumsq", copy_sumsq, METH_VARARGS,
+     "copy_sumsq(a, out) -> sumsq: copy float32 a into out (same size) and return ||a||^2, in one read."},
+    {"diff_sumsq", diff_sumsq, METH_VARARGS,
+     "diff_sumsq(a, b) -> (||a - b||^2, ||a||^2): one read of two float32 arrays of the same size."},
+    {"fingerprint", fingerprint, METH_VARARGS,
+     "fingerprint(a) -> int: a position-keyed 64-bit hash (NH) of any C-contiguous buffer's bytes."},
     {NULL, NULL, 0, NULL},
 };
 

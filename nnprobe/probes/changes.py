@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnprobe.probes import statistics as probes
+from nnprobe.probes import kernel, statistics as probes
 
 
 def as_float(arr: np.ndarray) -> np.ndarray:
@@ -21,60 +21,67 @@ def as_float(arr: np.ndarray) -> np.ndarray:
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
 
 
+#: the fingerprint's key constants (FP_KEY and FP_OFFSET in _kernels.c)
+_KEY = np.uint32(0x9E3779B1)
+_OFFSET = np.uint32(0x7F4A7C15)
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    """One dot product with position weights 1, 2, ..., 1024, 1, 2, ...: it changes when the entries are
-    overwritten, permuted or negated (a 0/1 mask written over z, a sign flip), at the cost of one read."""
+    """A 64-bit hash (NH, with keys made from the positions) of a tensor's bytes: it changes when the
+    entries are overwritten, permuted or negated (a 0/1 mask written over z, a sign flip), at the
+    cost of one read. Integer arithmetic: exact, whatever the order of summation."""
 
-    weighted: float
+    value: int
 
     @classmethod
     def of(cls, arr: np.ndarray) -> "Fingerprint":
-        flat = as_float(arr).reshape(-1)
-        if flat.dtype == np.float16:  # a float16 dot product overflows at 65504
-            flat = flat.astype(np.float32)
-        return cls(float(np.dot(flat, _ramp(flat.size, flat.dtype))))
+        arr = np.ascontiguousarray(arr)
+        if kernel.active is not None:
+            return cls(kernel.active.fingerprint(arr))
+        return cls(_numpy_fingerprint(arr))
 
     def same(self, other: "Fingerprint") -> bool:
-        x, y = self.weighted, other.weighted
-        return x == y or (math.isnan(x) and math.isnan(y))
+        return self.value == other.value
 
 
-_ramps: dict[tuple[int, str], np.ndarray] = {}
-
-
-def _ramp(n: int, dtype: np.dtype) -> np.ndarray:
-    """1, 2, ..., 1024, 1, 2, ... (exact in float16 and up), cached per size."""
-    key = (n, dtype.char)
-    ramp = _ramps.get(key)
-    if ramp is None:
-        if len(_ramps) > 64:
-            _ramps.clear()
-        ramp = _ramps[key] = (np.arange(n) % 1024 + 1).astype(dtype)
-    return ramp
+def _numpy_fingerprint(arr: np.ndarray) -> int:
+    """The kernel's fingerprint in NumPy: the bytes as little-endian 32-bit words, zero-padded to whole
+    pairs; the sum modulo 2^64 of (w[2j] + k[2j]) * (w[2j+1] + k[2j+1]), k[i] = i * KEY + OFFSET mod 2^32."""
+    raw = arr.reshape(-1).view(np.uint8)
+    if raw.size % 8:
+        raw = np.concatenate([raw, np.zeros(8 - raw.size % 8, dtype=np.uint8)])
+    words = raw.view("<u4")
+    keyed = (words + (np.arange(words.size, dtype=np.uint32) * _KEY + _OFFSET)).astype(np.uint64)
+    return int(np.sum(keyed[0::2] * keyed[1::2], dtype=np.uint64))
 
 
 class UpdateTracker:
     """A weight's value at one step, kept to measure the update applied to it: ||W_after - W_before||.
 
     A loop that updates in place (`W -= lr * dW`) shows the update by the end of the step; one that
-    rebinds (`W = W - lr * dW`) hands the new array over at the next step. The copy and the
-    difference go into two buffers allocated once and reused.
+    rebinds (`W = W - lr * dW`) hands the new array over at the next step. The copy goes into a
+    buffer allocated once and reused. Where the kernel runs (float32), keeping W also gives ||W||^2
+    and measuring the update also gives ||W_after||^2, from the same reads.
     """
 
     def __init__(self) -> None:
         self._before: Optional[np.ndarray] = None
-        self._diff: Optional[np.ndarray] = None
+        self._diff: Optional[np.ndarray] = None  # NumPy path only: W_after - W_before
         self._source: Optional[np.ndarray] = None  # the array handed over, to see an in-place update
         self.norm_before: Optional[float] = None  # ||W_before||, set by whoever took W's statistics
+        self.after_finite: Optional[bool] = None  # whether the measured W_after is finite, where known
         self._measured = True  # nothing kept yet
 
-    def keep(self, W: np.ndarray) -> None:
+    def keep(self, W: np.ndarray) -> Optional[float]:
+        """Copy W; ||W||^2 when the copy read it (the kernel's path), else None."""
         if self._before is None or self._before.shape != W.shape or self._before.dtype != W.dtype:
             self._before = np.empty(W.shape, dtype=W.dtype)
-            self._diff = np.empty(W.shape, dtype=W.dtype)
-        np.copyto(self._before, W)
         self._source, self._measured = W, False
+        if _kernel_reads(W):
+            return kernel.active.copy_sumsq(W, self._before)
+        np.copyto(self._before, W)
+        return None
 
     def in_place(self) -> Optional[float]:
         """||W_after - W_before|| of the array handed over, if the step changed it; else None."""
@@ -90,8 +97,20 @@ class UpdateTracker:
         return self._measure(W)
 
     def _measure(self, W: np.ndarray) -> float:
-        np.subtract(W, self._before, out=self._diff, casting="unsafe")
-        sq = probes.sq_norm(self._diff)
+        if _kernel_reads(W) and W.dtype == self._before.dtype:
+            sq, after = kernel.active.diff_sumsq(W, self._before)
+            self.after_finite = after < math.inf
+        else:
+            if self._diff is None or self._diff.shape != W.shape or self._diff.dtype != self._before.dtype:
+                self._diff = np.empty(W.shape, dtype=self._before.dtype)
+            np.subtract(W, self._before, out=self._diff, casting="unsafe")
+            sq = probes.sq_norm(self._diff)
+            self.after_finite = None
         if sq != 0.0:
             self._measured = True  # the kept value's update is known; a later step keeps anew
         return math.sqrt(sq) if sq < math.inf else math.inf
+
+
+def _kernel_reads(arr: np.ndarray) -> bool:
+    """Whether the kernel takes this array as it is: float32, C-contiguous, not empty."""
+    return kernel.active is not None and arr.dtype == np.float32 and arr.flags.c_contiguous and arr.size > 0

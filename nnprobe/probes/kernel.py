@@ -74,6 +74,18 @@ class Kernel:
     def vector(self, x: np.ndarray) -> VectorMoments:
         return VectorMoments._make(_kernels.vector_stats(x))
 
+    def copy_sumsq(self, x: np.ndarray, out: np.ndarray) -> float:
+        """Copy float32 `x` into `out` (same size) and return ||x||^2, in one read."""
+        return _kernels.copy_sumsq(x, out)
+
+    def diff_sumsq(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        """(||a - b||^2, ||a||^2) of two float32 arrays of the same size, in one read of each."""
+        return _kernels.diff_sumsq(a, b)
+
+    def fingerprint(self, x: np.ndarray) -> int:
+        """A position-keyed 32-bit hash of the bytes of any C-contiguous array (probes.changes.Fingerprint)."""
+        return _kernels.fingerprint(x)
+
 
 _KERNEL = Kernel() if _kernels is not None and _kernels.available() else None
 

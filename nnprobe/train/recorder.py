@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -85,8 +86,17 @@ class LayerGiven:
     activation: Optional[str]
     shapes: dict[str, tuple]
     arrays: dict[str, np.ndarray]  # held until the step ends: the in-place check and the update
-    prints: dict[str, changes.Fingerprint] = field(default_factory=dict)
+    prints: dict[str, changes.Fingerprint] = field(default_factory=dict)  # z and a when handed over
+    changed: list[str] = field(default_factory=list)  # those of them written into since
     rebound_norm: Optional[float] = None  # ||W - W_before||, when the loop handed a new W array over
+
+    def check_writes(self) -> None:
+        """Compare z and a with their fingerprints: once their gradients are given (a derivative function
+        that writes into its argument has run by then), or at the end of the step."""
+        for key, fp in self.prints.items():
+            if not fp.same(changes.Fingerprint.of(self.arrays[key])):
+                self.changed.append(key)
+        self.prints = {}
 
 
 class Step:
@@ -187,6 +197,7 @@ class Step:
         given.shapes.update({k: v.shape for k, v in arrays.items()})
         self.grads_given.add(name)
         self.builder.grads(name, gW=arrays.get("gW"), gb=arrays.get("gb"))
+        given.check_writes()  # z and a are still in the cache: the backward pass just read them
         if self._rec._layout.all_grads_given(self.grads_given):
             self.builder.before_update()  # the update comes next: settle what needs the tensors unchanged
 
@@ -416,17 +427,20 @@ class Recorder:
         arrays = given.arrays
         W = arrays.get("W")
         tracker = self._trackers.setdefault(given.name, changes.UpdateTracker()) if W is not None else None
+        W_given = W
         if tracker is not None:
             given.rebound_norm = tracker.rebound(W)
+            if step.full:
+                sq = tracker.keep(W)  # the copy the update is measured against; ||W||^2 from the same read
+                if sq is not None and sq < math.inf and not step.builder.weight_distribution:
+                    W_given = {"norm": math.sqrt(sq), "nonfinite": 0}
         a_from_z = "identity" if arrays.get("a") is not None and arrays.get("a") is arrays.get("z") else "other"
-        step.builder.layer(given.name, z=arrays.get("z"), a=arrays.get("a"), W=W, b=arrays.get("b"),
+        step.builder.layer(given.name, z=arrays.get("z"), a=arrays.get("a"), W=W_given, b=arrays.get("b"),
                            saturation=SATURATION.get(given.activation or ""), a_from_z=a_from_z)
         if step.full:
             for key in ("z", "a"):
                 if key in arrays and not (key == "a" and a_from_z == "identity"):
                     given.prints[key] = changes.Fingerprint.of(arrays[key])
-            if tracker is not None:
-                tracker.keep(W)
 
     def _take_loss(self, step: Step, value: float, outputs, targets) -> None:
         loss_in = None
@@ -487,14 +501,21 @@ class Recorder:
         builder.before_update()
         for g in step.layers:
             W, b = g.arrays.get("W"), g.arrays.get("b")
-            norm = self._trackers[g.name].in_place() if W is not None and step.full else None
+            W_after = W
+            if W is not None and step.full:
+                tracker = self._trackers[g.name]
+                norm = tracker.in_place()
+                if norm is not None and tracker.after_finite is not None:
+                    W_after = tracker.after_finite  # known from the read that measured the update
+            else:
+                norm = None
             if W is not None or b is not None:
-                builder.update(g.name, W_after=W, b_after=b, norm=norm)
+                builder.update(g.name, W_after=W_after, b_after=b, norm=norm)
         record = builder.record()
         for g, layer in zip(step.layers, record.get("layers") or []):
-            changed = [k for k, fp in g.prints.items() if not fp.same(changes.Fingerprint.of(g.arrays[k]))]
-            if changed:
-                layer["changed_after_forward"] = changed
+            g.check_writes()
+            if g.changed:
+                layer["changed_after_forward"] = g.changed
             tracker = self._trackers.get(g.name)
             if tracker is not None:
                 before = tracker.norm_before
