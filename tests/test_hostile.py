@@ -372,6 +372,35 @@ def test_disk_full_ends_in_a_message_and_consistent_metadata(tmp_path, monkeypat
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+def test_disk_full_under_the_recorder_is_one_error_and_a_log_diagnose_reads(tmp_path, monkeypatch):
+    """A full disk under nnprobe.Recorder reached the person's loop as a bare OSError from deep inside
+    the log writer, meta.json stayed "running", and the `with` block then failed again on its end record."""
+    import nnprobe
+    from nnprobe.diagnose.load import load_run
+
+    failing_writes(monkeypatch, after_bytes=40_000)
+    rng = np.random.default_rng(0)
+    X, W = rng.standard_normal((32, 4)), rng.standard_normal((4, 3))
+    steps_taken = 0
+    with pytest.raises(RunDirError) as info:
+        with nnprobe.Recorder(tmp_path / "run", loss="mse") as rec:
+            for _ in range(2000):
+                with rec.step() as s:
+                    z = X @ W
+                    s.layer("dense", z=z, a=z, W=W)
+                    s.loss(float(np.mean(z ** 2)))
+                    s.grads("dense", gW=X.T @ z / 32)
+                    W -= 0.01 * X.T @ z / 32
+                steps_taken += 1
+    message = str(info.value)
+    assert "No space left on device" in message and "Recorder(out=...)" in message and "diagnose" in message
+    assert rec.result.status == "failed" and steps_taken < 2000
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    on_disk = step_lines(tmp_path / "run")
+    assert meta["status"] == "failed" and meta["steps"] == on_disk > 0
+    assert load_run(tmp_path / "run").steps == on_disk  # every complete record reads back
+
+
 def test_file_size_limit_leaves_meta_counting_the_steps_on_disk(tmp_path):
     """After EFBIG meta.json said 63 steps where the log held 44. A real RLIMIT_FSIZE, in a child process."""
     resource = pytest.importorskip("resource")

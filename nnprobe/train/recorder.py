@@ -355,7 +355,8 @@ class Recorder:
         if self._run is not None:
             raise RecorderError("this Recorder was already used; make a new one for every run.")
         config = recorded_config(self.name, self.loss_kind, self.every, self.stop_on)
-        self._run = RecordedRun(config, next_free_dir(self.out), extra_meta={"recorded": dict(self.arguments)})
+        self._run = RecordedRun(config, next_free_dir(self.out), extra_meta={"recorded": dict(self.arguments)},
+                                remedy="choose a writable directory for Recorder(out=...)")
         self._catch_sigterm()
         return self
 

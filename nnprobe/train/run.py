@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from nnprobe.data import load_dataset
 from nnprobe.diagnose.detectors import DetectorSuite
 from nnprobe.diagnose.digest import Digest
 from nnprobe.diagnose.observers import RecordObservers
-from nnprobe.errors import DataError, RunDirError
+from nnprobe.errors import DataError
 from nnprobe.footprint import check_data_footprint
 from nnprobe.result import RunResult
 from nnprobe.rngs import data_rng
@@ -24,6 +23,7 @@ from nnprobe.train.recorded import analysed_result, end_record
 from nnprobe.train.rundir import metadata, new_run_dir, now, write_json
 from nnprobe.train.runlog import LogWriter
 from nnprobe.train.signals import StopFlag, catch_signals
+from nnprobe.train.write_errors import could_not_write, is_write_error, record_failure
 
 ProgressFn = Callable[[int, int, float], None]
 
@@ -61,19 +61,11 @@ def train(config: Config, out_dir: Optional[Path] = None, *, progress: Optional[
             writer = LogWriter(run_dir / "steps.jsonl")
             return _record(config, trainer, run_dir, meta, writer, flag, progress)
         except OSError as exc:
-            if writer is not None and exc.errno not in _WRITE_ERRORS:
+            if writer is not None and not is_write_error(exc):
                 raise  # not a write that failed (user code, say): _record has ended the run as failed
             written = writer.steps_written if writer is not None else 0
-            _record_failure(run_dir, meta, writer, written, f"{exc.strerror or exc}")
-            raise RunDirError(
-                f"{run_dir}: could not write the run ({exc.strerror or exc}{_filename(exc)}); training stopped. "
-                f"{written} step records are complete in steps.jsonl and `nnprobe diagnose {run_dir}` reads them. "
-                "Free disk space, raise the file-size limit, or choose a writable directory with --out."
-            ) from None
-
-
-#: what a full disk, a file-size limit, a quota or a read-only or failing file system raise
-_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+            record_failure(run_dir, meta, writer, written, f"{exc.strerror or exc}")
+            raise could_not_write(run_dir, exc, written, "choose a writable directory with --out") from None
 
 
 def _end_after_exception(writer: LogWriter, run_dir: Path, meta: dict, steps_done: int, t0: float) -> None:
@@ -83,27 +75,6 @@ def _end_after_exception(writer: LogWriter, run_dir: Path, meta: dict, steps_don
     try:
         writer.write({"type": "end", "status": status, "steps": steps_done, "final_loss": None, "stopped_by": None})
         writer.close()
-        write_json(run_dir / "meta.json", meta)
-    except OSError:
-        pass
-
-
-def _filename(exc: OSError) -> str:
-    return f": {Path(exc.filename).name}" if exc.filename else ""
-
-
-def _record_failure(run_dir: Path, meta: dict, writer: Optional[LogWriter], steps: int, error: str) -> None:
-    """Best effort after a failed write: end the log and mark meta.json failed, never hiding the first error."""
-    if writer is not None:
-        try:
-            writer.discard_held()
-            writer.write({"type": "end", "status": "failed", "steps": steps, "final_loss": None, "stopped_by": None})
-        except OSError:
-            pass
-        finally:
-            writer.abandon()
-    meta.update(status="failed", ended=now(), steps=steps, error=error)
-    try:
         write_json(run_dir / "meta.json", meta)
     except OSError:
         pass
@@ -146,7 +117,7 @@ def _record(config: Config, trainer: Trainer, run_dir: Path, meta: dict, writer:
             writer.write(end)
             writer.close()
     except OSError as exc:
-        if exc.errno in _WRITE_ERRORS:
+        if is_write_error(exc):
             raise  # train() records what it can and says what failed
         _end_after_exception(writer, run_dir, meta, steps_done, t0)
         raise
