@@ -112,6 +112,10 @@ def test_copy_and_difference_passes_against_numpy(kernel_on, n):
     step = (after - w).astype(np.float64)  # the difference in float32, then widened: as the kernel takes it
     assert diff == pytest.approx(float(np.dot(step, step)), rel=1e-6)
     assert norm == pytest.approx(float(np.dot(after.astype(np.float64), after)), rel=1e-6)
+    kept = w.copy()
+    diff_c, norm_c, print_c = kernel_on.diff_copy(after, kept)  # the same sums, plus the copy and the fingerprint
+    assert (diff_c, norm_c) == (diff, norm) and np.array_equal(kept, after)
+    assert print_c == kernel_on.fingerprint(after)
     after[n // 2] = np.inf
     assert kernel_on.diff_sumsq(after, w)[1] == math.inf
     with pytest.raises(ValueError):

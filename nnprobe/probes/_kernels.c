@@ -422,34 +422,107 @@ diff_sumsq_avx2(const float *a, const float *b, Py_ssize_t n, double *diff, doub
     *norm = q;
 }
 
-/* NH over the first n words, n a multiple of 8; the caller adds the rest. */
-__attribute__((target("avx2,fma"))) static uint64_t
-fingerprint_avx2(const uint32_t *w, Py_ssize_t n)
+/* NH of 16 words at once into two accumulators (fingerprint_avx2's inner step). */
+__attribute__((target("avx2,fma"))) static inline void
+nh16(__m256i wa, __m256i wb, __m256i *key, __m256i step, __m256i *h0, __m256i *h1)
 {
-    __m256i key = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                      _mm256_set1_epi32((int)FP_KEY)),
-                                   _mm256_set1_epi32((int)FP_OFFSET));
-    const __m256i step = _mm256_set1_epi32((int)(8u * FP_KEY));
-    __m256i h0 = _mm256_setzero_si256(), h1 = h0;
-    Py_ssize_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
-        key = _mm256_add_epi32(key, step);
-        __m256i b = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 8)), key);
-        key = _mm256_add_epi32(key, step);
-        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
-        h1 = _mm256_add_epi64(h1, _mm256_mul_epu32(b, _mm256_srli_epi64(b, 32)));
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
-        key = _mm256_add_epi32(key, step);
-        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
-    }
+    __m256i a = _mm256_add_epi32(wa, *key);
+    *key = _mm256_add_epi32(*key, step);
+    __m256i b = _mm256_add_epi32(wb, *key);
+    *key = _mm256_add_epi32(*key, step);
+    *h0 = _mm256_add_epi64(*h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
+    *h1 = _mm256_add_epi64(*h1, _mm256_mul_epu32(b, _mm256_srli_epi64(b, 32)));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256i
+nh_first_keys(void)
+{
+    return _mm256_add_epi32(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)FP_KEY)),
+                            _mm256_set1_epi32((int)FP_OFFSET));
+}
+
+__attribute__((target("avx2,fma"))) static inline uint64_t
+nh_total(__m256i h0, __m256i h1)
+{
     uint64_t v[4], total = 0;
     _mm256_storeu_si256((__m256i *)v, _mm256_add_epi64(h0, h1));
     for (int k = 0; k < 4; k++)
         total += v[k];
     return total;
+}
+
+/* The end of a step for a weight updated in place: ||a - b||^2, ||a||^2 and the fingerprint of a,
+   and a copied into b, in one read of each (a: the weight after the update, b: its copy from
+   before, which becomes the copy the next step's update is measured against). */
+__attribute__((target("avx2,fma"))) static void
+diff_copy_avx2(const float *a, float *b, Py_ssize_t n, double *diff, double *norm, uint64_t *print)
+{
+    __m256 da = _mm256_setzero_ps(), db = da, qa = da, qb = da;
+    __m256d dtot = _mm256_setzero_pd(), qtot = dtot;
+    __m256i key = nh_first_keys(), h0 = _mm256_setzero_si256(), h1 = h0;
+    const __m256i step = _mm256_set1_epi32((int)(8u * FP_KEY));
+    Py_ssize_t i = 0;
+    while (i + 16 * BLOCK <= n) {
+        for (int k = 0; k < BLOCK; k++, i += 16) {
+            __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(a + i + 8);
+            __m256 ea = _mm256_sub_ps(va, _mm256_loadu_ps(b + i)), eb = _mm256_sub_ps(vb, _mm256_loadu_ps(b + i + 8));
+            _mm256_storeu_ps(b + i, va);
+            _mm256_storeu_ps(b + i + 8, vb);
+            da = _mm256_add_ps(da, _mm256_mul_ps(ea, ea));
+            db = _mm256_add_ps(db, _mm256_mul_ps(eb, eb));
+            qa = _mm256_add_ps(qa, _mm256_mul_ps(va, va));
+            qb = _mm256_add_ps(qb, _mm256_mul_ps(vb, vb));
+            nh16(_mm256_castps_si256(va), _mm256_castps_si256(vb), &key, step, &h0, &h1);
+        }
+        dtot = widen_sum(dtot, _mm256_add_ps(da, db));
+        qtot = widen_sum(qtot, _mm256_add_ps(qa, qb));
+        da = db = qa = qb = _mm256_setzero_ps();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(a + i);
+        __m256 e = _mm256_sub_ps(v, _mm256_loadu_ps(b + i));
+        _mm256_storeu_ps(b + i, v);
+        da = _mm256_add_ps(da, _mm256_mul_ps(e, e));
+        qa = _mm256_add_ps(qa, _mm256_mul_ps(v, v));
+        __m256i w = _mm256_add_epi32(_mm256_castps_si256(v), key);
+        key = _mm256_add_epi32(key, step);
+        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(w, _mm256_srli_epi64(w, 32)));
+    }
+    dtot = widen_sum(dtot, da);
+    qtot = widen_sum(qtot, qa);
+    double d = hsum4(dtot), q = hsum4(qtot);
+    uint64_t h = nh_total(h0, h1);
+    uint32_t tail[8] = {0};
+    memcpy(tail, a + i, (size_t)(n - i) * sizeof(float));
+    for (Py_ssize_t j = 0; i + j < n; j += 2)
+        h += fp_pair(tail[j], tail[j + 1], (uint32_t)(i + j));
+    for (; i < n; i++) {
+        float e = a[i] - b[i];
+        d += (double)e * e;
+        q += (double)a[i] * a[i];
+        b[i] = a[i];
+    }
+    *diff = d;
+    *norm = q;
+    *print = h;
+}
+
+/* NH over the first n words, n a multiple of 8; the caller adds the rest. */
+__attribute__((target("avx2,fma"))) static uint64_t
+fingerprint_avx2(const uint32_t *w, Py_ssize_t n)
+{
+    __m256i key = nh_first_keys(), h0 = _mm256_setzero_si256(), h1 = h0;
+    const __m256i step = _mm256_set1_epi32((int)(8u * FP_KEY));
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        nh16(_mm256_loadu_si256((const __m256i *)(w + i)), _mm256_loadu_si256((const __m256i *)(w + i + 8)), &key,
+             step, &h0, &h1);
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
+        key = _mm256_add_epi32(key, step);
+        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
+    }
+    return nh_total(h0, h1);
 }
 
 static int
@@ -647,6 +720,35 @@ diff_sumsq(PyObject *self, PyObject *args)
 #endif
 }
 
+static PyObject *
+diff_copy(PyObject *self, PyObject *args)
+{
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "OO:diff_copy", &objs[0], &objs[1]) || need_avx2("diff_copy") < 0)
+        return NULL;
+#ifdef HAVE_AVX2_KERNEL
+    Py_buffer views[2];
+    const int writable[2] = {0, 1};
+    if (get_f32("diff_copy", 2, objs, writable, views) < 0)
+        return NULL;
+    if (views[0].len != views[1].len) {
+        release_all(views, 2);
+        PyErr_SetString(PyExc_ValueError, "diff_copy(): the arrays differ in size");
+        return NULL;
+    }
+    double d, q;
+    uint64_t h;
+    Py_BEGIN_ALLOW_THREADS
+    diff_copy_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float), &d,
+                   &q, &h);
+    Py_END_ALLOW_THREADS
+    release_all(views, 2);
+    return Py_BuildValue("(ddK)", d, q, (unsigned long long)h);
+#else
+    return NULL;
+#endif
+}
+
 /* Any C-contiguous buffer, read as little-endian 32-bit words (the last ones zero-padded to a pair). */
 static PyObject *
 fingerprint(PyObject *self, PyObject *args)
@@ -688,6 +790,8 @@ static PyMethodDef methods[] = {
      "copy_sumsq(a, out) -> sumsq: copy float32 a into out (same size) and return ||a||^2, in one read."},
     {"diff_sumsq", diff_sumsq, METH_VARARGS,
      "diff_sumsq(a, b) -> (||a - b||^2, ||a||^2): one read of two float32 arrays of the same size."},
+    {"diff_copy", diff_copy, METH_VARARGS,
+     "diff_copy(a, b) -> (||a - b||^2, ||a||^2, fingerprint(a)), then copies a into b: one read of each."},
     {"fingerprint", fingerprint, METH_VARARGS,
      "fingerprint(a) -> int: a position-keyed 64-bit hash (NH) of any C-contiguous buffer's bytes."},
     {NULL, NULL, 0, NULL},

@@ -82,6 +82,10 @@ class Kernel:
         """(||a - b||^2, ||a||^2) of two float32 arrays of the same size, in one read of each."""
         return _kernels.diff_sumsq(a, b)
 
+    def diff_copy(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+        """(||a - b||^2, ||a||^2, fingerprint(a)) of two float32 arrays of the same size; then a is copied into b."""
+        return _kernels.diff_copy(a, b)
+
     def fingerprint(self, x: np.ndarray) -> int:
         """A position-keyed 32-bit hash of the bytes of any C-contiguous array (probes.changes.Fingerprint)."""
         return _kernels.fingerprint(x)
