@@ -472,3 +472,33 @@ def test_a_layers_own_forward_pass_gives_the_reference_statistics(activation, sh
     check_moments(a_stats, ref_stats(layer.a), layer.a, "float32")
     assert a_stats["zero_frac"] == np.count_nonzero(layer.a == 0) / layer.a.size
     assert a_stats["dead"] == ref_dead(layer.z)
+
+
+PROBABILITIES = {
+    "softmax rows": np.random.default_rng(4).dirichlet(np.ones(10), size=64),
+    "exact 0 and 1": np.array([0.0, 1.0, 0.5, 0.25]),
+    "a ReLU output above 1": np.array([0.0, 3.5, 0.2, 1.0, 0.0]),
+    "negative": np.array([-0.25, 0.5, 0.75]),
+    "NaN": np.array([0.0, 1.0, 0.5, 2.0, -1.0, np.nan]),
+    "inf": np.array([np.inf, 0.0, 1.0]),
+    "-inf": np.array([-np.inf, 0.3]),
+}
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(PROBABILITIES))
+def test_probability_counts_against_numpy(case, dtype, use_kernel):
+    """The counts the log-zero detector reads are exact, whichever shortcut the extremes allow."""
+    was = kernel.in_use()
+    kernel.use(use_kernel)
+    try:
+        p = PROBABILITIES[case].astype(dtype)
+        with np.errstate(all="ignore"):
+            got = probes.probability_stats(p, 0.0, False)
+    finally:
+        kernel.use(was)
+    assert got["n"] == p.size and got["n_zero"] == int(np.sum(p == 0)) and got["n_one"] == int(np.sum(p == 1))
+    assert got["n_outside"] == int(np.sum((p < 0) | (p > 1)))
+    if np.isfinite(p).all():
+        assert (got["min"], got["max"]) == (float(p.min()), float(p.max()))

@@ -556,13 +556,26 @@ def probability_stats(p: np.ndarray, epsilon: float, two_sided: bool) -> dict:
         n_below = int(np.count_nonzero(p < epsilon))
         if two_sided:
             n_below += int(np.count_nonzero(p > 1 - epsilon))
+    if _kernel_for(p) and p.flags.c_contiguous:
+        m = kernel.active.moments(p)  # min, max and the zero count in one read
+        finite = m.sumsq < INF
+        mn, mx, n_zero = m.min, m.max, m.zeros
+    else:
+        mn, mx = float(p.min()), float(p.max())
+        finite = math.isfinite(mn) and math.isfinite(mx)
+        n_zero = int(np.count_nonzero(p == 0)) if finite and mn <= 0 else 0
+    if not finite:  # NaN or inf among them: count everything
+        return {"n": int(p.size), "min": float(p.min()), "max": float(p.max()),
+                "n_zero": int(np.count_nonzero(p == 0)), "n_one": int(np.count_nonzero(p == 1)),
+                "n_outside": int(np.count_nonzero((p < 0) | (p > 1))), "n_below_eps": n_below}
+    # the extremes say which counts can be non-zero: probabilities inside (0, 1) need none
     return {
         "n": int(p.size),
-        "min": float(p.min()),
-        "max": float(p.max()),
-        "n_zero": int(np.count_nonzero(p == 0)),
-        "n_one": int(np.count_nonzero(p == 1)),
-        "n_outside": int(np.count_nonzero((p < 0) | (p > 1))),
+        "min": mn,
+        "max": mx,
+        "n_zero": n_zero,
+        "n_one": int(np.count_nonzero(p == 1)) if mx >= 1 else 0,
+        "n_outside": int(np.count_nonzero((p < 0) | (p > 1))) if mn < 0 or mx > 1 else 0,
         "n_below_eps": n_below,
     }
 
