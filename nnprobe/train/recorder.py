@@ -207,6 +207,14 @@ class LayerSpec:
     name: str
     activation: Optional[str]
     shapes: dict[str, tuple]
+    _by_kinds: dict = field(default_factory=dict)
+
+    def of_kinds(self, kinds: tuple) -> dict[str, tuple]:
+        """The first step's shapes of the forward (TENSORS) or gradient (GRADIENTS) tensors."""
+        got = self._by_kinds.get(kinds)
+        if got is None:
+            got = self._by_kinds[kinds] = {k: v for k, v in self.shapes.items() if k in kinds}
+        return got
 
 
 def _same_shape(kind: str, first: tuple, now: tuple) -> bool:
@@ -249,6 +257,8 @@ class Layout:
                                               if any(k in s.shapes for k in GRADIENTS))
 
     def _compare(self, where: str, spec: LayerSpec, activation, shapes: dict, kinds: tuple) -> None:
+        if activation == spec.activation and shapes == spec.of_kinds(kinds):
+            return  # the same tensors and shapes as the first step: the usual case, one comparison
         if activation != spec.activation:
             raise RecorderError(f"{where}: activation={activation!r}, but the first step gave {spec.activation!r}.")
         first = {k for k in spec.shapes if k in kinds}
@@ -427,7 +437,11 @@ class Recorder:
     def _take_layer(self, step: Step, given: LayerGiven) -> None:
         arrays = given.arrays
         W = arrays.get("W")
-        tracker = self._trackers.setdefault(given.name, changes.UpdateTracker()) if W is not None else None
+        tracker = None
+        if W is not None:
+            tracker = self._trackers.get(given.name)
+            if tracker is None:
+                tracker = self._trackers[given.name] = changes.UpdateTracker()
         W_given = W
         if tracker is not None:
             given.rebound_norm = tracker.rebound(W)
