@@ -665,22 +665,32 @@ vector_stats(PyObject *self, PyObject *args)
 #endif
 }
 
+/* The two same-size C-contiguous float32 arrays of a two-array entry point (the second writable if
+   asked), taken together; -1 with an exception set otherwise. */
+static int
+get_pair(const char *name, PyObject *args, int second_writable, Py_buffer views[2])
+{
+    PyObject *objs[2];
+    if (!PyArg_UnpackTuple(args, name, 2, 2, &objs[0], &objs[1]) || need_avx2(name) < 0)
+        return -1;
+    const int writable[2] = {0, second_writable};
+    if (get_f32(name, 2, objs, writable, views) < 0)
+        return -1;
+    if (views[0].len != views[1].len) {
+        release_all(views, 2);
+        PyErr_Format(PyExc_ValueError, "%s(): the arrays differ in size", name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 copy_sumsq(PyObject *self, PyObject *args)
 {
-    PyObject *objs[2];
-    if (!PyArg_ParseTuple(args, "OO:copy_sumsq", &objs[0], &objs[1]) || need_avx2("copy_sumsq") < 0)
-        return NULL;
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[2];
-    const int writable[2] = {0, 1};
-    if (get_f32("copy_sumsq", 2, objs, writable, views) < 0)
+    if (get_pair("copy_sumsq", args, 1, views) < 0)
         return NULL;
-    if (views[0].len != views[1].len) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, "copy_sumsq(): the arrays differ in size");
-        return NULL;
-    }
     double q;
     Py_BEGIN_ALLOW_THREADS
     q = copy_sumsq_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float));
@@ -688,6 +698,7 @@ copy_sumsq(PyObject *self, PyObject *args)
     release_all(views, 2);
     return PyFloat_FromDouble(q);
 #else
+    need_avx2("copy_sumsq");
     return NULL;
 #endif
 }
@@ -695,19 +706,10 @@ copy_sumsq(PyObject *self, PyObject *args)
 static PyObject *
 diff_sumsq(PyObject *self, PyObject *args)
 {
-    PyObject *objs[2];
-    if (!PyArg_ParseTuple(args, "OO:diff_sumsq", &objs[0], &objs[1]) || need_avx2("diff_sumsq") < 0)
-        return NULL;
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[2];
-    const int writable[2] = {0, 0};
-    if (get_f32("diff_sumsq", 2, objs, writable, views) < 0)
+    if (get_pair("diff_sumsq", args, 0, views) < 0)
         return NULL;
-    if (views[0].len != views[1].len) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, "diff_sumsq(): the arrays differ in size");
-        return NULL;
-    }
     double d, q;
     Py_BEGIN_ALLOW_THREADS
     diff_sumsq_avx2((const float *)views[0].buf, (const float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float),
@@ -716,6 +718,7 @@ diff_sumsq(PyObject *self, PyObject *args)
     release_all(views, 2);
     return Py_BuildValue("(dd)", d, q);
 #else
+    need_avx2("diff_sumsq");
     return NULL;
 #endif
 }
@@ -723,19 +726,10 @@ diff_sumsq(PyObject *self, PyObject *args)
 static PyObject *
 diff_copy(PyObject *self, PyObject *args)
 {
-    PyObject *objs[2];
-    if (!PyArg_ParseTuple(args, "OO:diff_copy", &objs[0], &objs[1]) || need_avx2("diff_copy") < 0)
-        return NULL;
 #ifdef HAVE_AVX2_KERNEL
     Py_buffer views[2];
-    const int writable[2] = {0, 1};
-    if (get_f32("diff_copy", 2, objs, writable, views) < 0)
+    if (get_pair("diff_copy", args, 1, views) < 0)
         return NULL;
-    if (views[0].len != views[1].len) {
-        release_all(views, 2);
-        PyErr_SetString(PyExc_ValueError, "diff_copy(): the arrays differ in size");
-        return NULL;
-    }
     double d, q;
     uint64_t h;
     Py_BEGIN_ALLOW_THREADS
@@ -745,6 +739,7 @@ diff_copy(PyObject *self, PyObject *args)
     release_all(views, 2);
     return Py_BuildValue("(ddK)", d, q, (unsigned long long)h);
 #else
+    need_avx2("diff_copy");
     return NULL;
 #endif
 }
