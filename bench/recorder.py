@@ -10,14 +10,17 @@ take steps in turn, one each, so a busy machine's bursts fall on both alike. Pri
 plain and recorded step, the median time spent in the recorder itself (its calls, and entering and
 leaving the step block, where the record is made, written and observed), the ratio of the wall
 times, and plain + in-recorder over plain: the second does not carry the noise of two separate
-timings of the loop's own arithmetic, which dominates on a busy machine.
+timings of the loop's own arithmetic, which dominates on a busy machine. A third loop is recorded
+with every=10 (a full record every tenth step, the every-step checks in between), as a wall ratio.
 
-A third variant, the floor, takes its steps in the same turns: the reads a full record needs and
-nothing else, hand-written with nnprobe's kernel (NumPy where it does not run): one statistics pass
-over each z, a and weight gradient, the weight copy with its norm, the update's difference with the
-norm after it, and the two fingerprints of z and a. What the recorder costs above the floor is its
-own work (validation, the record, the log, the live detectors); the floor is what any recorder
-that writes the same record pays on this machine.
+A fourth variant, the floor, takes its steps in the same turns: the least that any recorder writing
+the same record must read, hand-written with nnprobe's kernel (NumPy where it does not run) and
+nothing else: one pass over each z and a when they are handed over (their statistics; their
+fingerprints counted as free), one over each weight gradient, one more over each z and a when
+the gradients are handed over (has the backward pass written into them?), and one over each
+weight and its copy after the update (the update's size, and the copy the next update is measured
+against). What the recorder costs above the floor is its own work (validation, the record, the
+log, the live detectors); the floor is what the record itself costs on this machine.
 """
 
 from __future__ import annotations
@@ -136,16 +139,14 @@ class Floor:
     """Stands for the step handle: only the reads a full record needs (module docstring)."""
 
     def __init__(self, loop: Loop) -> None:
-        self.copies = [np.empty_like(W) for W in loop.Ws]
+        self.copies = [W.copy() for W in loop.Ws]
         self.layers: dict[str, tuple] = {}
         self.loop = loop
 
     def layer(self, name, z=None, a=None, W=None, b=None, activation=None) -> None:
-        i = int(name[len("dense"):]) - 1
         stats.forward_stats(z, a, "identity" if a is z else "other", None)
         stats.bias_stats(b)
-        np.copyto(self.copies[i], W) if not _reads(W) else kernel.active.copy_sumsq(W, self.copies[i])
-        self.layers[name] = (Fingerprint.of(z), Fingerprint.of(a), z, a)
+        self.layers[name] = (z, a)
 
     def loss(self, value, outputs=None, targets=None) -> None:
         stats.probability_stats(outputs, 0.0, False)
@@ -153,12 +154,16 @@ class Floor:
     def grads(self, name, gW=None, gb=None) -> None:
         stats.gradient_stats(gW, True)
         stats.gradient_stats(gb, False)
-        _, _, z, a = self.layers[name]
-        Fingerprint.of(z), Fingerprint.of(a)
+        for x in self.layers[name]:
+            Fingerprint.of(x)
 
     def end(self) -> None:
         for W, copy in zip(self.loop.Ws, self.copies):
-            kernel.active.diff_sumsq(W, copy) if _reads(W) else stats.sq_norm(W - copy)
+            if _reads(W):
+                kernel.active.diff_copy(W, copy)
+            else:
+                stats.sq_norm(W - copy)
+                np.copyto(copy, W)
         self.layers = {}
 
 
@@ -194,26 +199,29 @@ def _recorded(loop: Loop, rec) -> tuple[float, float]:
 
 
 def measure(case: Case, pairs: int) -> dict:
-    """Plain and recorded steps taken in turn, one each, so that both meet the same load; medians of each."""
-    plain_loop, recorded_loop, floor_loop = Loop(case), Loop(case), Loop(case)
+    """Plain, recorded (every step, and every 10th in full) and floor steps taken in turn, one each, so that
+    all meet the same load; medians of each."""
+    plain_loop, recorded_loop, every10_loop, floor_loop = Loop(case), Loop(case), Loop(case), Loop(case)
     floor = Floor(floor_loop)
-    plain_t, rec_t, inside_t, floor_t = [], [], [], []
+    times: dict[str, list[float]] = {"plain": [], "recorded": [], "inside": [], "every10": [], "floor": []}
     with tempfile.TemporaryDirectory() as tmp:
         loss = "cross_entropy" if plain_loop.classify else "mse"
-        with nnprobe.Recorder(Path(tmp) / "run", loss=loss, stop_on=()) as rec:
+        with nnprobe.Recorder(Path(tmp) / "run", loss=loss, stop_on=()) as rec, \
+                nnprobe.Recorder(Path(tmp) / "every10", loss=loss, stop_on=(), every=10) as rec10:
             for i in range(DROP + pairs):
                 p = _plain(plain_loop)
                 r, inside = _recorded(recorded_loop, rec)
+                r10, _ = _recorded(every10_loop, rec10)
                 f = _floor(floor_loop, floor)
                 if i >= DROP:
-                    plain_t.append(p)
-                    rec_t.append(r)
-                    inside_t.append(inside)
-                    floor_t.append(f)
-    plain, recorded, inside, floor_ = (statistics.median(x) for x in (plain_t, rec_t, inside_t, floor_t))
-    return {"case": case.name, "ratio": recorded / plain, "inside_ratio": 1 + inside / plain, "plain_us": 1e6 * plain,
-            "recorded_us": 1e6 * recorded, "inside_us": 1e6 * inside, "target": case.target,
-            "floor_us": 1e6 * floor_, "floor_ratio": floor_ / plain}
+                    for key, value in zip(times, (p, r, inside, r10, f)):
+                        times[key].append(value)
+    m = {key: statistics.median(v) for key, v in times.items()}
+    plain = m["plain"]
+    return {"case": case.name, "ratio": m["recorded"] / plain, "inside_ratio": 1 + m["inside"] / plain,
+            "plain_us": 1e6 * plain, "recorded_us": 1e6 * m["recorded"], "inside_us": 1e6 * m["inside"],
+            "target": case.target, "floor_us": 1e6 * m["floor"], "floor_ratio": m["floor"] / plain,
+            "every10_ratio": m["every10"] / plain}
 
 
 def main(argv=None) -> None:
@@ -221,13 +229,13 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the number of step pairs")
     args = parser.parse_args(argv)
     print(f"{'network':36} {'plain':>11} {'floor':>11} {'recorded':>11} {'in recorder':>11}  floor ratio  "
-          f"ratio (wall)  ratio (plain + in recorder)")
+          f"ratio (wall)  ratio (plain + in recorder)  every=10 ratio (wall)")
     for case in CASES:
         m = measure(case, max(8, int(case.pairs * args.scale)))
         target = f"  target <= {m['target']:.2f}" if m["target"] == m["target"] else ""
         print(f"{m['case']:36} {m['plain_us']:9.1f}us {m['floor_us']:9.1f}us {m['recorded_us']:9.1f}us "
-              f"{m['inside_us']:9.1f}us  {m['floor_ratio']:11.3f}  {m['ratio']:11.3f}  {m['inside_ratio']:.3f}{target}")
-
+              f"{m['inside_us']:9.1f}us  {m['floor_ratio']:11.3f}  {m['ratio']:11.3f}  {m['inside_ratio']:26.3f}  "
+              f"{m['every10_ratio']:20.3f}{target}")
 
 if __name__ == "__main__":
     main()
