@@ -23,6 +23,8 @@ _VIEWABLE = (torch.float32, torch.float64, torch.float16)
 
 def view(t: torch.Tensor) -> np.ndarray:
     """The tensor as a NumPy array: a view of a float32/float64/float16 CPU tensor, else a float32 copy."""
+    if t.is_cpu and t.dtype in _VIEWABLE:
+        return t.numpy(force=True)  # detached; the same memory for a real CPU tensor
     t = t.detach()
     if t.dtype not in _VIEWABLE:
         t = t.float()
@@ -48,12 +50,29 @@ except ImportError:  # pragma: no cover - NumPy 1.x
     _extobj_contextvar = None
 
 
-def finite(t: torch.Tensor) -> bool:
-    """Whether every entry is finite: one dot product, an entry-by-entry scan only when that overflows.
+class quiet:
+    """NumPy's floating-point warnings off (NaN and inf are data here), as np.errstate(all="ignore") but
+    at a quarter of its cost where NumPy keeps the error state in a context variable (NumPy >= 2): it
+    runs in a forward hook on every step."""
 
-    It runs in a forward hook on every step, so NumPy's overflow warning (NaN and inf are data here) is
-    silenced by setting the error state directly rather than through np.errstate.
-    """
+    __slots__ = ("_token", "_fallback")
+
+    def __enter__(self) -> None:
+        if _extobj_contextvar is None:
+            self._fallback = np.errstate(all="ignore")
+            self._fallback.__enter__()
+        else:
+            self._token = _extobj_contextvar.set(_QUIET)
+
+    def __exit__(self, *exc) -> None:
+        if _extobj_contextvar is None:
+            self._fallback.__exit__(*exc)
+        else:
+            _extobj_contextvar.reset(self._token)
+
+
+def finite(t: torch.Tensor) -> bool:
+    """Whether every entry is finite: one dot product, an entry-by-entry scan only when that overflows."""
     if _extobj_contextvar is None:
         with np.errstate(all="ignore"):
             return statistics.is_finite(view(t))
@@ -64,19 +83,36 @@ def finite(t: torch.Tensor) -> bool:
         _extobj_contextvar.reset(token)
 
 
-def grad_sq(g: np.ndarray) -> float:
+def grad_sq(g: torch.Tensor) -> float:
     """A gradient's sum of squares (its share of the global norm); exact in float64 when the dot product
-    overflowed on finite entries; NaN when an entry is not finite."""
-    sq = statistics.sq_norm(g)
+    overflowed on finite entries; NaN when an entry is not finite. (Called inside quiet().)"""
+    arr = view(g)
+    sq = statistics.sq_norm(arr)
     if sq < math.inf:
         return sq
-    got = statistics.gradient_stats(g, False)
+    got = statistics.gradient_stats(arr, False)
     return math.nan if got["nonfinite"] or got["norm"] is None else got["norm"] ** 2
 
 
 def weight(w: np.ndarray, distribution: bool) -> dict:
     """W's object: its norm (and at step 0 its distribution), over the finite entries, and the non-finite count."""
     return statistics.weight_stats(w) if distribution else statistics.weight_norm_stats(w)
+
+
+class Views:
+    """NumPy views of the model's parameters, made once: a parameter keeps its memory from step to step
+    (the optimizer updates it in place); a new view is made when its storage changes (`p.data = ...`,
+    `model.to(...)`)."""
+
+    def __init__(self) -> None:
+        self._views: dict[int, tuple[int, int, np.ndarray]] = {}
+
+    def __call__(self, p: torch.Tensor) -> np.ndarray:
+        got = self._views.get(id(p))
+        ptr = p.data_ptr()
+        if got is None or got[0] != ptr or got[1] != p.numel():
+            got = self._views[id(p)] = (ptr, p.numel(), view(p))
+        return got[2]
 
 
 class Update(NamedTuple):

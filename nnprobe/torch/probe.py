@@ -34,7 +34,7 @@ from nnprobe.probes import statistics
 from nnprobe.torch import host, stats
 from nnprobe.torch.hooks import HookErrors, HookSet
 from nnprobe.torch.layers import (SATURATION, Discovery, Layer, ProbeError, activation_name, bounded_by_input, discover,
-                                  identify)
+                                  identify, layer_kind)
 
 LOSS_KINDS = ("mse", "bce", "cross_entropy")
 #: parameter dtypes whose steps take the host path on CPU (bfloat16 and float16 models keep the torch path)
@@ -49,19 +49,29 @@ _WHERE = ("pass", "tensor", "layer", "module")
 class _Check:
     """One tensor of the step's non-finite check, in computation order, and what it would name.
 
-    On CPU the check runs in the hook (`finite`); elsewhere `tensor` is checked at the end of the
-    step, with every other tensor, by one fused reduction.
+    On CPU the check runs in the hook (`finite`), or comes from statistics that count NaN and inf
+    (a full step's z), or from the check of the output of the Linear it feeds (`decided_by`: finite
+    if that is); elsewhere `tensor` is checked at the end of the step, with every other tensor, by
+    one fused reduction.
     """
 
-    __slots__ = ("where", "tensor", "finite")
+    __slots__ = ("where", "tensor", "finite", "decided_by")
 
     def __init__(self, where: tuple, tensor: torch.Tensor, finite: Optional[bool] = None) -> None:
         self.where = where
         self.tensor = tensor
         self.finite = finite
+        self.decided_by: Optional[_Check] = None
+
+    def resolved(self) -> bool:
+        """Whether the tensor is finite, reading it only if nothing else has said so."""
+        if self.finite is None:
+            by = self.decided_by
+            self.finite = True if by is not None and by.resolved() else host.finite(self.tensor)
+        return self.finite
 
 
-@dataclass
+@dataclass(slots=True)
 class _StepState:
     index: int
     full: bool
@@ -75,6 +85,7 @@ class _StepState:
     pending: Optional[str] = None  # the last layer whose activation output is not known yet
     last_output: Optional[torch.Tensor] = None
     last_layer: Optional[str] = None
+    unchecked: Optional[_Check] = None  # on the host: a Linear's input, decided by its output's check
     first_input: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     outputs: Optional[torch.Tensor] = None
@@ -89,6 +100,7 @@ class _StepState:
     # on the host: every parameter gradient's sum of squares, by id(parameter); the deferred z of a full step
     grad_sq: dict[int, float] = field(default_factory=dict)
     z_later: dict[str, torch.Tensor] = field(default_factory=dict)
+    z_check: dict[str, _Check] = field(default_factory=dict)  # a full step's z checks, decided by z's statistics
     dead: dict[str, int] = field(default_factory=dict)
     # on a device: the norms and parts queued for the step's one transfer
     grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(parameter) -> its gradient's norm
@@ -171,6 +183,11 @@ class Probe:
         first = next(iter(self.found.layers.values()))
         self._first_weight = first.weight  # where it lives says which path a step takes (host or device)
         self._before = host.Before()  # on the host: each layer's weights before the update, for update_ratio
+        self._views = host.Views()  # on the host: the parameters' NumPy views
+        # each layer's parameters, as the update check walks them (weight, then bias)
+        self._layer_params = {name: [("weight", layer.weight)] + ([("bias", layer.bias)] if layer.bias is not None
+                                                                  else [])
+                              for name, layer in self.found.layers.items()}
         self._defer: dict[str, bool] = {}  # whether a layer's z was intact when its a was made, last time
         self._grad_hooks: dict[tuple, Any] = {}  # one tensor hook per (layer, tensor, module), reused each step
         self._closed = False
@@ -234,9 +251,12 @@ class Probe:
         fed = _fed_by_a_leaf(self.model)
         for path, module in self.found.leaves.items():
             # a module whose input is always the output of the leaf before it (nn.Sequential) needs no
-            # pre-hook: that output was checked by the leaf's own forward hook; a layer keeps its pre-hook,
-            # which sees its predecessor's activation
-            if path not in fed or path in self.found.layers:
+            # pre-hook: that output was checked by the leaf's own forward hook. A layer keeps its pre-hook
+            # (which takes its predecessor's output as the previous layer's a) unless it follows a layer
+            # and an activation module in that order: the activation module's hook takes that a.
+            before = fed.get(path)
+            if before is None or (path in self.found.layers and not (
+                    activation_name(before[0]) is not None and layer_kind(before[1]) is not None)):
                 self.hooks.add(module.register_forward_pre_hook(guard(self._pre_hook(path))))
             self.hooks.add(module.register_forward_hook(guard(self._forward_hook(path, module))))
 
@@ -248,6 +268,9 @@ class Probe:
 
     def _pre_hook(self, path: str):
         layer = self.found.layers.get(path)
+        # an nn.Linear's output is finite only if its input is (NaN * 0 is NaN): on the host its input is
+        # read only when its output is not finite
+        linear = isinstance(self.found.leaves[path], nn.Linear) and self.found.leaves[path].out_features > 0
 
         def hook(module: nn.Module, inputs: tuple) -> None:
             st = self._state
@@ -259,7 +282,11 @@ class Probe:
             if layer is not None and st.pending is not None:
                 self._set_activation(st, st.pending, x, functional=True)
             if x is not st.last_output and x.is_floating_point():
-                self._check(st, self._input_origin(st, path), x)
+                if linear and st.host:
+                    st.unchecked = _Check(self._input_origin(st, path), x)
+                    st.forward.append(st.unchecked)  # decided in the forward hook, by the output's check
+                else:
+                    self._check(st, self._input_origin(st, path), x)
         return hook
 
     def _input_origin(self, st: _StepState, path: str) -> tuple:
@@ -291,7 +318,12 @@ class Probe:
                 st.order.append(path)
                 st.pending = path
                 st.last_layer = path
-                if st.full:
+                if st.full and st.host:  # z's statistics count its NaN and inf: they are its check
+                    st.z_check[path] = _Check(where, output)
+                    st.forward.append(st.z_check[path])
+                    self._forward_stats(st, layer, "z", output)
+                    where = None
+                elif st.full:
                     self._forward_stats(st, layer, "z", output)
                 self._watch_gradient(output, path, "pre-activation-gradient", path)
             elif act is not None and st.pending is not None and (
@@ -306,8 +338,16 @@ class Probe:
                     return
             else:
                 where = ("forward", "output", st.last_layer, path)
-            self._check(st, where, output)
+            if where is not None:
+                self._check(st, where, output)
             st.last_output = output
+            if st.unchecked is not None:  # this module's input (a Linear's): finite if the output is
+                check, st.unchecked = st.unchecked, None
+                out = st.forward[-1]
+                if out.finite is None:
+                    check.decided_by = out
+                else:
+                    check.finite = True if out.finite else host.finite(check.tensor)
         return hook
 
     def _name_activation(self, layer: Layer, name: str) -> None:
@@ -372,14 +412,24 @@ class Probe:
                 st.z_later[name] = x
             else:
                 entry["z"], st.dead[name] = host.preactivation(x, unit_dim, SATURATION.get(layer.activation))
+                self._z_checked(st, name, entry["z"])
             return
         z = st.z_later.pop(name, None)
         if z is not None and z._version == st.z_version[name]:
             entry["z"], entry["a"] = host.forward(z, x, unit_dim, a_kind, SATURATION.get(layer.activation))
+            self._z_checked(st, name, entry["z"])
             return
         if z is not None:  # changed in place after all (the step before it was not): read as it is now
             entry["z"], st.dead[name] = host.preactivation(z, unit_dim, SATURATION.get(layer.activation))
+            self._z_checked(st, name, entry["z"])
         entry["a"] = host.activation(x, unit_dim, st.dead.get(name, 0))
+
+    @staticmethod
+    def _z_checked(st: _StepState, name: str, z: dict) -> None:
+        """z's non-finite check, from its statistics' NaN and inf counts."""
+        check = st.z_check.pop(name, None)
+        if check is not None:
+            check.finite = not (z["nan"] or z["posinf"] or z["neginf"])
 
     # ------------------------------------------------------------ the loop's calls
 
@@ -405,14 +455,12 @@ class Probe:
         if optimizer is not None:
             st.optimizer = optimizer
         st.grads = {}
-        for name, layer in self.found.layers.items():
-            w, b = layer.weight, layer.bias
-            st.grads[name] = (w.grad.detach() if w.grad is not None else None,
-                              b.grad.detach() if b is not None and b.grad is not None else None)
-        if st.host:
-            with np.errstate(all="ignore"):  # NaN and inf are data here
+        if st.host:  # the gradients stay where they are (p.grad), read again only by a full record
+            with host.quiet():  # NaN and inf are data here
                 self._read_grads_host(st, late)
             return
+        for name, layer in self.found.layers.items():
+            st.grads[name] = self._layer_grads(layer)
         params = [p for p in self._parameters if p.grad is not None]
         grads = [p.grad.detach() for p in params]
         norms = torch._foreach_norm(grads) if grads else []
@@ -431,23 +479,30 @@ class Probe:
             distribution = not self._layer_order
             for name, layer in self.found.layers.items():
                 entry = st.entries.setdefault(name, {})
-                gw, gb = st.grads[name]
+                gw, gb = self._layer_grads(layer)
                 for key, g, param in (("gW", gw, layer.weight), ("gb", gb, layer.bias)):
                     if g is not None:
                         entry[key], sq[id(param)] = host.gradient(g, key == "gW")
-                w = host.view(layer.weight)
-                entry["W"] = host.weight(w, distribution)
+                w = self._views(layer.weight)
+                if late:  # these are the weights after the update
+                    entry["W"] = host.weight(w, distribution)
+                    entry["W"]["after_update"] = True
+                else:  # the statistics from the copy, which the copy has just brought into the cache
+                    entry["W"] = host.weight(self._before.keep(name, w), distribution)
+                    entry["kept"] = True
                 if layer.bias is not None:
                     entry["b"] = statistics.bias_stats(host.view(layer.bias))
-                if late:  # these are the weights after the update
-                    entry["W"]["after_update"] = True
-                else:
-                    self._before.keep(name, w)
-                    entry["kept"] = True
+        grad_sq = host.grad_sq
         for p in self._parameters:
             g = p.grad
             if g is not None and id(p) not in sq:
-                sq[id(p)] = host.grad_sq(host.view(g))
+                sq[id(p)] = grad_sq(g)
+
+    @staticmethod
+    def _layer_grads(layer: Layer) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        w, b = layer.weight, layer.bias
+        return (w.grad.detach() if w.grad is not None else None,
+                b.grad.detach() if b is not None and b.grad is not None else None)
 
     # ------------------------------------------------------------ the end of a step
 
@@ -467,11 +522,7 @@ class Probe:
             self._signals.close()  # a second Ctrl-C interrupts as usual
 
     def _params_of(self, name: str) -> list[tuple[str, torch.Tensor]]:
-        layer = self.found.layers[name]
-        out = [("weight", layer.weight)]
-        if layer.bias is not None:
-            out.append(("bias", layer.bias))
-        return out
+        return self._layer_params[name]
 
     def _record(self, st: _StepState) -> None:
         if st.grads is None:
@@ -484,7 +535,7 @@ class Probe:
             self._layer_order = list(st.order)
         order = [n for n in self._layer_order if n in st.z]
         if st.host:
-            with np.errstate(all="ignore"):  # NaN and inf are data here
+            with host.quiet():  # NaN and inf are data here
                 loss, grad_norm, origin = self._settle_host(st, order, first)
         else:
             loss, grad_norm, origin = self._settle_device(st, order, first)
@@ -500,16 +551,16 @@ class Probe:
         loss = float(st.loss) if st.loss is not None else None
         grad_norm = math.sqrt(sum(st.grad_sq.values())) if st.grad_sq else None
         updated = []  # (layer, "weight"/"bias", finite after optimizer.step())
+        is_finite, view = statistics.is_finite, self._views
         for name in order:
             entry = st.entries.get(name)
             for kind, p in self._params_of(name):
-                after = host.view(p)
                 if kind == "weight" and entry is not None and entry.pop("kept", False):
-                    moved = self._before.moved(name, after, not entry["W"]["nonfinite"])
+                    moved = self._before.moved(name, view(p), not entry["W"]["nonfinite"])
                     entry["update_norm"] = moved.norm
                     updated.append((name, kind, moved.finite))
                 else:
-                    updated.append((name, kind, statistics.is_finite(after)))
+                    updated.append((name, kind, is_finite(view(p))))
         origin = self._origin_host(st, order, loss, grad_norm, updated)
         if origin is not None and not st.full:
             st.full = True  # the step where something went non-finite is recorded in full
@@ -533,7 +584,7 @@ class Probe:
                      updated: list[tuple[str, str, bool]]) -> Optional[dict]:
         """The first non-finite value of the step in computation order: forward, loss, backward, update."""
         for check in st.forward:
-            if not check.finite:
+            if not check.resolved():
                 return dict(zip(_WHERE, check.where))
         if loss is not None and not math.isfinite(loss):
             return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
@@ -566,7 +617,7 @@ class Probe:
             entry["W"]["after_update"] = True
             if layer.bias is not None:
                 entry["b"] = statistics.bias_stats(host.view(layer.bias))
-            gw, gb = st.grads.get(name, (None, None))
+            gw, gb = self._layer_grads(layer)
             if gw is not None:
                 entry["gW"] = host.gradient(gw, True)[0]
             if gb is not None:
@@ -605,6 +656,8 @@ class Probe:
                      grad_norm: Optional[float], origin: Optional[dict]) -> dict:
         """The step record, laid out by nnprobe's record builder from the statistics taken on the device."""
         rec = records.StepRecordBuilder(st.index, full=st.full, weight_distribution=first)
+        if not st.full:  # the light record: loss, grad_norm, nonfinite (a layer would add nothing to it)
+            order = []
         for name in order:
             got = st.entries.get(name, {})
             rec.layer(name, z=got.get("z"), a=got.get("a"), W=got.get("W"), b=got.get("b"),
@@ -815,19 +868,21 @@ class Probe:
         return x.reshape(-1, x.shape[-1]).to("cpu", torch.float64).numpy()
 
 
-def _fed_by_a_leaf(model: nn.Module) -> set[str]:
-    """Leaf modules whose input is always the output of the leaf module before them: the children of a
-    plain nn.Sequential after a leaf child (each module used once in the model)."""
+def _fed_by_a_leaf(model: nn.Module) -> dict[str, tuple[nn.Module, Optional[nn.Module]]]:
+    """Leaf modules whose input is always the output of the leaf module before them, and the two modules
+    before them (the second None if there is none): the children of a plain nn.Sequential after a leaf
+    child (each module used once in the model)."""
     uses: dict[int, int] = {}
     for _, m in model.named_modules(remove_duplicate=False):
         uses[id(m)] = uses.get(id(m), 0) + 1
-    fed = set()
+    fed = {}
     for path, m in model.named_modules():
         if not isinstance(m, nn.Sequential) or type(m).forward is not nn.Sequential.forward:
             continue
         children = list(m.named_children())
-        for (_, prev), (name, child) in zip(children, children[1:]):
+        for i in range(1, len(children)):
+            (_, prev), (name, child) = children[i - 1], children[i]
             leaves = not any(True for _ in prev.children()) and not any(True for _ in child.children())
             if leaves and uses[id(prev)] == 1 and uses[id(child)] == 1:
-                fed.add(f"{path}.{name}" if path else name)
+                fed[f"{path}.{name}" if path else name] = (prev, children[i - 2][1] if i >= 2 else None)
     return fed
