@@ -230,3 +230,29 @@ def test_activations_bounded_by_their_input_are_the_usual_ones():
                                              nn.LeakyReLU(0.01), nn.GELU(), nn.Softmax(dim=1), nn.Identity()))
     assert not bounded_by_input(nn.LeakyReLU(1e30))  # a slope above 1 can overflow a finite input
     assert not bounded_by_input(nn.Dropout()) and not bounded_by_input(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("case", ["classes", "one-hot", "one-unit-probabilities", "one-unit-logits", "mismatch"])
+def test_accuracy_on_the_host_is_the_device_paths(tmp_path, case):
+    from nnprobe.torch import host
+
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(32, 4, generator=g)
+    targets = torch.randint(0, 4, (32,), generator=g)
+    from_logits = True
+    if case == "one-hot":
+        targets = nn.functional.one_hot(targets, 4).float()
+    elif case.startswith("one-unit"):
+        out = torch.rand(32, 1, generator=g) if case.endswith("probabilities") else torch.randn(32, 1, generator=g)
+        targets = torch.randint(0, 2, (32, 1), generator=g).float()
+        from_logits = case.endswith("logits")
+    elif case == "mismatch":
+        targets = targets[:16]
+    probe = Probe(nn.Linear(4, 4), tmp_path / "run", loss="cross_entropy")
+    probe._from_logits = from_logits
+    want = probe._accuracy(out, targets)
+    probe.close()
+    got = host.accuracy(out, targets, from_logits)
+    assert (got is None) == (want is None)
+    if want is not None:
+        assert got == pytest.approx(float(want))

@@ -189,3 +189,26 @@ def gradient(g: torch.Tensor, with_zero_frac: bool) -> tuple[dict, float]:
     if not sq < math.inf:  # a float32 sum of squares that overflowed on finite entries: the exact one
         sq = math.nan if got["nonfinite"] or got["norm"] is None else got["norm"] ** 2
     return got, sq
+
+
+def _labels(t: torch.Tensor) -> np.ndarray:
+    return view(t) if t.is_floating_point() else t.detach().cpu().numpy()
+
+
+def accuracy(out: torch.Tensor, targets: torch.Tensor, from_logits: bool) -> Optional[float]:
+    """The fraction of the batch predicted right: argmax of `out` against integer or one-hot targets, or a
+    0.5 (probabilities) / 0 (logits) threshold for one output unit; None when the shapes do not pair up.
+    (Plain NumPy on the arrays: a handful of torch launches would cost more than the batch is big.)"""
+    o, t = _labels(out), _labels(targets)
+    if o.ndim == 0 or t.ndim == 0 or o.shape[0] != t.shape[0]:
+        return None
+    if o.ndim >= 2 and o.shape[-1] > 1:
+        pred = o.argmax(axis=-1)
+        labels = t.argmax(axis=-1) if t.ndim == o.ndim else t
+    else:
+        n = o.shape[0]
+        pred = (o.reshape(n, -1)[:, 0] >= (0.0 if from_logits else 0.5)).astype(np.int64)
+        labels = t.reshape(n, -1)[:, 0].astype(np.int64)
+    if pred.shape != labels.shape:
+        return None
+    return float(np.mean(pred == labels.astype(pred.dtype)))

@@ -576,8 +576,7 @@ class Probe:
                     entry["a"] = host.activation(st.a[name], layer.kind.unit_dim, st.dead.get(name, 0))
             st.loss_in = host.probabilities(st.outputs) if self._probabilities(st) else None
             if st.targets is not None and st.outputs is not None and self.task == "classification":
-                acc = self._accuracy(st.outputs.detach(), st.targets.detach())
-                st.accuracy = float(acc) if acc is not None else None
+                st.accuracy = host.accuracy(st.outputs, st.targets, bool(self._from_logits))
         return loss, grad_norm, origin
 
     def _origin_host(self, st: _StepState, order: list[str], loss: Optional[float], grad_norm: Optional[float],
