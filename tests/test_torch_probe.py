@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 from nnprobe.diagnose.load import load_run  # noqa: E402
 from nnprobe.errors import RunDirError  # noqa: E402
 from nnprobe.torch import Probe, ProbeError  # noqa: E402
-from nnprobe.torch import stats as torch_stats  # noqa: E402
+from nnprobe.torch import host as torch_host  # noqa: E402
 from nnprobe.train.runlog import LogContents, iter_records  # noqa: E402
 
 
@@ -317,7 +317,7 @@ def test_hooks_are_removed_on_close_and_on_an_exception_in_the_loop(tmp_path):
 
 def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = torch_stats.forward_parts
+    real = torch_host.preactivation  # the statistics of a CPU step's z
 
     def flaky(*args):
         calls["n"] += 1
@@ -325,7 +325,7 @@ def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, mo
             raise RuntimeError("probe bug")
         return real(*args)
 
-    monkeypatch.setattr(torch_stats, "forward_parts", flaky)
+    monkeypatch.setattr(torch_host, "preactivation", flaky)
     x, y = _data()
     plain, probed = _unprobed(3, x, y), _mlp()
     with pytest.warns(RuntimeWarning, match="1 exception"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -66,6 +67,19 @@ def layer_kind(module: nn.Module) -> Optional[LayerKind]:
         if cls in LAYER_KINDS:
             return LAYER_KINDS[cls]
     return None
+
+
+def bounded_by_input(module: nn.Module) -> bool:
+    """Whether the activation module's output is finite whenever its input is (|f(x)| <= |x| + a constant:
+    ReLU, ReLU6, sigmoid, tanh, softmax, GELU, SiLU, softplus, ELU, identity, a LeakyReLU of slope <= 1).
+    Its output then needs no non-finite check of its own: a non-finite output has a non-finite input,
+    which was checked first and is named instead."""
+    name = activation_name(module)
+    if name == "leaky_relu":
+        return abs(float(getattr(module, "negative_slope", math.inf))) <= 1.0
+    if name == "elu":
+        return math.isfinite(float(getattr(module, "alpha", math.inf)))
+    return name is not None
 
 
 def activation_name(module: nn.Module) -> Optional[str]:

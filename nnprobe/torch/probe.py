@@ -1,11 +1,15 @@
 """`Probe`: nnprobe's step records from a PyTorch training loop, with the detectors `train` runs.
 
-Hooks see each tensor as the step makes it: a forward pre-hook and a forward hook on every leaf
-module (the non-finite check of its input and output, and a layer's z and a), a tensor hook on
-each layer's z and a for their gradients, and `before_update` for the parameter gradients. A
-step that is not recorded in full costs one float64 sum per hooked tensor and one transfer of
-those sums to the host at the end of the step; a recorded step queues its statistics on the
-device and moves them in the same single transfer.
+Hooks see each tensor as the step makes it: a forward pre-hook and a forward hook on the leaf
+modules (the non-finite check of their input and output, and a layer's z and a), a tensor hook on
+each layer's z and a for their gradients, and `before_update` for the parameter gradients.
+
+On CPU (nnprobe.torch.host) every check and statistic reads the tensor's memory through a NumPy
+view with nnprobe.probes.statistics, the engine `train` and the Recorder use: a step that is not
+recorded in full costs one dot product per hooked tensor (its non-finite check), one per
+parameter gradient (the global norm) and one per layer parameter after the update. On another
+device (nnprobe.torch.stats) the same checks and statistics are batched reductions on the device,
+moved to the host in one transfer at the end of the step.
 """
 
 from __future__ import annotations
@@ -26,28 +30,54 @@ from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
 from nnprobe.train.recorded import RecordedRun, recorded_config
 from nnprobe.train.signals import StopFlag, catch_signals
 from nnprobe.probes import records
-from nnprobe.torch import stats
+from nnprobe.probes import statistics
+from nnprobe.torch import host, stats
 from nnprobe.torch.hooks import HookErrors, HookSet
-from nnprobe.torch.layers import SATURATION, Discovery, Layer, ProbeError, activation_name, discover, identify
+from nnprobe.torch.layers import (SATURATION, Discovery, Layer, ProbeError, activation_name, bounded_by_input, discover,
+                                  identify, layer_kind)
 
 LOSS_KINDS = ("mse", "bce", "cross_entropy")
+#: parameter dtypes whose steps take the host path on CPU (bfloat16 and float16 models keep the torch path)
+_HOST_DTYPES = (torch.float32, torch.float64)
 TASKS = ("regression", "classification")
 
 
-@dataclass
+#: the keys of a `nonfinite` origin; hooks keep it as a tuple and make the dict only when one is named
+_WHERE = ("pass", "tensor", "layer", "module")
+
+
 class _Check:
-    """One tensor of the step's non-finite check, in computation order, and what it would name."""
+    """One tensor of the step's non-finite check, in computation order, and what it would name.
 
-    where: dict
-    tensor: torch.Tensor  # checked at the end of the step, with every other tensor, by one fused reduction
+    On CPU the check runs in the hook (`finite`), or comes from statistics that count NaN and inf
+    (a full step's z), or from the check of the output of the Linear it feeds (`decided_by`: finite
+    if that is); elsewhere `tensor` is checked at the end of the step, with every other tensor, by
+    one fused reduction.
+    """
+
+    __slots__ = ("where", "tensor", "finite", "decided_by")
+
+    def __init__(self, where: tuple, tensor: torch.Tensor, finite: Optional[bool] = None) -> None:
+        self.where = where
+        self.tensor = tensor
+        self.finite = finite
+        self.decided_by: Optional[_Check] = None
+
+    def resolved(self) -> bool:
+        """Whether the tensor is finite, reading it only if nothing else has said so."""
+        if self.finite is None:
+            by = self.decided_by
+            self.finite = True if by is not None and by.resolved() else host.finite(self.tensor)
+        return self.finite
 
 
-@dataclass
+@dataclass(slots=True)
 class _StepState:
     index: int
     full: bool
+    host: bool  # the model's parameters are on the CPU: checks and statistics on NumPy views (host.py)
     forward: list[_Check] = field(default_factory=list)
-    backward: list[_Check] = field(default_factory=list)
+    backward: list[tuple[tuple, torch.Tensor]] = field(default_factory=list)
     z: dict[str, torch.Tensor] = field(default_factory=dict)
     a: dict[str, torch.Tensor] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # layers in execution order
@@ -55,22 +85,29 @@ class _StepState:
     pending: Optional[str] = None  # the last layer whose activation output is not known yet
     last_output: Optional[torch.Tensor] = None
     last_layer: Optional[str] = None
+    unchecked: Optional[_Check] = None  # on the host: a Linear's input, decided by its output's check
     first_input: Optional[torch.Tensor] = None
     loss: Optional[torch.Tensor] = None
     outputs: Optional[torch.Tensor] = None
     targets: Optional[torch.Tensor] = None
     grads: Optional[dict[str, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]] = None
-    grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(grad) -> its norm
-    all_grad_norms: list[torch.Tensor] = field(default_factory=list)  # every parameter's, for grad_norm
-    w_before: dict[str, torch.Tensor] = field(default_factory=dict)
     optimizer: Any = None
-    batch: stats.Batch = field(default_factory=stats.Batch)
-    forward_parts: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=dict)
-    tensor_hooks: HookSet = field(default_factory=HookSet)
-    # a full step's statistics in the log's per-tensor schema, per layer, filled when the batch resolves
+    z_version: dict[str, int] = field(default_factory=dict)  # z's version counter in its hook
+    # a full step's statistics in the log's per-tensor schema, per layer
     entries: dict[str, dict] = field(default_factory=dict)
     loss_in: Optional[dict] = None
     accuracy: Optional[float] = None
+    # on the host: every parameter gradient's sum of squares, by id(parameter); the deferred z of a full step
+    grad_sq: dict[int, float] = field(default_factory=dict)
+    z_later: dict[str, torch.Tensor] = field(default_factory=dict)
+    z_check: dict[str, _Check] = field(default_factory=dict)  # a full step's z checks, decided by z's statistics
+    dead: dict[str, int] = field(default_factory=dict)
+    # on a device: the norms and parts queued for the step's one transfer
+    grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(parameter) -> its gradient's norm
+    all_grad_norms: list[torch.Tensor] = field(default_factory=list)  # every parameter's, for grad_norm
+    w_before: dict[str, torch.Tensor] = field(default_factory=dict)
+    batch: Optional[stats.Batch] = None
+    forward_parts: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=dict)
 
 
 class Step:
@@ -143,6 +180,16 @@ class Probe:
         self._layer_order: list[str] = []  # from the first step
         self._from_logits: Optional[bool] = None
         self._optimizer_info: Optional[dict] = None
+        first = next(iter(self.found.layers.values()))
+        self._first_weight = first.weight  # where it lives says which path a step takes (host or device)
+        self._before = host.Before()  # on the host: each layer's weights before the update, for update_ratio
+        self._views = host.Views()  # on the host: the parameters' NumPy views
+        # each layer's parameters, as the update check walks them (weight, then bias)
+        self._layer_params = {name: [("weight", layer.weight)] + ([("bias", layer.bias)] if layer.bias is not None
+                                                                  else [])
+                              for name, layer in self.found.layers.items()}
+        self._defer: dict[str, bool] = {}  # whether a layer's z was intact when its a was made, last time
+        self._grad_hooks: dict[tuple, Any] = {}  # one tensor hook per (layer, tensor, module), reused each step
         self._closed = False
         self.stopped = False
         self.result = None
@@ -168,9 +215,7 @@ class Probe:
             return self.result
         self._closed = True
         self.hooks.remove()
-        if self._state is not None:
-            self._state.tensor_hooks.remove()
-            self._state = None
+        self._state = None  # the tensor hooks still on live tensors do nothing from now on
         self._signals.close()
         if status is None or status == "completed":
             status = "interrupted" if self._flag.signal is not None else "completed"
@@ -192,7 +237,10 @@ class Probe:
         if self._closed or self.stopped:
             return Step(self, None)
         planned = self._step_index % self.every == 0
-        self._state = _StepState(index=self._step_index, full=planned)
+        w = self._first_weight
+        on_host = w.device.type == "cpu" and w.dtype in _HOST_DTYPES
+        self._state = _StepState(index=self._step_index, full=planned, host=on_host,
+                                 batch=None if on_host else stats.Batch())
         self.errors.step_count = 0
         return Step(self, self._state)
 
@@ -200,8 +248,16 @@ class Probe:
 
     def _register(self) -> None:
         guard = self.errors.guard
+        fed = _fed_by_a_leaf(self.model)
         for path, module in self.found.leaves.items():
-            self.hooks.add(module.register_forward_pre_hook(guard(self._pre_hook(path))))
+            # a module whose input is always the output of the leaf before it (nn.Sequential) needs no
+            # pre-hook: that output was checked by the leaf's own forward hook. A layer keeps its pre-hook
+            # (which takes its predecessor's output as the previous layer's a) unless it follows a layer
+            # and an activation module in that order: the activation module's hook takes that a.
+            before = fed.get(path)
+            if before is None or (path in self.found.layers and not (
+                    activation_name(before[0]) is not None and layer_kind(before[1]) is not None)):
+                self.hooks.add(module.register_forward_pre_hook(guard(self._pre_hook(path))))
             self.hooks.add(module.register_forward_hook(guard(self._forward_hook(path, module))))
 
     def _guarded(self, fn, *args) -> None:
@@ -212,6 +268,9 @@ class Probe:
 
     def _pre_hook(self, path: str):
         layer = self.found.layers.get(path)
+        # an nn.Linear's output is finite only if its input is (NaN * 0 is NaN): on the host its input is
+        # read only when its output is not finite
+        linear = isinstance(self.found.leaves[path], nn.Linear) and self.found.leaves[path].out_features > 0
 
         def hook(module: nn.Module, inputs: tuple) -> None:
             st = self._state
@@ -223,46 +282,72 @@ class Probe:
             if layer is not None and st.pending is not None:
                 self._set_activation(st, st.pending, x, functional=True)
             if x is not st.last_output and x.is_floating_point():
-                st.forward.append(_Check(self._input_origin(st, path), x))
+                if linear and st.host:
+                    st.unchecked = _Check(self._input_origin(st, path), x)
+                    st.forward.append(st.unchecked)  # decided in the forward hook, by the output's check
+                else:
+                    self._check(st, self._input_origin(st, path), x)
         return hook
 
-    def _input_origin(self, st: _StepState, path: str) -> dict:
+    def _input_origin(self, st: _StepState, path: str) -> tuple:
         if not st.forward:
-            return {"pass": "forward", "tensor": "input", "layer": None, "module": path}
+            return ("forward", "input", None, path)
         # made by code between modules (a functional activation, an operation in forward())
-        return {"pass": "forward", "tensor": "activation", "layer": st.last_layer,
-                "module": f"code before {path}"}
+        return ("forward", "activation", st.last_layer, f"code before {path}")
+
+    def _check(self, st: _StepState, where: tuple, t: torch.Tensor) -> None:
+        """The non-finite check of a forward tensor: now, on a NumPy view (host); at the end of the step (device)."""
+        st.forward.append(_Check(where, t, host.finite(t) if st.host else None))
 
     def _forward_hook(self, path: str, module: nn.Module):
         layer = self.found.layers.get(path)
         act = activation_name(module)
+        bounded = bounded_by_input(module)
+        z_where = ("forward", "pre-activation", path, path)
 
         def hook(mod: nn.Module, inputs: tuple, output: Any) -> None:
             st = self._state
             if st is None or not isinstance(output, torch.Tensor) or not output.is_floating_point():
                 return
-            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             if layer is not None and path not in st.z:
                 if st.pending is not None:
                     self._set_activation(st, st.pending, st.z[st.pending], functional=False)
-                where = {"pass": "forward", "tensor": "pre-activation", "layer": path, "module": path}
+                where = z_where
                 st.z[path] = output
+                st.z_version[path] = output._version
                 st.order.append(path)
                 st.pending = path
                 st.last_layer = path
-                if st.full:
-                    self._queue_forward(st, layer, "z", output)
-                self._watch_gradient(st, output, path, "pre-activation-gradient", path)
-            elif act is not None and st.pending is not None and (x is st.z[st.pending] or output is st.z[st.pending]):
+                if st.full and st.host:  # z's statistics count its NaN and inf: they are its check
+                    st.z_check[path] = _Check(where, output)
+                    st.forward.append(st.z_check[path])
+                    self._forward_stats(st, layer, "z", output)
+                    where = None
+                elif st.full:
+                    self._forward_stats(st, layer, "z", output)
+                self._watch_gradient(output, path, "pre-activation-gradient", path)
+            elif act is not None and st.pending is not None and (
+                    output is st.z[st.pending] or (inputs and inputs[0] is st.z[st.pending])):
                 owner = st.pending
                 st.follows[path] = owner
                 self._name_activation(self.found.layers[owner], act)
-                where = {"pass": "forward", "tensor": "activation", "layer": owner, "module": path}
-                self._set_activation(st, owner, output, functional=False, module=path)
+                where = ("forward", "activation", owner, path)
+                self._set_activation(st, owner, output, functional=False, module=path, relu=type(mod) is nn.ReLU)
+                if bounded:  # finite if z is, and z was checked (and would be named first): no check of its own
+                    st.last_output = output
+                    return
             else:
-                where = {"pass": "forward", "tensor": "output", "layer": st.last_layer, "module": path}
-            st.forward.append(_Check(where, output))
+                where = ("forward", "output", st.last_layer, path)
+            if where is not None:
+                self._check(st, where, output)
             st.last_output = output
+            if st.unchecked is not None:  # this module's input (a Linear's): finite if the output is
+                check, st.unchecked = st.unchecked, None
+                out = st.forward[-1]
+                if out.finite is None:
+                    check.decided_by = out
+                else:
+                    check.finite = True if out.finite else host.finite(check.tensor)
         return hook
 
     def _name_activation(self, layer: Layer, name: str) -> None:
@@ -270,7 +355,7 @@ class Probe:
             layer.activation = name
 
     def _set_activation(self, st: _StepState, owner: str, a: torch.Tensor, *, functional: bool,
-                        module: Optional[str] = None) -> None:
+                        module: Optional[str] = None, relu: bool = False) -> None:
         """The layer's a is known: the activation module's output, or the next layer's input."""
         st.pending = None
         layer = self.found.layers[owner]
@@ -279,25 +364,72 @@ class Probe:
             if layer.activation is None:
                 layer.activation = "identity" if a is z else identify(z.detach(), a.detach())
         st.a[owner] = a
+        # z's statistics may wait for a (one shared pass) on later steps if z is still unchanged now
+        self._defer[owner] = z._version == st.z_version[owner]
         if a is not z:
-            self._watch_gradient(st, a, owner, "activation-gradient", module or owner)
+            self._watch_gradient(a, owner, "activation-gradient", module or owner)
         if st.full:
-            self._queue_forward(st, layer, "a", a)
+            self._forward_stats(st, layer, "a", a, "identity" if a is z else "relu" if relu else "other")
 
-    def _watch_gradient(self, st: _StepState, t: torch.Tensor, layer: str, tensor: str, module: str) -> None:
+    def _watch_gradient(self, t: torch.Tensor, layer: str, tensor: str, module: str) -> None:
+        """A tensor hook that keeps the gradient (checked only if a parameter gradient is not finite).
+
+        One hook function per (layer, tensor, module), made once; it is not removed at the end of
+        the step (a tensor's hooks go with the tensor), and does nothing outside a step.
+        """
         if not t.requires_grad:
             return
-        where = {"pass": "backward", "tensor": tensor, "layer": layer, "module": module}
+        key = (layer, tensor, module)
+        fn = self._grad_hooks.get(key)
+        if fn is None:
+            where = ("backward", tensor, layer, module)
 
-        def on_grad(grad: torch.Tensor) -> None:
-            if self._state is st:
-                st.backward.append(_Check(where, grad))  # checked only if a parameter gradient is not finite
-        st.tensor_hooks.add(t.register_hook(self.errors.guard(on_grad)))
+            def on_grad(grad: torch.Tensor) -> None:
+                st = self._state
+                if st is not None:
+                    st.backward.append((where, grad))
+            fn = self._grad_hooks[key] = self.errors.guard(on_grad)
+        t.register_hook(fn)
 
-    def _queue_forward(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor) -> None:
-        """A full step's statistics of z or a, taken in the hook: before an in-place activation overwrites z."""
-        saturation = SATURATION.get(layer.activation) if kind == "z" else None
-        st.forward_parts[(layer.name, kind)] = stats.forward_parts(x, kind, layer.kind.unit_dim, saturation)
+    def _forward_stats(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str = "other") -> None:
+        """A full step's statistics of z or a, taken in the hook: before an in-place activation overwrites z.
+
+        On the host z waits for a when z was found unchanged at a's time on the step before (then one
+        pass gives both, and a ReLU's a needs no read of its own), and is taken at once otherwise.
+        """
+        if not st.host:
+            saturation = SATURATION.get(layer.activation) if kind == "z" else None
+            st.forward_parts[(layer.name, kind)] = stats.forward_parts(x, kind, layer.kind.unit_dim, saturation)
+            return
+        with np.errstate(all="ignore"):  # NaN and inf are data here
+            self._forward_stats_host(st, layer, kind, x, a_kind)
+
+    def _forward_stats_host(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str) -> None:
+        name, unit_dim = layer.name, layer.kind.unit_dim
+        entry = st.entries.setdefault(name, {})
+        if kind == "z":
+            if self._defer.get(name) and self._layer_order:
+                st.z_later[name] = x
+            else:
+                entry["z"], st.dead[name] = host.preactivation(x, unit_dim, SATURATION.get(layer.activation))
+                self._z_checked(st, name, entry["z"])
+            return
+        z = st.z_later.pop(name, None)
+        if z is not None and z._version == st.z_version[name]:
+            entry["z"], entry["a"] = host.forward(z, x, unit_dim, a_kind, SATURATION.get(layer.activation))
+            self._z_checked(st, name, entry["z"])
+            return
+        if z is not None:  # changed in place after all (the step before it was not): read as it is now
+            entry["z"], st.dead[name] = host.preactivation(z, unit_dim, SATURATION.get(layer.activation))
+            self._z_checked(st, name, entry["z"])
+        entry["a"] = host.activation(x, unit_dim, st.dead.get(name, 0))
+
+    @staticmethod
+    def _z_checked(st: _StepState, name: str, z: dict) -> None:
+        """z's non-finite check, from its statistics' NaN and inf counts."""
+        check = st.z_check.pop(name, None)
+        if check is not None:
+            check.finite = not (z["nan"] or z["posinf"] or z["neginf"])
 
     # ------------------------------------------------------------ the loop's calls
 
@@ -313,25 +445,64 @@ class Probe:
         if self._from_logits is None and last is not None:
             self._from_logits = st.outputs is None or st.outputs is st.z[last]
         if st.outputs is not None and st.outputs is not st.last_output and st.outputs.is_floating_point():
-            where = {"pass": "forward", "tensor": "activation", "layer": last, "module": "code before the loss"}
-            st.forward.append(_Check(where, st.outputs))
+            self._check(st, ("forward", "activation", last, "code before the loss"), st.outputs)
 
-    def _read_grads(self, st: _StepState, optimizer) -> None:
-        """Every parameter's gradient now: the global norm (one fused reduction), and a full step's statistics."""
+    def _read_grads(self, st: _StepState, optimizer, late: bool = False) -> None:
+        """Every parameter's gradient now: the global norm's parts, and a full step's statistics.
+
+        `late`: before_update was not called, the parameters have been updated already.
+        """
         if optimizer is not None:
             st.optimizer = optimizer
+        st.grads = {}
+        if st.host:  # the gradients stay where they are (p.grad), read again only by a full record
+            with host.quiet():  # NaN and inf are data here
+                self._read_grads_host(st, late)
+            return
+        for name, layer in self.found.layers.items():
+            st.grads[name] = self._layer_grads(layer)
         params = [p for p in self._parameters if p.grad is not None]
         grads = [p.grad.detach() for p in params]
         norms = torch._foreach_norm(grads) if grads else []
         st.grad_norms = {id(p): n for p, n in zip(params, norms)}
         st.all_grad_norms = list(norms)
-        st.grads = {}
-        for name, layer in self.found.layers.items():
-            w, b = layer.weight, layer.bias
-            st.grads[name] = (w.grad.detach() if w.grad is not None else None,
-                              b.grad.detach() if b is not None and b.grad is not None else None)
-            if st.full:
-                st.w_before[name] = w.detach().clone()
+        if st.full and not late:
+            for name, layer in self.found.layers.items():
+                st.w_before[name] = layer.weight.detach().clone()
+
+    def _read_grads_host(self, st: _StepState, late: bool) -> None:
+        """One dot product per gradient (its sum of squares); on a full step, each layer's gradient
+        statistics in one pass (which give that sum too), W and b as the forward used them, and a
+        copy of W for the update's norm."""
+        sq = st.grad_sq
+        if st.full:
+            distribution = not self._layer_order
+            for name, layer in self.found.layers.items():
+                entry = st.entries.setdefault(name, {})
+                gw, gb = self._layer_grads(layer)
+                for key, g, param in (("gW", gw, layer.weight), ("gb", gb, layer.bias)):
+                    if g is not None:
+                        entry[key], sq[id(param)] = host.gradient(g, key == "gW")
+                w = self._views(layer.weight)
+                if late:  # these are the weights after the update
+                    entry["W"] = host.weight(w, distribution)
+                    entry["W"]["after_update"] = True
+                else:  # the statistics from the copy, which the copy has just brought into the cache
+                    entry["W"] = host.weight(self._before.keep(name, w), distribution)
+                    entry["kept"] = True
+                if layer.bias is not None:
+                    entry["b"] = statistics.bias_stats(host.view(layer.bias))
+        grad_sq = host.grad_sq
+        for p in self._parameters:
+            g = p.grad
+            if g is not None and id(p) not in sq:
+                sq[id(p)] = grad_sq(g)
+
+    @staticmethod
+    def _layer_grads(layer: Layer) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        w, b = layer.weight, layer.bias
+        return (w.grad.detach() if w.grad is not None else None,
+                b.grad.detach() if b is not None and b.grad is not None else None)
 
     # ------------------------------------------------------------ the end of a step
 
@@ -344,7 +515,6 @@ class Probe:
         except Exception as exc:  # a bug in the probe: count it, keep training
             self.errors.add(exc)
         finally:
-            st.tensor_hooks.remove()
             self._state = None
             self._step_index += 1
         if self._flag.signal is not None and not self.stopped:
@@ -352,15 +522,11 @@ class Probe:
             self._signals.close()  # a second Ctrl-C interrupts as usual
 
     def _params_of(self, name: str) -> list[tuple[str, torch.Tensor]]:
-        layer = self.found.layers[name]
-        out = [("weight", layer.weight)]
-        if layer.bias is not None:
-            out.append(("bias", layer.bias))
-        return out
+        return self._layer_params[name]
 
     def _record(self, st: _StepState) -> None:
         if st.grads is None:
-            self._read_grads(st, None)
+            self._read_grads(st, None, late=True)
         for name, z in list(st.z.items()):
             if name not in st.a:
                 self._set_activation(st, name, z, functional=True)
@@ -368,6 +534,97 @@ class Probe:
         if first:
             self._layer_order = list(st.order)
         order = [n for n in self._layer_order if n in st.z]
+        if st.host:
+            with host.quiet():  # NaN and inf are data here
+                loss, grad_norm, origin = self._settle_host(st, order, first)
+        else:
+            loss, grad_norm, origin = self._settle_device(st, order, first)
+        if first:
+            self.run.begin(self._start_record(st, order))
+        if self.run.step(self._step_record(st, order, first, loss, grad_norm, origin)) is not None:
+            self.stopped = True
+
+    # ------------------------------------------------------------ the end of a step, on the host
+
+    def _settle_host(self, st: _StepState, order: list[str], first: bool):
+        """The step's loss, global gradient norm and non-finite origin; a full step's remaining statistics."""
+        loss = float(st.loss) if st.loss is not None else None
+        grad_norm = math.sqrt(sum(st.grad_sq.values())) if st.grad_sq else None
+        updated = []  # (layer, "weight"/"bias", finite after optimizer.step())
+        is_finite, view = statistics.is_finite, self._views
+        for name in order:
+            entry = st.entries.get(name)
+            for kind, p in self._params_of(name):
+                if kind == "weight" and entry is not None and entry.pop("kept", False):
+                    moved = self._before.moved(name, view(p), not entry["W"]["nonfinite"])
+                    entry["update_norm"] = moved.norm
+                    updated.append((name, kind, moved.finite))
+                else:
+                    updated.append((name, kind, is_finite(view(p))))
+        origin = self._origin_host(st, order, loss, grad_norm, updated)
+        if origin is not None and not st.full:
+            st.full = True  # the step where something went non-finite is recorded in full
+            self._full_from_tensors(st, order, first)
+        if st.full:
+            for name in order:
+                layer = self.found.layers[name]
+                entry = st.entries.setdefault(name, {})
+                saturation = SATURATION.get(layer.activation)
+                if "z" not in entry or (first and saturation is not None):  # not known at z's hook
+                    entry["z"], st.dead[name] = host.preactivation(st.z[name], layer.kind.unit_dim, saturation)
+                if "a" not in entry:
+                    entry["a"] = host.activation(st.a[name], layer.kind.unit_dim, st.dead.get(name, 0))
+            st.loss_in = host.probabilities(st.outputs) if self._probabilities(st) else None
+            if st.targets is not None and st.outputs is not None and self.task == "classification":
+                st.accuracy = host.accuracy(st.outputs, st.targets, bool(self._from_logits))
+        return loss, grad_norm, origin
+
+    def _origin_host(self, st: _StepState, order: list[str], loss: Optional[float], grad_norm: Optional[float],
+                     updated: list[tuple[str, str, bool]]) -> Optional[dict]:
+        """The first non-finite value of the step in computation order: forward, loss, backward, update."""
+        for check in st.forward:
+            if not check.resolved():
+                return dict(zip(_WHERE, check.where))
+        if loss is not None and not math.isfinite(loss):
+            return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
+            for where, g in st.backward:
+                if not host.finite(g):
+                    return dict(zip(_WHERE, where))
+            for name in reversed(order):
+                layer = self.found.layers[name]
+                for tensor, param in (("weight-gradient", layer.weight), ("bias-gradient", layer.bias)):
+                    sq = st.grad_sq.get(id(param)) if param is not None else None
+                    if sq is not None and not math.isfinite(sq):
+                        return {"pass": "backward", "tensor": tensor, "layer": name, "module": name}
+        for name, kind, ok in updated:
+            if not ok:
+                return {"pass": "update", "tensor": kind, "layer": name, "module": name}
+        return None
+
+    def _full_from_tensors(self, st: _StepState, order: list[str], first: bool) -> None:
+        """A light step turned full: every statistic from the tensors the step still holds (z and a as they
+        are now; W and b after the update, so marked)."""
+        for name in order:
+            layer = self.found.layers[name]
+            unit_dim, saturation = layer.kind.unit_dim, SATURATION.get(layer.activation)
+            entry = st.entries[name] = {}
+            entry["z"], dead = host.preactivation(st.z[name], unit_dim, saturation)
+            entry["a"] = host.activation(st.a[name], unit_dim, dead)
+            entry["W"] = host.weight(host.view(layer.weight), first)
+            entry["W"]["after_update"] = True
+            if layer.bias is not None:
+                entry["b"] = statistics.bias_stats(host.view(layer.bias))
+            gw, gb = self._layer_grads(layer)
+            if gw is not None:
+                entry["gW"] = host.gradient(gw, True)[0]
+            if gb is not None:
+                entry["gb"] = host.gradient(gb, False)[0]
+
+    # ------------------------------------------------------------ the end of a step, on a device
+
+    def _settle_device(self, st: _StepState, order: list[str], first: bool):
         # the non-finite check of the step: one fused reduction (a norm per tensor) over every forward
         # tensor the hooks saw and every layer parameter after optimizer.step()
         params = [(n, kind, p.detach()) for n in order for kind, p in self._params_of(n)]
@@ -388,19 +645,18 @@ class Probe:
         if origin is not None and not st.full:
             st.full = True  # the step where something went non-finite is recorded in full
             for name in order:
-                self._queue_forward(st, self.found.layers[name], "z", st.z[name])
-                self._queue_forward(st, self.found.layers[name], "a", st.a[name])
+                self._forward_stats(st, self.found.layers[name], "z", st.z[name])
+                self._forward_stats(st, self.found.layers[name], "a", st.a[name])
             self._queue_full(st, order, first)
             st.batch.resolve()
-        if first:
-            self.run.begin(self._start_record(st, order))
-        if self.run.step(self._step_record(st, order, first, loss, grad_norm, origin)) is not None:
-            self.stopped = True
+        return loss, grad_norm, origin
 
     def _step_record(self, st: _StepState, order: list[str], first: bool, loss: Optional[float],
                      grad_norm: Optional[float], origin: Optional[dict]) -> dict:
         """The step record, laid out by nnprobe's record builder from the statistics taken on the device."""
         rec = records.StepRecordBuilder(st.index, full=st.full, weight_distribution=first)
+        if not st.full:  # the light record: loss, grad_norm, nonfinite (a layer would add nothing to it)
+            order = []
         for name in order:
             got = st.entries.get(name, {})
             rec.layer(name, z=got.get("z"), a=got.get("a"), W=got.get("W"), b=got.get("b"),
@@ -440,23 +696,23 @@ class Probe:
         return layer.weight if tensor == "weight-gradient" else layer.bias
 
     @staticmethod
-    def _confirmed(check: _Check) -> bool:
+    def _confirmed(t: torch.Tensor) -> bool:
         """Whether a check that came out non-finite holds a non-finite entry (and not a sum that overflowed)."""
-        return not bool(torch.isfinite(check.tensor.detach()).all())
+        return not bool(torch.isfinite(t.detach()).all())
 
     def _origin(self, st, fwd, loss, grads_in_order, pgrads, params, upd) -> Optional[dict]:
         """The first non-finite value of the step in computation order: forward, loss, backward, update."""
         for check, v in zip(st.forward, fwd):
-            if not math.isfinite(v) and self._confirmed(check):
-                return check.where
+            if not math.isfinite(v) and self._confirmed(check.tensor):
+                return dict(zip(_WHERE, check.where))
         if loss is not None and not math.isfinite(loss):
             return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
         if not all(math.isfinite(v) for v in pgrads):
             # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
-            sums = stats.transfer(list(torch._foreach_norm([c.tensor.detach() for c in st.backward])))
-            for check, v in zip(st.backward, sums):
-                if not math.isfinite(v) and self._confirmed(check):
-                    return check.where
+            sums = stats.transfer(list(torch._foreach_norm([g.detach() for _, g in st.backward])))
+            for (where, g), v in zip(st.backward, sums):
+                if not math.isfinite(v) and self._confirmed(g):
+                    return dict(zip(_WHERE, where))
             for (where, _), v in zip(grads_in_order, pgrads):
                 if not math.isfinite(v):
                     return where
@@ -609,3 +865,23 @@ class Probe:
         if x.dim() > 2 and first_layer.kind.unit_dim == 1:
             x = x.movedim(1, -1)
         return x.reshape(-1, x.shape[-1]).to("cpu", torch.float64).numpy()
+
+
+def _fed_by_a_leaf(model: nn.Module) -> dict[str, tuple[nn.Module, Optional[nn.Module]]]:
+    """Leaf modules whose input is always the output of the leaf module before them, and the two modules
+    before them (the second None if there is none): the children of a plain nn.Sequential after a leaf
+    child (each module used once in the model)."""
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    fed = {}
+    for path, m in model.named_modules():
+        if not isinstance(m, nn.Sequential) or type(m).forward is not nn.Sequential.forward:
+            continue
+        children = list(m.named_children())
+        for i in range(1, len(children)):
+            (_, prev), (name, child) = children[i - 1], children[i]
+            leaves = not any(True for _ in prev.children()) and not any(True for _ in child.children())
+            if leaves and uses[id(prev)] == 1 and uses[id(child)] == 1:
+                fed[f"{path}.{name}" if path else name] = (prev, children[i - 2][1] if i >= 2 else None)
+    return fed
