@@ -77,3 +77,29 @@ def test_a_loop_that_rebinds_W_has_its_update_measured_at_the_next_step(kernel_s
     new = (W - np.float32(0.01) * rng.standard_normal(W.shape).astype(np.float32)).astype(np.float32)
     assert tracker.in_place() is None  # the array handed over did not change
     assert tracker.rebound(new) == pytest.approx(float(np.linalg.norm((new - W).astype(np.float64))), rel=1e-6)
+
+
+def test_the_copy_from_the_step_before_is_checked_only_when_it_can_serve(kernel_state, monkeypatch):
+    """Recorded every 10th step, W has changed in between: keep() copies without first spending a read
+    on a fingerprint that cannot match; on consecutive steps it checks and reuses the copy."""
+    if not kernel_state:
+        pytest.skip("the reuse is the kernel path's")
+    reads = []
+    real = kernel.active.fingerprint
+    monkeypatch.setattr(kernel.active, "fingerprint", lambda x: reads.append(x.size) or real(x))
+    W = np.random.default_rng(3).standard_normal((32, 32)).astype(np.float32)
+    tracker = UpdateTracker()
+    tracker.keep(W, 0)
+    W -= np.float32(0.01)
+    tracker.in_place(0)
+    before = W.copy()
+    assert tracker.keep(W, 1) == pytest.approx(float(np.sum(W.astype(np.float64) ** 2)), rel=1e-6)
+    assert reads == [W.size]  # checked, and reused
+    W -= np.float32(0.01)
+    tracker.in_place(1)
+    W -= np.float32(0.01)  # light steps 2..10 update W unseen
+    tracker.keep(W, 11)
+    assert reads == [W.size]  # no read spent on the stale copy
+    W -= np.float32(0.02)
+    assert tracker.in_place(11) == pytest.approx(float(np.linalg.norm(np.full(W.shape, 0.02))), rel=1e-4)
+    assert before is not W

@@ -401,6 +401,36 @@ def test_disk_full_under_the_recorder_is_one_error_and_a_log_diagnose_reads(tmp_
     assert load_run(tmp_path / "run").steps == on_disk  # every complete record reads back
 
 
+def test_disk_full_under_the_torch_probe_leaves_training_alone(tmp_path, monkeypatch):
+    """Under nnprobe.torch.Probe every step after the disk filled raised inside the probe, was counted as a
+    probe bug, and tried to write again; training must go on, told once, with the log ended as failed."""
+    torch = pytest.importorskip("torch")
+    from nnprobe.torch import Probe
+
+    failing_writes(monkeypatch, after_bytes=150_000)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    steps = 0
+    with pytest.warns(RuntimeWarning, match="No space left on device") as caught:
+        with Probe(model, tmp_path / "run", every=1, loss="mse") as probe:
+            for _ in range(300):
+                with probe.step() as s:
+                    loss = torch.nn.functional.mse_loss(model(x), y)
+                    s.loss(loss)
+                    opt.zero_grad()
+                    loss.backward()
+                    s.before_update(opt)
+                    opt.step()
+                steps += 1
+    assert steps == 300 and probe.result.status == "failed" and probe.errors.count == 0
+    assert sum("No space left" in str(w.message) for w in caught) == 1
+    assert "Probe(out=...)" in probe.write_error
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["steps"] == step_lines(tmp_path / "run") > 0
+
+
 def test_file_size_limit_leaves_meta_counting_the_steps_on_disk(tmp_path):
     """After EFBIG meta.json said 63 steps where the log held 44. A real RLIMIT_FSIZE, in a child process."""
     resource = pytest.importorskip("resource")

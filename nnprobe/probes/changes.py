@@ -74,17 +74,20 @@ class UpdateTracker:
         self._before: Optional[np.ndarray] = None
         self._diff: Optional[np.ndarray] = None  # NumPy path only: W_after - W_before
         self._source: Optional[np.ndarray] = None  # the array handed over, to see an in-place update
-        self._print: Optional[int] = None  # the fingerprint of the copy the end of the last step made
+        self._print: Optional[int] = None  # the fingerprint of the copy the end of a step made
         self._sq: Optional[float] = None  # and its ||.||^2
+        self._copied_at: Optional[int] = None  # at the end of which step
         self.norm_before: Optional[float] = None  # ||W_before||, set by whoever took W's statistics
         self.after_finite: Optional[bool] = None  # whether the measured W_after is finite, where known
         self._measured = True  # nothing kept yet
 
-    def keep(self, W: np.ndarray) -> Optional[float]:
-        """Keep W as it is before this step's update; ||W||^2 when a read gave it, else None."""
+    def keep(self, W: np.ndarray, step: Optional[int] = None) -> Optional[float]:
+        """Keep W as it is before this step's update; ||W||^2 when a read gave it, else None. `step`: the
+        step's index, which lets the copy made at the end of the step before serve (steps in between
+        would have changed W: no read is spent checking)."""
         reads = _kernel_reads(W)
         if (self._print is not None and reads and W is self._source and W.shape == self._before.shape
-                and kernel.active.fingerprint(W) == self._print):
+                and (step is None or self._copied_at == step - 1) and kernel.active.fingerprint(W) == self._print):
             self._measured = False
             return self._sq  # the end of the last step copied these very values
         self._print = None
@@ -96,19 +99,23 @@ class UpdateTracker:
         np.copyto(self._before, W)
         return None
 
-    def in_place(self) -> Optional[float]:
+    def in_place(self, step: Optional[int] = None) -> Optional[float]:
         """||W_after - W_before|| of the array handed over, if the step changed it; else None."""
+        norm = self.update_norm(step)
+        return norm if norm != 0.0 else None
+
+    def update_norm(self, step: Optional[int] = None) -> Optional[float]:
+        """||W_after - W_before|| of the array handed over, 0.0 included (a frozen weight); None when
+        nothing was kept or the update is already known."""
         self.after_finite = None
         if self._measured:
             return None
         W = self._source
         if _kernel_reads(W) and W.dtype == self._before.dtype and W.shape == self._before.shape:
             sq, after, self._print = kernel.active.diff_copy(W, self._before)
-            self._sq, self.after_finite = after, after < math.inf
-            norm = self._settle(sq)
-        else:
-            norm = self._measure(W)
-        return norm if norm != 0.0 else None
+            self._sq, self.after_finite, self._copied_at = after, after < math.inf, step
+            return self._settle(sq)
+        return self._measure(W)
 
     def rebound(self, W: np.ndarray) -> Optional[float]:
         """||W - W_before|| for a newly handed-over array (a loop that rebinds W); None if not one."""

@@ -10,7 +10,7 @@ entry, so a huge but finite tensor is never named non-finite). The CUDA path is 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,44 +43,16 @@ def matrix(t: torch.Tensor, unit_dim: int) -> np.ndarray:
     return view(t.movedim(unit_dim, -1).reshape(-1, t.shape[unit_dim]))
 
 
-try:  # NumPy >= 2 keeps its error state in a context variable: setting it costs a quarter of np.errstate
-    from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
-    _QUIET = _make_extobj(all="ignore")
-except ImportError:  # pragma: no cover - NumPy 1.x
-    _extobj_contextvar = None
-
-
-class quiet:
-    """NumPy's floating-point warnings off (NaN and inf are data here), as np.errstate(all="ignore") but
-    at a quarter of its cost where NumPy keeps the error state in a context variable (NumPy >= 2): it
-    runs in a forward hook on every step."""
-
-    __slots__ = ("_token", "_fallback")
-
-    def __enter__(self) -> None:
-        if _extobj_contextvar is None:
-            self._fallback = np.errstate(all="ignore")
-            self._fallback.__enter__()
-        else:
-            self._token = _extobj_contextvar.set(_QUIET)
-
-    def __exit__(self, *exc) -> None:
-        if _extobj_contextvar is None:
-            self._fallback.__exit__(*exc)
-        else:
-            _extobj_contextvar.reset(self._token)
+def quiet() -> np.errstate:
+    """NumPy's floating-point warnings off: NaN and inf are data here, and a dot product over huge
+    finite values overflows on the way to proving them finite."""
+    return np.errstate(all="ignore")
 
 
 def finite(t: torch.Tensor) -> bool:
     """Whether every entry is finite: one dot product, an entry-by-entry scan only when that overflows."""
-    if _extobj_contextvar is None:
-        with np.errstate(all="ignore"):
-            return statistics.is_finite(view(t))
-    token = _extobj_contextvar.set(_QUIET)
-    try:
+    with np.errstate(all="ignore"):
         return statistics.is_finite(view(t))
-    finally:
-        _extobj_contextvar.reset(token)
 
 
 def grad_sq(g: torch.Tensor) -> float:
@@ -113,46 +85,6 @@ class Views:
         if got is None or got[0] != ptr or got[1] != p.numel():
             got = self._views[id(p)] = (ptr, p.numel(), view(p))
         return got[2]
-
-
-class Update(NamedTuple):
-    """What the update did to one weight: ||W_after - W_before|| (None unless finite) and whether W_after is."""
-
-    norm: Optional[float]
-    finite: bool
-
-
-class Before:
-    """A copy of each weight as the forward pass used it, in a buffer allocated once per layer.
-
-    keep() copies into the buffer (np.copyto); moved() turns the buffer into W_after - W_before in
-    place, so the update's norm is one subtraction and one dot product with no temporary.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def keep(self, name: str, w: np.ndarray) -> np.ndarray:
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
-            buf = self._buffers[name] = np.empty_like(w, order="C")
-        np.copyto(buf, w)
-        return buf
-
-    def moved(self, name: str, after: np.ndarray, before_finite: bool) -> Update:
-        """||after - before|| from the kept copy (consumed); W_after is finite when W_before and the step are."""
-        buf = self._buffers[name]
-        with np.errstate(all="ignore"):
-            np.subtract(after, buf, out=buf)
-            sq = statistics.sq_norm(buf)
-        if sq < math.inf:
-            return Update(math.sqrt(sq), before_finite or statistics.is_finite(after))
-        ok = statistics.is_finite(after)
-        if not ok or not before_finite:
-            return Update(None, ok)
-        with np.errstate(all="ignore"):  # a finite step whose float32 sum of squares overflowed: the exact norm
-            norm = statistics.weight_norm_stats(buf)["norm"]
-        return Update(norm if norm is not None and math.isfinite(norm) else None, ok)
 
 
 def probabilities(p: torch.Tensor) -> dict:

@@ -26,10 +26,12 @@ import torch
 from torch import nn
 
 from nnprobe.diagnose.detectors import validate_codes
+from nnprobe.errors import RunDirError
 from nnprobe.diagnose.detectors.outputs import PROBABILITY_OUTPUT
 from nnprobe.train.recorded import RecordedRun, recorded_config
 from nnprobe.train.signals import StopFlag, catch_signals
 from nnprobe.probes import records
+from nnprobe.probes.changes import UpdateTracker
 from nnprobe.probes import statistics
 from nnprobe.torch import host, stats
 from nnprobe.torch.hooks import HookErrors, HookSet
@@ -170,7 +172,8 @@ class Probe:
         except ValueError as exc:  # an unknown code: the message names it and lists the valid ones
             raise ProbeError(str(exc)) from None
         config = recorded_config(name or Path(out).name or "torch", loss or "mse", every, codes)
-        self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__})
+        self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__},
+                               remedy="choose a writable directory for Probe(out=...)")
         self.errors = HookErrors()
         self.hooks = HookSet()
         self._flag = StopFlag()
@@ -182,7 +185,7 @@ class Probe:
         self._optimizer_info: Optional[dict] = None
         first = next(iter(self.found.layers.values()))
         self._first_weight = first.weight  # where it lives says which path a step takes (host or device)
-        self._before = host.Before()  # on the host: each layer's weights before the update, for update_ratio
+        self._trackers: dict[str, UpdateTracker] = {}  # on the host: each layer's weights before the update
         self._views = host.Views()  # on the host: the parameters' NumPy views
         # each layer's parameters, as the update check walks them (weight, then bias)
         self._layer_params = {name: [("weight", layer.weight)] + ([("bias", layer.bias)] if layer.bias is not None
@@ -191,6 +194,7 @@ class Probe:
         self._defer: dict[str, bool] = {}  # whether a layer's z was intact when its a was made, last time
         self._grad_hooks: dict[tuple, Any] = {}  # one tensor hook per (layer, tensor, module), reused each step
         self._closed = False
+        self.write_error: Optional[str] = None  # why the run directory took no more records, if it did not
         self.stopped = False
         self.result = None
         self._register()
@@ -232,9 +236,16 @@ class Probe:
     def run_dir(self) -> Path:
         return self.run.run_dir
 
+    def _write_failed(self, exc: RunDirError) -> None:
+        """The run directory took no more records: the hooks come off, later steps record nothing, and the
+        loop is told once (the run ends `failed`, its complete records readable by `nnprobe diagnose`)."""
+        self.hooks.remove()
+        self.write_error = str(exc)
+        warnings.warn(f"nnprobe.torch.Probe: {exc} Training goes on without the probe.", RuntimeWarning, stacklevel=3)
+
     def step(self) -> Step:
         """A context for one optimizer step; after `stopped`, or after close, it records nothing."""
-        if self._closed or self.stopped:
+        if self._closed or self.stopped or self.write_error is not None:
             return Step(self, None)
         planned = self._step_index % self.every == 0
         w = self._first_weight
@@ -487,8 +498,13 @@ class Probe:
                 if late:  # these are the weights after the update
                     entry["W"] = host.weight(w, distribution)
                     entry["W"]["after_update"] = True
-                else:  # the statistics from the copy, which the copy has just brought into the cache
-                    entry["W"] = host.weight(self._before.keep(name, w), distribution)
+                else:  # kept for the update's norm; the copy's read gives ||W|| where the kernel runs
+                    tracker = self._trackers.get(name)
+                    if tracker is None:
+                        tracker = self._trackers[name] = UpdateTracker()
+                    w_sq = tracker.keep(w, st.index)
+                    known = w_sq is not None and w_sq < math.inf and not distribution
+                    entry["W"] = {"norm": math.sqrt(w_sq), "nonfinite": 0} if known else host.weight(w, distribution)
                     entry["kept"] = True
                 if layer.bias is not None:
                     entry["b"] = statistics.bias_stats(host.view(layer.bias))
@@ -512,6 +528,8 @@ class Probe:
         try:
             if not failed:
                 self._record(st)
+        except RunDirError as exc:  # the log cannot be written (a full disk): training goes on, unrecorded
+            self._write_failed(exc)
         except Exception as exc:  # a bug in the probe: count it, keep training
             self.errors.add(exc)
         finally:
@@ -556,9 +574,11 @@ class Probe:
             entry = st.entries.get(name)
             for kind, p in self._params_of(name):
                 if kind == "weight" and entry is not None and entry.pop("kept", False):
-                    moved = self._before.moved(name, view(p), not entry["W"]["nonfinite"])
-                    entry["update_norm"] = moved.norm
-                    updated.append((name, kind, moved.finite))
+                    tracker = self._trackers[name]
+                    norm = tracker.update_norm(st.index)
+                    entry["update_norm"] = norm if norm is not None and math.isfinite(norm) else None
+                    finite = tracker.after_finite
+                    updated.append((name, kind, is_finite(view(p)) if finite is None else finite))
                 else:
                     updated.append((name, kind, is_finite(view(p))))
         origin = self._origin_host(st, order, loss, grad_norm, updated)

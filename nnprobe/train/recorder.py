@@ -446,7 +446,7 @@ class Recorder:
         if tracker is not None:
             given.rebound_norm = tracker.rebound(W)
             if step.full:
-                sq = tracker.keep(W)  # the copy the update is measured against; ||W||^2 from the same read
+                sq = tracker.keep(W, step.index)  # the copy the update is measured against; ||W||^2 from the same read
                 if sq is not None and sq < math.inf and not step.builder.weight_distribution:
                     W_given = {"norm": math.sqrt(sq), "nonfinite": 0}
         a_from_z = "identity" if arrays.get("a") is not None and arrays.get("a") is arrays.get("z") else "other"
@@ -519,7 +519,7 @@ class Recorder:
             W_after = W
             if W is not None and step.full:
                 tracker = self._trackers[g.name]
-                norm = tracker.in_place()
+                norm = tracker.in_place(step.index)
                 if norm is not None and tracker.after_finite is not None:
                     W_after = tracker.after_finite  # known from the read that measured the update
             else:
