@@ -93,8 +93,10 @@ class Floor:
     after the update, one per parameter; the loss to the host once.
 
     `full=True` is the floor of a full record on every step (every=1): the same hooks, but each
-    output's statistics (one pass of nnprobe's kernel over it) instead of its sum of squares, each
-    gradient's statistics, and the weights' copy before the update and its difference after it.
+    output's statistics (one pass of nnprobe's kernel over it; none for a ReLU's output, which
+    follows from its input's) instead of its sum of squares, each gradient's statistics, and one
+    pass over each weight and its copy after the update (the update's size, and the copy the next
+    update is measured against; the probe also reads W once before the update to confirm it).
     """
 
     def __init__(self, model: nn.Module, full: bool = False) -> None:
@@ -102,6 +104,7 @@ class Floor:
         self.weights = [p for p in self.params if p.dim() >= 2]
         self.copies = [np.empty(tuple(w.shape), dtype=np.float32) for w in self.weights]
         self.full = full
+        self.copied = False
         self.outs: list[torch.Tensor] = []
         self.grads: list[torch.Tensor] = []
         self.sums: list[float] = []
@@ -121,7 +124,7 @@ class Floor:
 
     def _activation(self, module, inputs, out) -> None:
         self.outs.append(out)
-        if self.full:
+        if self.full and not isinstance(module, nn.ReLU):  # a ReLU's a follows from z's pass
             probe_stats.activation_stats(out.detach().numpy(), 0)
         out.register_hook(self.grads.append)
 
@@ -144,9 +147,10 @@ class Floor:
                 else:
                     g = g.reshape(-1)
                     gsq += float(dot(g, g))
-            if self.full:
+            if self.full and not self.copied:  # later steps measure against the copy the last update's pass left
                 for w, copy in zip(self.weights, self.copies):
                     _copy_sumsq(w.detach().numpy(), copy)
+                self.copied = True
             opt.step()
             for p in self.params:
                 if self.full and p.dim() >= 2:
@@ -155,7 +159,7 @@ class Floor:
                 self.sums.append(float(dot(w, w)))
             if self.full:
                 for w, copy in zip(self.weights, self.copies):
-                    self.sums.append(_diff_sumsq(w.detach().numpy(), copy)[1])
+                    self.sums.append(_diff_copy(w.detach().numpy(), copy))
             finite = math.isfinite(loss.item()) and math.isfinite(gsq) and math.isfinite(sum(self.sums))
             if not finite:
                 raise FloatingPointError("the floor's loop went non-finite")
@@ -172,11 +176,14 @@ def _copy_sumsq(w: np.ndarray, copy: np.ndarray) -> float:
     return float(np.dot(w.reshape(-1), w.reshape(-1)))
 
 
-def _diff_sumsq(w: np.ndarray, copy: np.ndarray) -> tuple[float, float]:
+def _diff_copy(w: np.ndarray, copy: np.ndarray) -> float:
+    """||W_after - W_before||^2 is the update's; returns ||W_after||^2; the copy becomes W_after."""
     if kernel.active is not None:
-        return kernel.active.diff_sumsq(w, copy)
+        return kernel.active.diff_copy(w, copy)[1]
     d = (w - copy).reshape(-1)
-    return float(np.dot(d, d)), float(np.dot(w.reshape(-1), w.reshape(-1)))
+    float(np.dot(d, d))
+    np.copyto(copy, w)
+    return float(np.dot(w.reshape(-1), w.reshape(-1)))
 
 
 def _timed(fn, n: int) -> float:
