@@ -19,6 +19,17 @@ from nnprobe.torch import host as torch_host  # noqa: E402
 from nnprobe.train.runlog import LogContents, iter_records  # noqa: E402
 
 
+@pytest.fixture(autouse=True, params=["host", "device"])
+def statistics_path(request, monkeypatch):
+    """Every test runs on both paths: CPU float tensors read through NumPy views (host), and the torch
+    reductions that CUDA and bfloat16/float16 models take (device), forced here on the CPU."""
+    if request.param == "device":
+        import nnprobe.torch.probe as probe_module
+
+        monkeypatch.setattr(probe_module, "_HOST_DTYPES", ())
+    return request.param
+
+
 def _records(run_dir):
     """The whole log in order: start, steps, end (when written)."""
     contents = LogContents()
@@ -315,9 +326,13 @@ def test_hooks_are_removed_on_close_and_on_an_exception_in_the_loop(tmp_path):
     assert probe.result.status == "failed"
 
 
-def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, monkeypatch):
+def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, monkeypatch, statistics_path):
+    from nnprobe.torch import stats as torch_stats
+
     calls = {"n": 0}
-    real = torch_host.preactivation  # the statistics of a CPU step's z
+    # the statistics of a step's z: through NumPy views on the host path, torch reductions on the device path
+    module, name = (torch_host, "preactivation") if statistics_path == "host" else (torch_stats, "forward_parts")
+    real = getattr(module, name)
 
     def flaky(*args):
         calls["n"] += 1
@@ -325,7 +340,7 @@ def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, mo
             raise RuntimeError("probe bug")
         return real(*args)
 
-    monkeypatch.setattr(torch_host, "preactivation", flaky)
+    monkeypatch.setattr(module, name, flaky)
     x, y = _data()
     plain, probed = _unprobed(3, x, y), _mlp()
     with pytest.warns(RuntimeWarning, match="1 exception"):
@@ -457,3 +472,20 @@ def test_ctrl_c_finishes_the_step_and_stops_with_status_interrupted(tmp_path):
     assert i == 1 and probe.result.status == "interrupted"
     assert len(_steps(probe.run_dir)) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back after the first
+
+
+def test_a_bfloat16_model_on_the_cpu_is_recorded_like_its_float32_twin(tmp_path):
+    """bfloat16 has no NumPy view: such a model takes the torch reductions on the CPU. Its records carry
+    the same statistics as the float32 model's (on either path), to bfloat16's precision."""
+    x, y = _data()
+    wide = _train(_mlp(), tmp_path / "f32", steps=3, x=x, y=y)
+    narrow = _train(_mlp().to(torch.bfloat16), tmp_path / "bf16", steps=3, x=x.to(torch.bfloat16), y=y)
+    assert narrow.errors.count == 0 and narrow.result.status == "completed"
+    for r32, r16 in zip(_steps(wide.run_dir), _steps(narrow.run_dir)):
+        assert r16["loss"] == pytest.approx(r32["loss"], rel=0.05)
+        for l32, l16 in zip(r32["layers"], r16["layers"]):
+            assert l16["name"] == l32["name"]
+            assert l16["z"]["std"] == pytest.approx(l32["z"]["std"], rel=0.05)
+            assert l16["a"]["zero_frac"] == pytest.approx(l32["a"]["zero_frac"], abs=0.05)
+            assert l16["gW"]["norm"] == pytest.approx(l32["gW"]["norm"], rel=0.1)
+            assert l16["W"]["norm"] == pytest.approx(l32["W"]["norm"], rel=0.02)
