@@ -250,7 +250,7 @@ def test_accuracy_on_the_host_is_the_device_paths(tmp_path, case):
         targets = targets[:16]
     probe = Probe(nn.Linear(4, 4), tmp_path / "run", loss="cross_entropy")
     probe._from_logits = from_logits
-    want = probe._accuracy(out, targets)
+    want = probe._device.accuracy(out, targets)
     probe.close()
     got = host.accuracy(out, targets, from_logits)
     assert (got is None) == (want is None)

@@ -129,6 +129,12 @@ class Layer:
     def bias(self) -> Optional[torch.Tensor]:
         return getattr(self.module, "bias", None)
 
+    def grads(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """dL/dW and dL/db as they are now (detached; None where there is none)."""
+        w, b = self.weight, self.bias
+        return (w.grad.detach() if w.grad is not None else None,
+                b.grad.detach() if b is not None and b.grad is not None else None)
+
 
 @dataclass
 class Discovery:

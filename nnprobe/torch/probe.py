@@ -8,8 +8,9 @@ On CPU (nnprobe.torch.host) every check and statistic reads the tensor's memory 
 view with nnprobe.probes.statistics, the engine `train` and the Recorder use: a step that is not
 recorded in full costs one dot product per hooked tensor (its non-finite check), one per
 parameter gradient (the global norm) and one per layer parameter after the update. On another
-device (nnprobe.torch.stats) the same checks and statistics are batched reductions on the device,
-moved to the host in one transfer at the end of the step.
+device, and for bfloat16/float16 models (nnprobe.torch.device, with nnprobe.torch.stats), the same
+checks and statistics are batched reductions on the device, moved to the host in one transfer at
+the end of the step. What a step holds while it runs is nnprobe.torch.state.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -34,7 +34,9 @@ from nnprobe.probes import records
 from nnprobe.probes.changes import UpdateTracker
 from nnprobe.probes import statistics
 from nnprobe.torch import host, stats
+from nnprobe.torch.device import DeviceSteps
 from nnprobe.torch.hooks import HookErrors, HookSet
+from nnprobe.torch.state import WHERE, Check, StepState
 from nnprobe.torch.layers import (SATURATION, Discovery, Layer, ProbeError, activation_name, bounded_by_input, discover,
                                   identify, layer_kind)
 
@@ -44,78 +46,10 @@ _HOST_DTYPES = (torch.float32, torch.float64)
 TASKS = ("regression", "classification")
 
 
-#: the keys of a `nonfinite` origin; hooks keep it as a tuple and make the dict only when one is named
-_WHERE = ("pass", "tensor", "layer", "module")
-
-
-class _Check:
-    """One tensor of the step's non-finite check, in computation order, and what it would name.
-
-    On CPU the check runs in the hook (`finite`), or comes from statistics that count NaN and inf
-    (a full step's z), or from the check of the output of the Linear it feeds (`decided_by`: finite
-    if that is); elsewhere `tensor` is checked at the end of the step, with every other tensor, by
-    one fused reduction.
-    """
-
-    __slots__ = ("where", "tensor", "finite", "decided_by")
-
-    def __init__(self, where: tuple, tensor: torch.Tensor, finite: Optional[bool] = None) -> None:
-        self.where = where
-        self.tensor = tensor
-        self.finite = finite
-        self.decided_by: Optional[_Check] = None
-
-    def resolved(self) -> bool:
-        """Whether the tensor is finite, reading it only if nothing else has said so."""
-        if self.finite is None:
-            by = self.decided_by
-            self.finite = True if by is not None and by.resolved() else host.finite(self.tensor)
-        return self.finite
-
-
-@dataclass(slots=True)
-class _StepState:
-    index: int
-    full: bool
-    host: bool  # the model's parameters are on the CPU: checks and statistics on NumPy views (host.py)
-    forward: list[_Check] = field(default_factory=list)
-    backward: list[tuple[tuple, torch.Tensor]] = field(default_factory=list)
-    z: dict[str, torch.Tensor] = field(default_factory=dict)
-    a: dict[str, torch.Tensor] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # layers in execution order
-    follows: dict[str, str] = field(default_factory=dict)  # activation module path -> its layer
-    pending: Optional[str] = None  # the last layer whose activation output is not known yet
-    last_output: Optional[torch.Tensor] = None
-    last_layer: Optional[str] = None
-    unchecked: Optional[_Check] = None  # on the host: a Linear's input, decided by its output's check
-    first_input: Optional[torch.Tensor] = None
-    loss: Optional[torch.Tensor] = None
-    outputs: Optional[torch.Tensor] = None
-    targets: Optional[torch.Tensor] = None
-    grads: Optional[dict[str, tuple[Optional[torch.Tensor], Optional[torch.Tensor]]]] = None
-    optimizer: Any = None
-    z_version: dict[str, int] = field(default_factory=dict)  # z's version counter in its hook
-    # a full step's statistics in the log's per-tensor schema, per layer
-    entries: dict[str, dict] = field(default_factory=dict)
-    loss_in: Optional[dict] = None
-    accuracy: Optional[float] = None
-    # on the host: every parameter gradient's sum of squares, by id(parameter); the deferred z of a full step
-    grad_sq: dict[int, float] = field(default_factory=dict)
-    z_later: dict[str, torch.Tensor] = field(default_factory=dict)
-    z_check: dict[str, _Check] = field(default_factory=dict)  # a full step's z checks, decided by z's statistics
-    dead: dict[str, int] = field(default_factory=dict)
-    # on a device: the norms and parts queued for the step's one transfer
-    grad_norms: dict[int, torch.Tensor] = field(default_factory=dict)  # id(parameter) -> its gradient's norm
-    all_grad_norms: list[torch.Tensor] = field(default_factory=list)  # every parameter's, for grad_norm
-    w_before: dict[str, torch.Tensor] = field(default_factory=dict)
-    batch: Optional[stats.Batch] = None
-    forward_parts: dict[tuple[str, str], list[torch.Tensor]] = field(default_factory=dict)
-
-
 class Step:
     """What the loop tells the probe within one step: the loss, and when the gradients are final."""
 
-    def __init__(self, probe: "Probe", state: Optional[_StepState]) -> None:
+    def __init__(self, probe: "Probe", state: Optional[StepState]) -> None:
         self._probe = probe
         self._state = state
 
@@ -178,7 +112,7 @@ class Probe:
         self.hooks = HookSet()
         self._flag = StopFlag()
         self._signals = ExitStack()
-        self._state: Optional[_StepState] = None
+        self._state: Optional[StepState] = None
         self._step_index = 0
         self._layer_order: list[str] = []  # from the first step
         self._from_logits: Optional[bool] = None
@@ -186,6 +120,7 @@ class Probe:
         first = next(iter(self.found.layers.values()))
         self._first_weight = first.weight  # where it lives says which path a step takes (host or device)
         self._trackers: dict[str, UpdateTracker] = {}  # on the host: each layer's weights before the update
+        self._device = DeviceSteps(self)  # steps whose tensors are not on the CPU in float32/float64
         self._views = host.Views()  # on the host: the parameters' NumPy views
         # each layer's parameters, as the update check walks them (weight, then bias)
         self._layer_params = {name: [("weight", layer.weight)] + ([("bias", layer.bias)] if layer.bias is not None
@@ -250,7 +185,7 @@ class Probe:
         planned = self._step_index % self.every == 0
         w = self._first_weight
         on_host = w.device.type == "cpu" and w.dtype in _HOST_DTYPES
-        self._state = _StepState(index=self._step_index, full=planned, host=on_host,
+        self._state = StepState(index=self._step_index, full=planned, host=on_host,
                                  batch=None if on_host else stats.Batch())
         self.errors.step_count = 0
         return Step(self, self._state)
@@ -294,21 +229,21 @@ class Probe:
                 self._set_activation(st, st.pending, x, functional=True)
             if x is not st.last_output and x.is_floating_point():
                 if linear and st.host:
-                    st.unchecked = _Check(self._input_origin(st, path), x)
+                    st.unchecked = Check(self._input_origin(st, path), x)
                     st.forward.append(st.unchecked)  # decided in the forward hook, by the output's check
                 else:
                     self._check(st, self._input_origin(st, path), x)
         return hook
 
-    def _input_origin(self, st: _StepState, path: str) -> tuple:
+    def _input_origin(self, st: StepState, path: str) -> tuple:
         if not st.forward:
             return ("forward", "input", None, path)
         # made by code between modules (a functional activation, an operation in forward())
         return ("forward", "activation", st.last_layer, f"code before {path}")
 
-    def _check(self, st: _StepState, where: tuple, t: torch.Tensor) -> None:
+    def _check(self, st: StepState, where: tuple, t: torch.Tensor) -> None:
         """The non-finite check of a forward tensor: now, on a NumPy view (host); at the end of the step (device)."""
-        st.forward.append(_Check(where, t, host.finite(t) if st.host else None))
+        st.forward.append(Check(where, t, host.finite(t) if st.host else None))
 
     def _forward_hook(self, path: str, module: nn.Module):
         layer = self.found.layers.get(path)
@@ -330,7 +265,7 @@ class Probe:
                 st.pending = path
                 st.last_layer = path
                 if st.full and st.host:  # z's statistics count its NaN and inf: they are its check
-                    st.z_check[path] = _Check(where, output)
+                    st.z_check[path] = Check(where, output)
                     st.forward.append(st.z_check[path])
                     self._forward_stats(st, layer, "z", output)
                     where = None
@@ -365,7 +300,7 @@ class Probe:
         if layer.activation is None:
             layer.activation = name
 
-    def _set_activation(self, st: _StepState, owner: str, a: torch.Tensor, *, functional: bool,
+    def _set_activation(self, st: StepState, owner: str, a: torch.Tensor, *, functional: bool,
                         module: Optional[str] = None, relu: bool = False) -> None:
         """The layer's a is known: the activation module's output, or the next layer's input."""
         st.pending = None
@@ -402,20 +337,19 @@ class Probe:
             fn = self._grad_hooks[key] = self.errors.guard(on_grad)
         t.register_hook(fn)
 
-    def _forward_stats(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str = "other") -> None:
+    def _forward_stats(self, st: StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str = "other") -> None:
         """A full step's statistics of z or a, taken in the hook: before an in-place activation overwrites z.
 
         On the host z waits for a when z was found unchanged at a's time on the step before (then one
         pass gives both, and a ReLU's a needs no read of its own), and is taken at once otherwise.
         """
         if not st.host:
-            saturation = SATURATION.get(layer.activation) if kind == "z" else None
-            st.forward_parts[(layer.name, kind)] = stats.forward_parts(x, kind, layer.kind.unit_dim, saturation)
+            self._device.forward_parts(st, layer, kind, x)
             return
         with np.errstate(all="ignore"):  # NaN and inf are data here
             self._forward_stats_host(st, layer, kind, x, a_kind)
 
-    def _forward_stats_host(self, st: _StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str) -> None:
+    def _forward_stats_host(self, st: StepState, layer: Layer, kind: str, x: torch.Tensor, a_kind: str) -> None:
         name, unit_dim = layer.name, layer.kind.unit_dim
         entry = st.entries.setdefault(name, {})
         if kind == "z":
@@ -436,7 +370,7 @@ class Probe:
         entry["a"] = host.activation(x, unit_dim, st.dead.get(name, 0))
 
     @staticmethod
-    def _z_checked(st: _StepState, name: str, z: dict) -> None:
+    def _z_checked(st: StepState, name: str, z: dict) -> None:
         """z's non-finite check, from its statistics' NaN and inf counts."""
         check = st.z_check.pop(name, None)
         if check is not None:
@@ -444,7 +378,7 @@ class Probe:
 
     # ------------------------------------------------------------ the loop's calls
 
-    def _on_loss(self, st: _StepState, loss: torch.Tensor, outputs, targets) -> None:
+    def _on_loss(self, st: StepState, loss: torch.Tensor, outputs, targets) -> None:
         if not isinstance(loss, torch.Tensor):
             loss = torch.as_tensor(float(loss))
         st.loss = loss.detach()
@@ -458,7 +392,7 @@ class Probe:
         if st.outputs is not None and st.outputs is not st.last_output and st.outputs.is_floating_point():
             self._check(st, ("forward", "activation", last, "code before the loss"), st.outputs)
 
-    def _read_grads(self, st: _StepState, optimizer, late: bool = False) -> None:
+    def _read_grads(self, st: StepState, optimizer, late: bool = False) -> None:
         """Every parameter's gradient now: the global norm's parts, and a full step's statistics.
 
         `late`: before_update was not called, the parameters have been updated already.
@@ -470,18 +404,9 @@ class Probe:
             with host.quiet():  # NaN and inf are data here
                 self._read_grads_host(st, late)
             return
-        for name, layer in self.found.layers.items():
-            st.grads[name] = self._layer_grads(layer)
-        params = [p for p in self._parameters if p.grad is not None]
-        grads = [p.grad.detach() for p in params]
-        norms = torch._foreach_norm(grads) if grads else []
-        st.grad_norms = {id(p): n for p, n in zip(params, norms)}
-        st.all_grad_norms = list(norms)
-        if st.full and not late:
-            for name, layer in self.found.layers.items():
-                st.w_before[name] = layer.weight.detach().clone()
+        self._device.read_grads(st, late)
 
-    def _read_grads_host(self, st: _StepState, late: bool) -> None:
+    def _read_grads_host(self, st: StepState, late: bool) -> None:
         """One dot product per gradient (its sum of squares); on a full step, each layer's gradient
         statistics in one pass (which give that sum too), W and b as the forward used them, and a
         copy of W for the update's norm."""
@@ -490,7 +415,7 @@ class Probe:
             distribution = not self._layer_order
             for name, layer in self.found.layers.items():
                 entry = st.entries.setdefault(name, {})
-                gw, gb = self._layer_grads(layer)
+                gw, gb = layer.grads()
                 for key, g, param in (("gW", gw, layer.weight), ("gb", gb, layer.bias)):
                     if g is not None:
                         entry[key], sq[id(param)] = host.gradient(g, key == "gW")
@@ -514,15 +439,9 @@ class Probe:
             if g is not None and id(p) not in sq:
                 sq[id(p)] = grad_sq(g)
 
-    @staticmethod
-    def _layer_grads(layer: Layer) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        w, b = layer.weight, layer.bias
-        return (w.grad.detach() if w.grad is not None else None,
-                b.grad.detach() if b is not None and b.grad is not None else None)
-
     # ------------------------------------------------------------ the end of a step
 
-    def _end_step(self, st: Optional[_StepState], failed: bool) -> None:
+    def _end_step(self, st: Optional[StepState], failed: bool) -> None:
         if st is None:
             return
         try:
@@ -542,7 +461,7 @@ class Probe:
     def _params_of(self, name: str) -> list[tuple[str, torch.Tensor]]:
         return self._layer_params[name]
 
-    def _record(self, st: _StepState) -> None:
+    def _record(self, st: StepState) -> None:
         if st.grads is None:
             self._read_grads(st, None, late=True)
         for name, z in list(st.z.items()):
@@ -556,7 +475,7 @@ class Probe:
             with host.quiet():  # NaN and inf are data here
                 loss, grad_norm, origin = self._settle_host(st, order, first)
         else:
-            loss, grad_norm, origin = self._settle_device(st, order, first)
+            loss, grad_norm, origin = self._device.settle(st, order, first)
         if first:
             self.run.begin(self._start_record(st, order))
         if self.run.step(self._step_record(st, order, first, loss, grad_norm, origin)) is not None:
@@ -564,7 +483,7 @@ class Probe:
 
     # ------------------------------------------------------------ the end of a step, on the host
 
-    def _settle_host(self, st: _StepState, order: list[str], first: bool):
+    def _settle_host(self, st: StepState, order: list[str], first: bool):
         """The step's loss, global gradient norm and non-finite origin; a full step's remaining statistics."""
         loss = float(st.loss) if st.loss is not None else None
         grad_norm = math.sqrt(sum(st.grad_sq.values())) if st.grad_sq else None
@@ -599,19 +518,19 @@ class Probe:
                 st.accuracy = host.accuracy(st.outputs, st.targets, bool(self._from_logits))
         return loss, grad_norm, origin
 
-    def _origin_host(self, st: _StepState, order: list[str], loss: Optional[float], grad_norm: Optional[float],
+    def _origin_host(self, st: StepState, order: list[str], loss: Optional[float], grad_norm: Optional[float],
                      updated: list[tuple[str, str, bool]]) -> Optional[dict]:
         """The first non-finite value of the step in computation order: forward, loss, backward, update."""
         for check in st.forward:
             if not check.resolved():
-                return dict(zip(_WHERE, check.where))
+                return dict(zip(WHERE, check.where))
         if loss is not None and not math.isfinite(loss):
             return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
         if grad_norm is not None and not math.isfinite(grad_norm):
             # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
             for where, g in st.backward:
                 if not host.finite(g):
-                    return dict(zip(_WHERE, where))
+                    return dict(zip(WHERE, where))
             for name in reversed(order):
                 layer = self.found.layers[name]
                 for tensor, param in (("weight-gradient", layer.weight), ("bias-gradient", layer.bias)):
@@ -623,7 +542,7 @@ class Probe:
                 return {"pass": "update", "tensor": kind, "layer": name, "module": name}
         return None
 
-    def _full_from_tensors(self, st: _StepState, order: list[str], first: bool) -> None:
+    def _full_from_tensors(self, st: StepState, order: list[str], first: bool) -> None:
         """A light step turned full: every statistic from the tensors the step still holds (z and a as they
         are now; W and b after the update, so marked)."""
         for name in order:
@@ -636,7 +555,7 @@ class Probe:
             entry["W"]["after_update"] = True
             if layer.bias is not None:
                 entry["b"] = statistics.bias_stats(host.view(layer.bias))
-            gw, gb = self._layer_grads(layer)
+            gw, gb = layer.grads()
             if gw is not None:
                 entry["gW"] = host.gradient(gw, True)[0]
             if gb is not None:
@@ -644,34 +563,7 @@ class Probe:
 
     # ------------------------------------------------------------ the end of a step, on a device
 
-    def _settle_device(self, st: _StepState, order: list[str], first: bool):
-        # the non-finite check of the step: one fused reduction (a norm per tensor) over every forward
-        # tensor the hooks saw and every layer parameter after optimizer.step()
-        params = [(n, kind, p.detach()) for n in order for kind, p in self._params_of(n)]
-        checked = [c.tensor.detach() for c in st.forward] + [p for _, _, p in params]
-        norms = list(torch._foreach_norm(checked)) if checked else []
-        grads_in_order = self._gradient_checks(st, order)
-        head = ([st.loss] if st.loss is not None else []) + norms + [v for _, v in grads_in_order] + st.all_grad_norms
-        if st.full:
-            self._queue_full(st, order, first)
-        values = st.batch.resolve(head)  # the step's one transfer: checks, loss, and a full step's statistics
-        loss = values.pop(0) if st.loss is not None else None
-        n_fwd, n_par, n_lay = len(st.forward), len(params), len(grads_in_order)
-        fwd, upd = values[:n_fwd], values[n_fwd:n_fwd + n_par]
-        pgrads = values[n_fwd + n_par:n_fwd + n_par + n_lay]
-        every_grad = values[n_fwd + n_par + n_lay:]
-        grad_norm = math.sqrt(sum(v * v for v in every_grad)) if every_grad else None
-        origin = self._origin(st, fwd, loss, grads_in_order, pgrads, params, upd)
-        if origin is not None and not st.full:
-            st.full = True  # the step where something went non-finite is recorded in full
-            for name in order:
-                self._forward_stats(st, self.found.layers[name], "z", st.z[name])
-                self._forward_stats(st, self.found.layers[name], "a", st.a[name])
-            self._queue_full(st, order, first)
-            st.batch.resolve()
-        return loss, grad_norm, origin
-
-    def _step_record(self, st: _StepState, order: list[str], first: bool, loss: Optional[float],
+    def _step_record(self, st: StepState, order: list[str], first: bool, loss: Optional[float],
                      grad_norm: Optional[float], origin: Optional[dict]) -> dict:
         """The step record, laid out by nnprobe's record builder from the statistics taken on the device."""
         rec = records.StepRecordBuilder(st.index, full=st.full, weight_distribution=first)
@@ -699,147 +591,14 @@ class Probe:
             record["probe_errors"] = self.errors.step_count
         return record
 
-    def _gradient_checks(self, st: _StepState, order: list[str]) -> list[tuple[dict, torch.Tensor]]:
-        """The parameter gradients' norms as non-finite checks, from the last layer back (backward order)."""
-        out = []
-        for name in reversed(order):
-            gw, gb = st.grads.get(name, (None, None))
-            for tensor, g in (("weight-gradient", gw), ("bias-gradient", gb)):
-                if g is not None:
-                    norm = st.grad_norms.get(id(self._param(name, tensor)))
-                    out.append(({"pass": "backward", "tensor": tensor, "layer": name, "module": name},
-                                norm if norm is not None else torch.linalg.vector_norm(g)))
-        return out
-
-    def _param(self, name: str, tensor: str) -> torch.Tensor:
-        layer = self.found.layers[name]
-        return layer.weight if tensor == "weight-gradient" else layer.bias
-
-    @staticmethod
-    def _confirmed(t: torch.Tensor) -> bool:
-        """Whether a check that came out non-finite holds a non-finite entry (and not a sum that overflowed)."""
-        return not bool(torch.isfinite(t.detach()).all())
-
-    def _origin(self, st, fwd, loss, grads_in_order, pgrads, params, upd) -> Optional[dict]:
-        """The first non-finite value of the step in computation order: forward, loss, backward, update."""
-        for check, v in zip(st.forward, fwd):
-            if not math.isfinite(v) and self._confirmed(check.tensor):
-                return dict(zip(_WHERE, check.where))
-        if loss is not None and not math.isfinite(loss):
-            return {"pass": "forward", "tensor": "loss", "layer": None, "module": None}
-        if not all(math.isfinite(v) for v in pgrads):
-            # a non-finite parameter gradient: which gradient hook saw one first, in the order backward ran
-            sums = stats.transfer(list(torch._foreach_norm([g.detach() for _, g in st.backward])))
-            for (where, g), v in zip(st.backward, sums):
-                if not math.isfinite(v) and self._confirmed(g):
-                    return dict(zip(_WHERE, where))
-            for (where, _), v in zip(grads_in_order, pgrads):
-                if not math.isfinite(v):
-                    return where
-        for (name, kind, _), v in zip(params, upd):
-            if not math.isfinite(v):
-                return {"pass": "update", "tensor": kind, "layer": name, "module": name}
-        return None
-
-    def _queue_full(self, st: _StepState, order: list[str], first: bool) -> None:
-        """Queue every full-record statistic not queued yet; the dicts fill in when the batch resolves."""
-        before = [st.w_before.get(name, self.found.layers[name].weight.detach()) for name in order]
-        biases = [self.found.layers[name].bias for name in order]
-        w_norms = torch._foreach_norm(before) if before else []
-        present = [b.detach() for b in biases if b is not None]
-        b_norms = iter(torch._foreach_norm(present) if present else [])
-        # fused over the layers: every gradient's max |entry|, every ||W_after - W_before||
-        grads = [g for name in order for g in st.grads.get(name, (None, None)) if g is not None]
-        maxabs = dict(zip(map(id, grads), torch._foreach_norm(grads, math.inf))) if grads else {}
-        moved = [name for name in order if name in st.w_before]
-        if moved:
-            diffs = torch._foreach_sub([self.found.layers[n].weight.detach() for n in moved],
-                                       [st.w_before[n] for n in moved])
-            update_norms = dict(zip(moved, torch._foreach_norm(diffs)))
-        else:
-            update_norms = {}
-        for name, w, w_norm, b in zip(order, before, w_norms, biases):
-            layer = self.found.layers[name]
-            entry = st.entries[name] = {}
-            z, a = st.z[name], st.a[name]
-            saturation = SATURATION.get(layer.activation)
-            zp = st.forward_parts.get((name, "z"))
-            if zp is None or (saturation is not None and first):  # the activation was not known at z's hook
-                zp = stats.forward_parts(z, "z", layer.kind.unit_dim, saturation)
-            ap = st.forward_parts.get((name, "a"))
-            if ap is None:
-                ap = stats.forward_parts(a, "a", layer.kind.unit_dim, None)
-
-            def finish_forward(v, entry=entry, z=z, a=a, saturation=saturation, k=len(zp)):
-                entry["z"] = stats.forward_dict(v[:k], "z", z, saturation)
-                entry["a"] = stats.forward_dict(v[k:], "a", a, None, dead=stats.dead_units(v[:k]))
-            st.batch.add(zp + ap, finish_forward)
-            self._queue_params(st, layer, entry, first, w, w_norm, b, next(b_norms) if b is not None else None,
-                               maxabs, update_norms.get(name))
-        st.loss_in = None
-        if self._probabilities(st):
-            p = st.outputs
-            st.batch.add(stats.probability_parts(p), lambda v, p=p: setattr(st, "loss_in", stats.probability_dict(v, p)))
-        if st.targets is not None and st.outputs is not None and self.task == "classification":
-            acc = self._accuracy(st.outputs.detach(), st.targets.detach())
-            if acc is not None:
-                st.batch.add([acc], lambda v: setattr(st, "accuracy", v[0]))
-
-    def _queue_params(self, st: _StepState, layer: Layer, entry: dict, first: bool, before: torch.Tensor,
-                      w_norm: torch.Tensor, b: Optional[torch.Tensor], b_norm: Optional[torch.Tensor],
-                      maxabs: dict[int, torch.Tensor], update_norm: Optional[torch.Tensor]) -> None:
-        """W (the weights this step's forward used, when before_update saw them), b, gW, gb, ||W_after - W_before||."""
-        gw, gb = st.grads.get(layer.name, (None, None))
-        has_before = update_norm is not None
-        sections: list[tuple[str, list]] = [("W", [w_norm] + stats.weight_parts(before, first))]
-        if b is not None:
-            sections.append(("b", [b_norm] + stats.bias_parts(b)))
-        for key, g, param in (("gW", gw, layer.weight), ("gb", gb, b)):
-            if g is not None:
-                norm = st.grad_norms.get(id(param))
-                sections.append((key, [norm if norm is not None else torch.linalg.vector_norm(g), maxabs[id(g)]]
-                                 + stats.gradient_parts(g, key == "gW")))
-        if has_before:  # the builder divides it by ||W_before|| (update_ratio)
-            sections.append(("update_norm", [update_norm]))
-        finishers = {
-            "W": lambda v: stats.weight_dict(v[1:], before, v[0]),
-            "b": lambda v: stats.bias_dict(v[1:], b, v[0]),
-            "gW": lambda v: stats.gradient_dict(v[2:], gw, v[0], v[1], True),
-            "gb": lambda v: stats.gradient_dict(v[2:], gb, v[0], v[1], False),
-            "update_norm": lambda v: v[0] if math.isfinite(v[0]) else None,
-        }
-
-        def finish(v, entry=entry):
-            at = 0
-            for key, parts in sections:
-                entry[key] = finishers[key](v[at:at + len(parts)])
-                at += len(parts)
-            if not has_before:  # before_update was not called this step: these are the weights after the update
-                entry["W"]["after_update"] = True
-        st.batch.add([p for _, parts in sections for p in parts], finish)
-
-    def _probabilities(self, st: _StepState) -> bool:
+    def _probabilities(self, st: StepState) -> bool:
         """Whether this step's outputs are probabilities a log is taken of (textbook bce / cross-entropy)."""
         return (self.loss_kind in ("bce", "cross_entropy") and st.outputs is not None and not self._from_logits
                 and st.outputs.is_floating_point())
 
-    def _accuracy(self, out: torch.Tensor, targets: torch.Tensor) -> Optional[torch.Tensor]:
-        if out.dim() == 0 or out.shape[0] != targets.shape[0]:
-            return None
-        if out.dim() >= 2 and out.shape[-1] > 1:
-            pred = out.argmax(dim=-1)
-            labels = targets.argmax(dim=-1) if targets.dim() == out.dim() else targets
-        else:
-            threshold = 0.0 if self._from_logits else 0.5
-            pred = (out.reshape(out.shape[0], -1)[:, 0] >= threshold).to(torch.long)
-            labels = targets.reshape(targets.shape[0], -1)[:, 0].to(torch.long)
-        if pred.shape != labels.shape:
-            return None
-        return (pred == labels.to(pred.dtype)).to(torch.float64).mean()
-
     # ------------------------------------------------------------ the start record
 
-    def _start_record(self, st: _StepState, order: list[str]) -> dict:
+    def _start_record(self, st: StepState, order: list[str]) -> dict:
         specs = []
         for i, name in enumerate(order):
             layer = self.found.layers[name]
