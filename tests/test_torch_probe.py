@@ -413,8 +413,9 @@ def test_misuse_raises_a_probe_error_naming_the_argument(tmp_path, kwargs, match
 
 def test_a_directory_that_holds_a_run_is_never_overwritten(tmp_path):
     _train(_mlp(), tmp_path / "run", steps=1)
-    with pytest.raises(RunDirError, match="not empty"):
+    with pytest.raises(RunDirError, match="not empty") as info:
         Probe(_mlp(), tmp_path / "run")
+    assert str(info.value).startswith("Probe(out=...):") and "--out" not in str(info.value)  # a library's terms
 
 
 def test_import_nnprobe_never_imports_torch():

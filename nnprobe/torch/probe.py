@@ -107,7 +107,7 @@ class Probe:
             raise ProbeError(str(exc)) from None
         config = recorded_config(name or Path(out).name or "torch", loss or "mse", every, codes)
         self.run = RecordedRun(config, out, extra_meta={"source": "torch", "torch": torch.__version__},
-                               remedy="choose a writable directory for Probe(out=...)")
+                               remedy="choose a writable directory for Probe(out=...)", argument="Probe(out=...):")
         self.errors = HookErrors()
         self.hooks = HookSet()
         self._flag = StopFlag()

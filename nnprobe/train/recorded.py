@@ -59,15 +59,15 @@ class RecordedRun:
 
     A write that fails (a full disk, a file-size limit, a read-only directory) raises RunDirError,
     naming the cause and how many step records are complete, after ending the log and meta.json as
-    `failed` where it can; the run records nothing more. `remedy` says where to choose another
-    directory in the caller's terms (the `out` argument of the Recorder or Probe).
+    `failed` where it can; the run records nothing more. `remedy` and `argument` name the run
+    directory in the caller's terms (the `out` argument of the Recorder or Probe), not the CLI's.
     """
 
     def __init__(self, config: Config, out: Path | str, extra_meta: Optional[dict] = None,
-                 remedy: str = "choose a writable directory") -> None:
+                 remedy: str = "choose a writable directory", argument: str = "out") -> None:
         self.config = config
         self.remedy = remedy
-        self.run_dir = new_run_dir(config, Path(out))
+        self.run_dir = new_run_dir(config, Path(out), argument=argument)
         self.meta = metadata(config, None, [])
         self.meta.update(extra_meta or {})
         self.writer: Optional[LogWriter] = None

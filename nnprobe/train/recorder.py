@@ -366,7 +366,8 @@ class Recorder:
             raise RecorderError("this Recorder was already used; make a new one for every run.")
         config = recorded_config(self.name, self.loss_kind, self.every, self.stop_on)
         self._run = RecordedRun(config, next_free_dir(self.out), extra_meta={"recorded": dict(self.arguments)},
-                                remedy="choose a writable directory for Recorder(out=...)")
+                                remedy="choose a writable directory for Recorder(out=...)",
+                                argument="Recorder(out=...):")
         self._catch_sigterm()
         return self
 

@@ -21,22 +21,25 @@ from nnprobe.probes import kernel
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs")) -> Path:
-    """A fresh directory for this run; never one that already holds a run."""
+def new_run_dir(config: Config, out_dir: Optional[Path], runs_root: Path = Path("runs"),
+                argument: str = "--out") -> Path:
+    """A fresh directory for this run; never one that already holds a run. `argument`: what the caller
+    calls `out_dir` in its messages (the CLI's --out; a library's own argument)."""
     if out_dir is not None:
         out_dir = Path(out_dir)
         if out_dir.exists():
             if not out_dir.is_dir():
-                raise RunDirError(f"--out {out_dir}: exists and is not a directory; choose a new directory name.")
+                raise RunDirError(f"{argument} {out_dir}: exists and is not a directory; choose a new directory name.")
             if any(out_dir.iterdir()):
+                fresh = ", or leave --out off to get a fresh one under runs/" if argument == "--out" else ""
                 raise RunDirError(
-                    f"--out {out_dir}: the directory is not empty; nnprobe never overwrites a run. "
-                    "Choose a new directory, or leave --out off to get a fresh one under runs/."
+                    f"{argument} {out_dir}: the directory is not empty; nnprobe never overwrites a run. "
+                    f"Choose a new directory{fresh}."
                 )
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RunDirError(f"--out {out_dir}: cannot create the directory ({exc.strerror}).") from None
+            raise RunDirError(f"{argument} {out_dir}: cannot create the directory ({exc.strerror}).") from None
         return out_dir
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     try:
