@@ -248,3 +248,16 @@ def test_explain_one_code_as_markdown():
     result = run("explain", "poor-init", "--format", "markdown")
     assert "## poor-init" in result.stdout and "## dead-relu" not in result.stdout
     assert "`detectors.poor-init.scale_ratio`" in result.stdout
+
+
+def test_the_report_order_does_not_depend_on_which_detector_module_was_imported_first():
+    """Importing the torch probe (which reads detectors.outputs) before `explain` moved
+    output-loss-mismatch up the list: the catalog's order must win whatever loaded first."""
+    import subprocess
+    import sys
+
+    code = ("import nnprobe.diagnose.detectors.curve, nnprobe.diagnose.detectors.outputs\n"
+            "from click.testing import CliRunner\nfrom nnprobe.cli import cli\n"
+            "print(CliRunner().invoke(cli, ['explain', '--format', 'markdown']).output, end='')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out == (CONFIGS.parent / "docs" / "findings.md").read_text()

@@ -10,9 +10,22 @@ from nnprobe.diagnose.skipped import skipped_detectors
 from nnprobe.findings import SEVERITIES, Finding, sort_findings
 
 
+_ordered = False
+
+
 def _load_all() -> None:
-    """Import the detector modules once; each registers its classes."""
-    from nnprobe.diagnose.detectors import catalog  # noqa: F401
+    """Import the detector modules once; each registers its classes. The registry is then put in the
+    catalog's order, so that reports do not depend on which module some other import loaded first."""
+    global _ordered
+    if _ordered:
+        return
+    from nnprobe.diagnose.detectors import catalog
+
+    rank = {name: i for i, name in enumerate(catalog.MODULES)}
+    ordered = sorted(REGISTRY.items(), key=lambda item: rank.get(item[1].__module__, len(rank)))  # stable
+    REGISTRY.clear()
+    REGISTRY.update(ordered)
+    _ordered = True
 
 
 def all_codes() -> list[str]:
