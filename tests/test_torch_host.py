@@ -15,36 +15,18 @@ from torch import nn  # noqa: E402
 from nnprobe.probes import kernel, statistics  # noqa: E402
 from nnprobe.torch import Probe  # noqa: E402
 from nnprobe.torch.layers import SATURATION, bounded_by_input  # noqa: E402
-from nnprobe.train.runlog import LogContents, iter_records  # noqa: E402
+from torch_loops import BadAt, BadBackward, NaNGrad, data, steps_of, train  # noqa: E402
 
 
-def _steps(run_dir):
-    return [r for r in iter_records(run_dir / "steps.jsonl", LogContents()) if r["type"] == "step"]
+def _data():
+    return data(n=64, features=6)
 
 
-def _data(n=64, features=6, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, features, generator=g), torch.randint(0, classes, (n,), generator=g)
-
-
-def _loop(model, out, *, steps, every, lr=0.1, loss_fn=None, x=None, y=None, stop_on=("nonfinite",)):
+def _loop(model, out, *, x=None, y=None, **kwargs):
+    """The shared loop on this file's 6-feature batch."""
     if x is None:
         x, y = _data()
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    with Probe(model, out, every=every, loss="cross_entropy", stop_on=stop_on) as probe:
-        for _ in range(steps):
-            with probe.step() as s:
-                o = model(x)
-                loss = loss_fn(o, y)
-                s.loss(loss, outputs=o, targets=y)
-                opt.zero_grad()
-                loss.backward()
-                s.before_update(opt)
-                opt.step()
-            if probe.stopped:
-                break
-    return probe
+    return train(model, out, x=x, y=y, **kwargs)
 
 
 def _reference(model, steps, lr=0.1, x=None, y=None):
@@ -106,7 +88,7 @@ def test_cpu_statistics_are_nnprobes_host_statistics_of_the_same_arrays(tmp_path
     x, y = _data()
     want = _reference(model, 3, x=x, y=y)
     probe = _loop(model, tmp_path / "run", steps=3, every=1, x=x, y=y)
-    steps = _steps(probe.run_dir)
+    steps = steps_of(probe.run_dir)
     saturation = [None, SATURATION["tanh"], None]  # the flat region of the tanh after the second layer
     for i, (rec, ref) in enumerate(zip(steps, want)):
         assert rec["full"] and rec["nonfinite"] is None
@@ -135,7 +117,7 @@ def test_a_float64_model_and_a_convolution_take_the_host_path(tmp_path):
     with torch.no_grad():
         z = model[0](x)
     probe = _loop(model, tmp_path / "run", steps=2, every=1, x=x, y=y)
-    conv = _steps(probe.run_dir)[0]["layers"][0]
+    conv = steps_of(probe.run_dir)[0]["layers"][0]
     per_channel = z.movedim(1, -1).reshape(-1, 4).numpy()  # units are channels: every position a row
     zs, dead = statistics.preactivation_stats(per_channel, None)
     _close(conv["z"], zs)
@@ -143,26 +125,6 @@ def test_a_float64_model_and_a_convolution_take_the_host_path(tmp_path):
 
 
 # ---------------------------------------------------------------- the non-finite origin, light and full
-
-
-class _BadAt(nn.Module):
-    def forward(self, x):
-        return torch.log(x - 10.0)
-
-
-class _NaNGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * float("nan")
-
-
-class _BadBackward(nn.Module):
-    def forward(self, x):
-        return _NaNGrad.apply(x)
 
 
 class _Functional(nn.Module):
@@ -173,7 +135,7 @@ class _Functional(nn.Module):
 
     def forward(self, x):
         h = nn.functional.relu(self.fc1(x))
-        return self.fc2(_NaNGrad.apply(h) if self.bad_backward else torch.sqrt(h - 1.0))
+        return self.fc2(NaNGrad.apply(h) if self.bad_backward else torch.sqrt(h - 1.0))
 
 
 def _negative_inf_layer():
@@ -188,7 +150,7 @@ def _negative_inf_layer():
 
 def _origin_cases():
     torch.manual_seed(0)
-    yield ("module", lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(inplace=True), _BadAt(), nn.Linear(8, 3)),
+    yield ("module", lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(inplace=True), BadAt(), nn.Linear(8, 3)),
            {}, {"pass": "forward", "tensor": "output", "layer": "0", "module": "2"})
     yield ("functional", lambda: _Functional(), {},
            {"pass": "forward", "tensor": "activation", "layer": "fc1", "module": "code before fc2"})
@@ -197,7 +159,7 @@ def _origin_cases():
     yield ("loss", lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
            {"loss_fn": lambda o, t: torch.log(o - o).mean()},
            {"pass": "forward", "tensor": "loss", "layer": None, "module": None})
-    yield ("backward", lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), _BadBackward(), nn.Linear(8, 3)), {},
+    yield ("backward", lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(), BadBackward(), nn.Linear(8, 3)), {},
            {"pass": "backward", "tensor": "activation-gradient", "layer": "0", "module": "1"})
     yield ("backward-functional", lambda: _Functional(bad_backward=True), {},
            # fc1's a is fc2's input, made after the NaN-making backward: z's gradient is the first one bad
@@ -208,7 +170,7 @@ def _origin_cases():
 
 @pytest.mark.parametrize("every", [1, 100], ids=["full", "light"])
 @pytest.mark.parametrize("name,make,kwargs,want", list(_origin_cases()), ids=[c[0] for c in _origin_cases()])
-def test_the_nonfinite_origin_names_the_producer_on_light_and_full_steps(tmp_path, every, name, make, kwargs, want):
+def test_the_nonfinite_origin_names_the_producer_on_light_and_fullsteps_of(tmp_path, every, name, make, kwargs, want):
     kwargs = dict(kwargs)
     x = kwargs.pop("x", None)
     y = None
@@ -216,7 +178,7 @@ def test_the_nonfinite_origin_names_the_producer_on_light_and_full_steps(tmp_pat
         y = _data()[1]
     torch.manual_seed(0)
     probe = _loop(make(), tmp_path / "run", steps=2, every=every, x=x, y=y, **kwargs)
-    bad = [r for r in _steps(probe.run_dir) if r["nonfinite"]]
+    bad = [r for r in steps_of(probe.run_dir) if r["nonfinite"]]
     assert bad and bad[0]["step"] == 0 and bad[0]["full"] is True  # a light step turned full by its NaN
     if want == "update":
         assert bad[0]["nonfinite"]["pass"] == "update" and bad[0]["nonfinite"]["tensor"] in ("weight", "bias")

@@ -16,7 +16,7 @@ from nnprobe.diagnose.load import load_run  # noqa: E402
 from nnprobe.errors import RunDirError  # noqa: E402
 from nnprobe.torch import Probe, ProbeError  # noqa: E402
 from nnprobe.torch import host as torch_host  # noqa: E402
-from nnprobe.train.runlog import LogContents, iter_records  # noqa: E402
+from torch_loops import BadAt, BadBackward, data, records, steps_of, train  # noqa: E402
 
 
 @pytest.fixture(autouse=True, params=["host", "device"])
@@ -28,46 +28,6 @@ def statistics_path(request, monkeypatch):
 
         monkeypatch.setattr(probe_module, "_HOST_DTYPES", ())
     return request.param
-
-
-def _records(run_dir):
-    """The whole log in order: start, steps, end (when written)."""
-    contents = LogContents()
-    steps = list(iter_records(run_dir / "steps.jsonl", contents))
-    return [contents.start] + steps + ([contents.end] if contents.end else [])
-
-
-def _steps(run_dir):
-    return [r for r in _records(run_dir) if r["type"] == "step"]
-
-
-def _data(n=32, features=4, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, features, generator=g), torch.randint(0, classes, (n,), generator=g)
-
-
-def _train(model, out, *, steps=4, every=1, lr=0.1, loss_fn=None, x=None, y=None, before_update=True,
-           probe_kwargs=None, optimizer=None):
-    """The issue's loop; returns the probe (closed)."""
-    if x is None:
-        x, y = _data()
-    loss_fn = loss_fn or (lambda out_, y_: nn.functional.cross_entropy(out_, y_))
-    opt = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
-    kwargs = {"loss": "cross_entropy", **(probe_kwargs or {})}
-    with Probe(model, out, every=every, **kwargs) as probe:
-        for _ in range(steps):
-            with probe.step() as s:
-                out_ = model(x)
-                loss = loss_fn(out_, y)
-                s.loss(loss, outputs=out_, targets=y)
-                opt.zero_grad()
-                loss.backward()
-                if before_update:
-                    s.before_update(opt)
-                opt.step()
-            if probe.stopped:
-                break
-    return probe
 
 
 def _mlp(seed=0):
@@ -89,8 +49,8 @@ def test_layers_are_weighted_modules_in_execution_order_named_by_module_path(tmp
             return self.head(self.body(x))
 
     torch.manual_seed(0)
-    probe = _train(Net(), tmp_path / "run", steps=1)
-    start = _records(probe.run_dir)[0]
+    probe = train(Net(), tmp_path / "run", steps=1)
+    start = records(probe.run_dir)[0]
     assert [(l["name"], l["fan_in"], l["units"], l["activation"], l["is_output"]) for l in start["layers"]] == [
         ("body.0", 4, 8, "tanh", False), ("head", 8, 3, "softmax", True)]
     assert start["loss"]["from_logits"] is True  # the logits went into the loss
@@ -98,12 +58,12 @@ def test_layers_are_weighted_modules_in_execution_order_named_by_module_path(tmp
 
 def test_full_records_every_n_steps_carry_z_a_and_parameters_matching_an_independent_computation(tmp_path):
     model = _mlp()
-    x, y = _data()
+    x, y = data()
     with torch.no_grad():
         z0 = model[0](x)
         w0 = model[0].weight.detach().clone()
-    probe = _train(model, tmp_path / "run", steps=5, every=2, x=x, y=y)
-    steps = _steps(probe.run_dir)
+    probe = train(model, tmp_path / "run", steps=5, every=2, x=x, y=y)
+    steps = steps_of(probe.run_dir)
     assert [r["full"] for r in steps] == [True, False, True, False, True]
     first = steps[0]["layers"][0]
     assert first["z"]["mean"] == pytest.approx(z0.mean().item(), rel=1e-5)
@@ -118,15 +78,15 @@ def test_full_records_every_n_steps_carry_z_a_and_parameters_matching_an_indepen
 
 def test_gradients_grad_norm_and_update_ratio_match_the_tensors(tmp_path):
     model = _mlp()
-    x, y = _data()
+    x, y = data()
     ref = _mlp()
     loss = nn.functional.cross_entropy(ref(x), y)
     loss.backward()
     total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ref.parameters()])).item()
     w_before = ref[2].weight.detach().clone()
     w_after = w_before - 0.1 * ref[2].weight.grad
-    probe = _train(model, tmp_path / "run", steps=1, x=x, y=y)
-    rec = _steps(probe.run_dir)[0]
+    probe = train(model, tmp_path / "run", steps=1, x=x, y=y)
+    rec = steps_of(probe.run_dir)[0]
     assert rec["loss"] == pytest.approx(loss.item(), rel=1e-6)
     assert rec["grad_norm"] == pytest.approx(total, rel=1e-5)
     out = rec["layers"][1]
@@ -146,12 +106,12 @@ def test_functional_activation_is_the_next_layers_input_and_is_identified(tmp_pa
 
     torch.manual_seed(0)
     net = Net()
-    x, y = _data()
+    x, y = data()
     with torch.no_grad():
         a = torch.relu(net.fc1(x))
-    probe = _train(net, tmp_path / "run", steps=1, x=x, y=y)
-    assert _records(probe.run_dir)[0]["layers"][0]["activation"] == "relu"
-    layer = _steps(probe.run_dir)[0]["layers"][0]
+    probe = train(net, tmp_path / "run", steps=1, x=x, y=y)
+    assert records(probe.run_dir)[0]["layers"][0]["activation"] == "relu"
+    layer = steps_of(probe.run_dir)[0]["layers"][0]
     assert layer["a"]["mean"] == pytest.approx(a.mean().item(), rel=1e-5)
     assert layer["z"]["min"] < 0 <= layer["a"]["min"]
 
@@ -160,8 +120,8 @@ def test_inplace_relu_leaves_the_recorded_preactivation_intact(tmp_path):
     """nn.ReLU(inplace=True) overwrites z; the record's z is taken before it does."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 3))
-    probe = _train(model, tmp_path / "run", steps=2)
-    layer = _steps(probe.run_dir)[0]["layers"][0]
+    probe = train(model, tmp_path / "run", steps=2)
+    layer = steps_of(probe.run_dir)[0]["layers"][0]
     assert layer["z"]["min"] < 0
     assert layer["a"]["min"] == 0.0
     assert probe.errors.count == 0
@@ -170,12 +130,12 @@ def test_inplace_relu_leaves_the_recorded_preactivation_intact(tmp_path):
 def test_probabilities_into_a_hand_written_log_are_recorded_as_loss_in(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
-    x, y = _data()
-    probe = _train(model, tmp_path / "run", steps=1, x=x, y=y,
+    x, y = data()
+    probe = train(model, tmp_path / "run", steps=1, x=x, y=y,
                    loss_fn=lambda p, t: -torch.log(p[torch.arange(len(t)), t]).mean())
-    start = _records(probe.run_dir)[0]
+    start = records(probe.run_dir)[0]
     assert start["loss"]["from_logits"] is False and start["layers"][-1]["activation"] == "softmax"
-    loss_in = _steps(probe.run_dir)[0]["loss_in"]
+    loss_in = steps_of(probe.run_dir)[0]["loss_in"]
     assert loss_in["n"] == 32 * 3 and 0 < loss_in["min"] <= loss_in["max"] < 1
 
 
@@ -184,36 +144,29 @@ def test_convolution_layers_are_recorded(tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
     x = torch.randn(8, 1, 6, 6)
     y = torch.randint(0, 2, (8,))
-    probe = _train(model, tmp_path / "run", steps=1, x=x, y=y)
-    start = _records(probe.run_dir)[0]
+    probe = train(model, tmp_path / "run", steps=1, x=x, y=y)
+    start = records(probe.run_dir)[0]
     assert [(l["name"], l["fan_in"], l["units"]) for l in start["layers"]] == [("0", 9, 4), ("3", 64, 2)]
     assert start["data"]["n_features"] == len(start["data"]["input_mean"]) == 1  # per input channel
 
 
 def test_layers_argument_restricts_what_is_recorded(tmp_path):
-    probe = _train(_mlp(), tmp_path / "run", steps=1, probe_kwargs={"layers": ["2"]})
-    assert [l["name"] for l in _steps(probe.run_dir)[0]["layers"]] == ["2"]
+    probe = train(_mlp(), tmp_path / "run", steps=1, probe_kwargs={"layers": ["2"]})
+    assert [l["name"] for l in steps_of(probe.run_dir)[0]["layers"]] == ["2"]
 
 
 # ---------------------------------------------------------------- the non-finite origin
 
 
-class _BadAt(nn.Module):
-    """A leaf module whose output turns non-finite (log of a negative number) where its input is finite."""
-
-    def forward(self, x):
-        return torch.log(x - 10.0)
-
-
 def _nan_run(tmp_path, model, *, x=None, y=None, loss_fn=None):
-    probe = _train(model, tmp_path / "run", steps=3, every=100, x=x, y=y, loss_fn=loss_fn)
-    bad = [r for r in _steps(probe.run_dir) if r["nonfinite"]]
+    probe = train(model, tmp_path / "run", steps=3, every=100, x=x, y=y, loss_fn=loss_fn)
+    bad = [r for r in steps_of(probe.run_dir) if r["nonfinite"]]
     return probe, bad[0]
 
 
 def test_forward_origin_is_the_module_that_made_the_nan_not_those_it_passed_through(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _BadAt(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), BadAt(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
     probe, rec = _nan_run(tmp_path, model)
     assert rec["step"] == 0 and rec["full"] is True  # a light step turned full by its NaN
     assert rec["nonfinite"] == {"pass": "forward", "tensor": "output", "layer": "0", "module": "2"}
@@ -238,7 +191,7 @@ def test_forward_origin_in_code_between_modules(tmp_path):
 
 
 def test_nonfinite_input_is_named_as_the_input(tmp_path):
-    x, y = _data()
+    x, y = data()
     x[3, 1] = float("inf")
     _, rec = _nan_run(tmp_path, _mlp(), x=x, y=y)
     assert rec["nonfinite"]["tensor"] == "input" and rec["nonfinite"]["layer"] is None
@@ -249,33 +202,18 @@ def test_loss_origin_when_every_forward_tensor_is_finite(tmp_path):
     assert rec["nonfinite"]["pass"] == "forward" and rec["nonfinite"]["tensor"] == "loss"
 
 
-class _NaNGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * float("nan")
-
-
-class _BadBackward(nn.Module):
-    def forward(self, x):
-        return _NaNGrad.apply(x)
-
-
 def test_backward_origin_is_the_first_hook_that_sees_a_nonfinite_gradient(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), _BadBackward(), nn.Linear(8, 3))
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), BadBackward(), nn.Linear(8, 3))
     _, rec = _nan_run(tmp_path, model)
     # the gradient of the output layer's z is finite; the tanh output's gradient comes through _BadBackward
     assert rec["nonfinite"] == {"pass": "backward", "tensor": "activation-gradient", "layer": "0", "module": "1"}
 
 
 def test_update_origin_when_the_step_itself_overflows(tmp_path):
-    probe = _train(_mlp(), tmp_path / "run", steps=2, every=100, lr=3e38,  # lr * grad overflows float32
+    probe = train(_mlp(), tmp_path / "run", steps=2, every=100, lr=3e38,  # lr * grad overflows float32
                    loss_fn=lambda out, t: 1e3 * nn.functional.cross_entropy(out, t))
-    rec = [r for r in _steps(probe.run_dir) if r["nonfinite"]][0]
+    rec = [r for r in steps_of(probe.run_dir) if r["nonfinite"]][0]
     assert rec["step"] == 0
     assert rec["nonfinite"]["pass"] == "update" and rec["nonfinite"]["tensor"] in ("weight", "bias")
 
@@ -300,18 +238,18 @@ def _unprobed(steps, x, y):
 
 
 def test_probing_leaves_the_training_bit_identical(tmp_path):
-    x, y = _data()
+    x, y = data()
     plain, probed = _unprobed(4, x, y), _mlp()
-    _train(probed, tmp_path / "run", steps=4, every=2, x=x, y=y)
+    train(probed, tmp_path / "run", steps=4, every=2, x=x, y=y)
     for p, q in zip(plain.parameters(), probed.parameters()):
         assert torch.equal(p, q)
 
 
 def test_hooks_are_removed_on_close_and_on_an_exception_in_the_loop(tmp_path):
     model = _mlp()
-    probe = _train(model, tmp_path / "ok", steps=1)
+    probe = train(model, tmp_path / "ok", steps=1)
     assert _hook_count(model) == 0 and len(probe.hooks) == 0
-    x, y = _data()
+    x, y = data()
     with pytest.raises(ZeroDivisionError):
         with Probe(model, tmp_path / "failed", loss="cross_entropy") as probe:
             with probe.step() as s:
@@ -320,8 +258,8 @@ def test_hooks_are_removed_on_close_and_on_an_exception_in_the_loop(tmp_path):
                 model(x)
                 raise ZeroDivisionError("the user's bug")
     assert _hook_count(model) == 0
-    records = _records(probe.run_dir)
-    assert records[-1] == {"type": "end", "status": "failed", "steps": 1, "final_loss": records[1]["loss"],
+    log = records(probe.run_dir)
+    assert log[-1] == {"type": "end", "status": "failed", "steps": 1, "final_loss": log[1]["loss"],
                            "stopped_by": None}
     assert probe.result.status == "failed"
 
@@ -341,12 +279,12 @@ def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, mo
         return real(*args)
 
     monkeypatch.setattr(module, name, flaky)
-    x, y = _data()
+    x, y = data()
     plain, probed = _unprobed(3, x, y), _mlp()
     with pytest.warns(RuntimeWarning, match="1 exception"):
-        probe = _train(probed, tmp_path / "run", steps=3, x=x, y=y)
+        probe = train(probed, tmp_path / "run", steps=3, x=x, y=y)
     assert probe.errors.count == 1 and "probe bug" in probe.errors.first
-    assert [r.get("probe_errors", 0) for r in _steps(probe.run_dir)] == [1, 0, 0]
+    assert [r.get("probe_errors", 0) for r in steps_of(probe.run_dir)] == [1, 0, 0]
     assert any("probe bug" in p for p in probe.result.log_problems)
     assert json.loads((probe.run_dir / "meta.json").read_text())["probe_errors"]["count"] == 1
     for p, q in zip(plain.parameters(), probed.parameters()):
@@ -355,8 +293,8 @@ def test_an_exception_inside_a_hook_is_counted_and_training_goes_on(tmp_path, mo
 
 def test_same_run_directory_and_diagnose_agree_with_the_live_findings(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _BadAt(), nn.Linear(8, 3))
-    probe = _train(model, tmp_path / "run", steps=3)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), BadAt(), nn.Linear(8, 3))
+    probe = train(model, tmp_path / "run", steps=3)
     assert sorted(p.name for p in probe.run_dir.iterdir()) == ["config.yaml", "findings.json", "meta.json",
                                                                "steps.jsonl"]
     live = [(f.code, f.step, f.layer) for f in probe.result.findings]
@@ -370,7 +308,7 @@ def test_cli_diagnose_of_a_probed_run_exits_1_on_an_error(tmp_path):
     from nnprobe.cli import cli
 
     torch.manual_seed(0)
-    probe = _train(nn.Sequential(nn.Linear(4, 8), _BadAt(), nn.Linear(8, 3)), tmp_path / "run", steps=2)
+    probe = train(nn.Sequential(nn.Linear(4, 8), BadAt(), nn.Linear(8, 3)), tmp_path / "run", steps=2)
     res = CliRunner().invoke(cli, ["diagnose", str(probe.run_dir), "--format", "json"], catch_exceptions=False)
     assert res.exit_code == 1
     assert json.loads(res.output)["findings"][0]["code"] == "nonfinite"
@@ -378,19 +316,19 @@ def test_cli_diagnose_of_a_probed_run_exits_1_on_an_error(tmp_path):
 
 def test_stopped_probe_records_nothing_more(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), _BadAt(), nn.Linear(8, 3))
-    x, y = _data()
+    model = nn.Sequential(nn.Linear(4, 8), BadAt(), nn.Linear(8, 3))
+    x, y = data()
     with Probe(model, tmp_path / "run", loss="cross_entropy") as probe:
         for _ in range(3):  # a loop that ignores probe.stopped
             with probe.step() as s:
                 s.loss(nn.functional.cross_entropy(model(x), y))
-    assert probe.stopped and len(_steps(probe.run_dir)) == 1
+    assert probe.stopped and len(steps_of(probe.run_dir)) == 1
 
 
 def test_identical_seeded_runs_write_identical_step_logs(tmp_path):
     logs = []
     for name in ("a", "b"):
-        probe = _train(_mlp(), tmp_path / name, steps=3, probe_kwargs={"name": "same"})
+        probe = train(_mlp(), tmp_path / name, steps=3, probe_kwargs={"name": "same"})
         logs.append((probe.run_dir / "steps.jsonl").read_text())
     assert logs[0] == logs[1]
 
@@ -412,7 +350,7 @@ def test_misuse_raises_a_probe_error_naming_the_argument(tmp_path, kwargs, match
 
 
 def test_a_directory_that_holds_a_run_is_never_overwritten(tmp_path):
-    _train(_mlp(), tmp_path / "run", steps=1)
+    train(_mlp(), tmp_path / "run", steps=1)
     with pytest.raises(RunDirError, match="not empty") as info:
         Probe(_mlp(), tmp_path / "run")
     assert str(info.value).startswith("Probe(out=...):") and "--out" not in str(info.value)  # a library's terms
@@ -426,9 +364,9 @@ def test_import_nnprobe_never_imports_torch():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_model_is_probed_on_the_device(tmp_path):
     model = _mlp().cuda()
-    x, y = _data()
-    probe = _train(model, tmp_path / "run", steps=2, x=x.cuda(), y=y.cuda())
-    steps = _steps(probe.run_dir)
+    x, y = data()
+    probe = train(model, tmp_path / "run", steps=2, x=x.cuda(), y=y.cuda())
+    steps = steps_of(probe.run_dir)
     assert math.isfinite(steps[0]["loss"]) and steps[0]["layers"][0]["z"]["nan"] == 0
 
 
@@ -443,17 +381,17 @@ def test_huge_but_finite_tensors_are_not_named_nonfinite(tmp_path):
     """A check whose reduction overflows on entries of 1e20 is confirmed entry by entry before a NaN is named."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), _Huge(), nn.Linear(8, 3))
-    x, y = _data()
-    probe = _train(model, tmp_path / "run", steps=2, every=100, x=x, y=y,
+    x, y = data()
+    probe = train(model, tmp_path / "run", steps=2, every=100, x=x, y=y,
                    loss_fn=lambda out, t: (out * 0.0).sum() + nn.functional.cross_entropy(out * 0.0, t))
-    assert [r["nonfinite"] for r in _steps(probe.run_dir)] == [None, None]
+    assert [r["nonfinite"] for r in steps_of(probe.run_dir)] == [None, None]
     assert "nonfinite" not in {f.code for f in probe.result.findings}
 
 
 def test_a_bare_linear_model_is_one_layer_named_model(tmp_path):
     torch.manual_seed(0)
-    probe = _train(nn.Linear(4, 3), tmp_path / "run", steps=1)
-    assert [l["name"] for l in _steps(probe.run_dir)[0]["layers"]] == ["model"]
+    probe = train(nn.Linear(4, 3), tmp_path / "run", steps=1)
+    assert [l["name"] for l in steps_of(probe.run_dir)[0]["layers"]] == ["model"]
 
 
 def test_ctrl_c_finishes_the_step_and_stops_with_status_interrupted(tmp_path):
@@ -461,7 +399,7 @@ def test_ctrl_c_finishes_the_step_and_stops_with_status_interrupted(tmp_path):
     import signal
 
     model = _mlp()
-    x, y = _data()
+    x, y = data()
     with Probe(model, tmp_path / "run", loss="cross_entropy") as probe:
         for i in range(5):
             with probe.step() as s:
@@ -471,18 +409,18 @@ def test_ctrl_c_finishes_the_step_and_stops_with_status_interrupted(tmp_path):
             if probe.stopped:
                 break
     assert i == 1 and probe.result.status == "interrupted"
-    assert len(_steps(probe.run_dir)) == 2
+    assert len(steps_of(probe.run_dir)) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back after the first
 
 
 def test_a_bfloat16_model_on_the_cpu_is_recorded_like_its_float32_twin(tmp_path):
     """bfloat16 has no NumPy view: such a model takes the torch reductions on the CPU. Its records carry
     the same statistics as the float32 model's (on either path), to bfloat16's precision."""
-    x, y = _data()
-    wide = _train(_mlp(), tmp_path / "f32", steps=3, x=x, y=y)
-    narrow = _train(_mlp().to(torch.bfloat16), tmp_path / "bf16", steps=3, x=x.to(torch.bfloat16), y=y)
+    x, y = data()
+    wide = train(_mlp(), tmp_path / "f32", steps=3, x=x, y=y)
+    narrow = train(_mlp().to(torch.bfloat16), tmp_path / "bf16", steps=3, x=x.to(torch.bfloat16), y=y)
     assert narrow.errors.count == 0 and narrow.result.status == "completed"
-    for r32, r16 in zip(_steps(wide.run_dir), _steps(narrow.run_dir)):
+    for r32, r16 in zip(steps_of(wide.run_dir), steps_of(narrow.run_dir)):
         assert r16["loss"] == pytest.approx(r32["loss"], rel=0.05)
         for l32, l16 in zip(r32["layers"], r16["layers"]):
             assert l16["name"] == l32["name"]
