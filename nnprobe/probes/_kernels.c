@@ -383,45 +383,6 @@ copy_sumsq_avx2(const float *x, float *dst, Py_ssize_t n)
     return q;
 }
 
-/* ||a - b||^2 and ||a||^2 in one read of both: a weight's update (a: after, b: the copy from before)
-   and whether the weight after it is finite. The difference is taken in float32, as a - b in NumPy. */
-__attribute__((target("avx2,fma"))) static void
-diff_sumsq_avx2(const float *a, const float *b, Py_ssize_t n, double *diff, double *norm)
-{
-    __m256 da = _mm256_setzero_ps(), db = da, qa = da, qb = da;
-    __m256d dtot = _mm256_setzero_pd(), qtot = dtot;
-    Py_ssize_t i = 0;
-    while (i + 16 * BLOCK <= n) {
-        for (int k = 0; k < BLOCK; k++, i += 16) {
-            __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(a + i + 8);
-            __m256 ea = _mm256_sub_ps(va, _mm256_loadu_ps(b + i)), eb = _mm256_sub_ps(vb, _mm256_loadu_ps(b + i + 8));
-            da = _mm256_add_ps(da, _mm256_mul_ps(ea, ea));
-            db = _mm256_add_ps(db, _mm256_mul_ps(eb, eb));
-            qa = _mm256_add_ps(qa, _mm256_mul_ps(va, va));
-            qb = _mm256_add_ps(qb, _mm256_mul_ps(vb, vb));
-        }
-        dtot = widen_sum(dtot, _mm256_add_ps(da, db));
-        qtot = widen_sum(qtot, _mm256_add_ps(qa, qb));
-        da = db = qa = qb = _mm256_setzero_ps();
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(a + i);
-        __m256 e = _mm256_sub_ps(v, _mm256_loadu_ps(b + i));
-        da = _mm256_add_ps(da, _mm256_mul_ps(e, e));
-        qa = _mm256_add_ps(qa, _mm256_mul_ps(v, v));
-    }
-    dtot = widen_sum(dtot, da);
-    qtot = widen_sum(qtot, qa);
-    double d = hsum4(dtot), q = hsum4(qtot);
-    for (; i < n; i++) {
-        float e = a[i] - b[i];
-        d += (double)e * e;
-        q += (double)a[i] * a[i];
-    }
-    *diff = d;
-    *norm = q;
-}
-
 /* NH of 16 words at once into two accumulators (fingerprint_avx2's inner step). */
 __attribute__((target("avx2,fma"))) static inline void
 nh16(__m256i wa, __m256i wb, __m256i *key, __m256i step, __m256i *h0, __m256i *h1)
@@ -451,11 +412,34 @@ nh_total(__m256i h0, __m256i h1)
     return total;
 }
 
-/* The end of a step for a weight updated in place: ||a - b||^2, ||a||^2 and the fingerprint of a,
-   and a copied into b, in one read of each (a: the weight after the update, b: its copy from
-   before, which becomes the copy the next step's update is measured against). */
-__attribute__((target("avx2,fma"))) static void
-diff_copy_avx2(const float *a, float *b, Py_ssize_t n, double *diff, double *norm, uint64_t *print)
+/* NH of 8 words into one accumulator (the loops' last whole vectors). */
+__attribute__((target("avx2,fma"))) static inline void
+nh8(__m256i w, __m256i *key, __m256i step, __m256i *h)
+{
+    __m256i a = _mm256_add_epi32(w, *key);
+    *key = _mm256_add_epi32(*key, step);
+    *h = _mm256_add_epi64(*h, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
+}
+
+/* NH of the words of a buffer of `len` bytes from word `done` on (fewer than 10 words), the last
+   ones zero-padded to a whole pair. */
+static uint64_t
+nh_rest(const void *buf, Py_ssize_t done, Py_ssize_t len)
+{
+    uint32_t tail[10] = {0};
+    uint64_t h = 0;
+    memcpy(tail, (const char *)buf + 4 * done, (size_t)(len - 4 * done));
+    for (Py_ssize_t j = 0; done + j < (len + 3) / 4; j += 2)
+        h += fp_pair(tail[j], tail[j + 1], (uint32_t)(done + j));
+    return h;
+}
+
+/* A weight's update in one read of each array (a: the weight after the update, b: its copy from
+   before): ||a - b||^2, the difference taken in float32 as a - b in NumPy, and ||a||^2 (is the
+   weight finite after it?). With `copy`, also the fingerprint of a, and a is copied into b, which
+   becomes the copy the next step's update is measured against. */
+__attribute__((target("avx2,fma"))) static inline void
+update_pass_avx2(const float *a, float *b, Py_ssize_t n, int copy, double *diff, double *norm, uint64_t *print)
 {
     __m256 da = _mm256_setzero_ps(), db = da, qa = da, qb = da;
     __m256d dtot = _mm256_setzero_pd(), qtot = dtot;
@@ -466,13 +450,15 @@ diff_copy_avx2(const float *a, float *b, Py_ssize_t n, double *diff, double *nor
         for (int k = 0; k < BLOCK; k++, i += 16) {
             __m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(a + i + 8);
             __m256 ea = _mm256_sub_ps(va, _mm256_loadu_ps(b + i)), eb = _mm256_sub_ps(vb, _mm256_loadu_ps(b + i + 8));
-            _mm256_storeu_ps(b + i, va);
-            _mm256_storeu_ps(b + i + 8, vb);
             da = _mm256_add_ps(da, _mm256_mul_ps(ea, ea));
             db = _mm256_add_ps(db, _mm256_mul_ps(eb, eb));
             qa = _mm256_add_ps(qa, _mm256_mul_ps(va, va));
             qb = _mm256_add_ps(qb, _mm256_mul_ps(vb, vb));
-            nh16(_mm256_castps_si256(va), _mm256_castps_si256(vb), &key, step, &h0, &h1);
+            if (copy) {
+                _mm256_storeu_ps(b + i, va);
+                _mm256_storeu_ps(b + i + 8, vb);
+                nh16(_mm256_castps_si256(va), _mm256_castps_si256(vb), &key, step, &h0, &h1);
+            }
         }
         dtot = widen_sum(dtot, _mm256_add_ps(da, db));
         qtot = widen_sum(qtot, _mm256_add_ps(qa, qb));
@@ -481,30 +467,27 @@ diff_copy_avx2(const float *a, float *b, Py_ssize_t n, double *diff, double *nor
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(a + i);
         __m256 e = _mm256_sub_ps(v, _mm256_loadu_ps(b + i));
-        _mm256_storeu_ps(b + i, v);
         da = _mm256_add_ps(da, _mm256_mul_ps(e, e));
         qa = _mm256_add_ps(qa, _mm256_mul_ps(v, v));
-        __m256i w = _mm256_add_epi32(_mm256_castps_si256(v), key);
-        key = _mm256_add_epi32(key, step);
-        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(w, _mm256_srli_epi64(w, 32)));
+        if (copy) {
+            _mm256_storeu_ps(b + i, v);
+            nh8(_mm256_castps_si256(v), &key, step, &h0);
+        }
     }
     dtot = widen_sum(dtot, da);
     qtot = widen_sum(qtot, qa);
     double d = hsum4(dtot), q = hsum4(qtot);
-    uint64_t h = nh_total(h0, h1);
-    uint32_t tail[8] = {0};
-    memcpy(tail, a + i, (size_t)(n - i) * sizeof(float));
-    for (Py_ssize_t j = 0; i + j < n; j += 2)
-        h += fp_pair(tail[j], tail[j + 1], (uint32_t)(i + j));
+    if (copy)
+        *print = nh_total(h0, h1) + nh_rest(a, i, n * (Py_ssize_t)sizeof(float));
     for (; i < n; i++) {
         float e = a[i] - b[i];
         d += (double)e * e;
         q += (double)a[i] * a[i];
-        b[i] = a[i];
+        if (copy)
+            b[i] = a[i];
     }
     *diff = d;
     *norm = q;
-    *print = h;
 }
 
 /* NH over the first n words, n a multiple of 8; the caller adds the rest. */
@@ -517,11 +500,8 @@ fingerprint_avx2(const uint32_t *w, Py_ssize_t n)
     for (; i + 16 <= n; i += 16)
         nh16(_mm256_loadu_si256((const __m256i *)(w + i)), _mm256_loadu_si256((const __m256i *)(w + i + 8)), &key,
              step, &h0, &h1);
-    for (; i + 8 <= n; i += 8) {
-        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(w + i)), key);
-        key = _mm256_add_epi32(key, step);
-        h0 = _mm256_add_epi64(h0, _mm256_mul_epu32(a, _mm256_srli_epi64(a, 32)));
-    }
+    for (; i + 8 <= n; i += 8)
+        nh8(_mm256_loadu_si256((const __m256i *)(w + i)), &key, step, &h0);
     return nh_total(h0, h1);
 }
 
@@ -712,8 +692,8 @@ diff_sumsq(PyObject *self, PyObject *args)
         return NULL;
     double d, q;
     Py_BEGIN_ALLOW_THREADS
-    diff_sumsq_avx2((const float *)views[0].buf, (const float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float),
-                    &d, &q);
+    update_pass_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float), 0,
+                     &d, &q, NULL);
     Py_END_ALLOW_THREADS
     release_all(views, 2);
     return Py_BuildValue("(dd)", d, q);
@@ -733,8 +713,8 @@ diff_copy(PyObject *self, PyObject *args)
     double d, q;
     uint64_t h;
     Py_BEGIN_ALLOW_THREADS
-    diff_copy_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float), &d,
-                   &q, &h);
+    update_pass_avx2((const float *)views[0].buf, (float *)views[1].buf, views[0].len / (Py_ssize_t)sizeof(float), 1,
+                     &d, &q, &h);
     Py_END_ALLOW_THREADS
     release_all(views, 2);
     return Py_BuildValue("(ddK)", d, q, (unsigned long long)h);
@@ -758,11 +738,7 @@ fingerprint(PyObject *self, PyObject *args)
     Py_ssize_t words = view.len / 4, done = words - words % 8;
     uint64_t h;
     Py_BEGIN_ALLOW_THREADS
-    h = fingerprint_avx2((const uint32_t *)view.buf, done);
-    uint32_t tail[10] = {0}; /* the last words, zero-padded to whole pairs */
-    memcpy(tail, (const char *)view.buf + 4 * done, (size_t)(view.len - 4 * done));
-    for (Py_ssize_t j = 0; done + j < (view.len + 3) / 4; j += 2)
-        h += fp_pair(tail[j], tail[j + 1], (uint32_t)(done + j));
+    h = fingerprint_avx2((const uint32_t *)view.buf, done) + nh_rest(view.buf, done, view.len);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     return PyLong_FromUnsignedLongLong(h);
