@@ -142,5 +142,5 @@ class UpdateTracker:
 
 
 def _kernel_reads(arr: np.ndarray) -> bool:
-    """Whether the kernel takes this array as it is: float32, C-contiguous, not empty."""
-    return kernel.active is not None and arr.dtype == np.float32 and arr.flags.c_contiguous and arr.size > 0
+    """Whether the kernel takes this array as it is: the statistics' test (float32, not empty), and C-contiguous."""
+    return probes._kernel_for(arr) and arr.flags.c_contiguous

@@ -51,7 +51,7 @@ def quiet() -> np.errstate:
 
 def finite(t: torch.Tensor) -> bool:
     """Whether every entry is finite: one dot product, an entry-by-entry scan only when that overflows."""
-    with np.errstate(all="ignore"):
+    with quiet():
         return statistics.is_finite(view(t))
 
 
