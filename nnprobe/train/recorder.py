@@ -207,14 +207,10 @@ class LayerSpec:
     name: str
     activation: Optional[str]
     shapes: dict[str, tuple]
-    _by_kinds: dict = field(default_factory=dict)
 
     def of_kinds(self, kinds: tuple) -> dict[str, tuple]:
         """The first step's shapes of the forward (TENSORS) or gradient (GRADIENTS) tensors."""
-        got = self._by_kinds.get(kinds)
-        if got is None:
-            got = self._by_kinds[kinds] = {k: v for k, v in self.shapes.items() if k in kinds}
-        return got
+        return {k: v for k, v in self.shapes.items() if k in kinds}
 
 
 def _same_shape(kind: str, first: tuple, now: tuple) -> bool:
