@@ -143,12 +143,13 @@ class RecordedRun:
         self.meta.update(status=status, ended=now(), duration_s=round(duration, 3), steps=self.steps,
                          step_time_ms=round(1000 * duration / max(self.steps, 1), 4), **(extra_meta or {}))
         if self.start is None:  # no step was ever taken: nothing to analyse
-            self.result = RunResult(run_dir=str(self.run_dir), status=status, steps=0, final_loss=None, findings=[])
+            result = RunResult(run_dir=str(self.run_dir), status=status, steps=0, final_loss=None, findings=[])
         else:
             suite, digest = self.observers.suite, self.observers.digest
-            self.result = analysed_result(self.run_dir, end, self.start, suite, digest, self.observers)
-        self.result.meta = self.meta
-        with self._writing():
+            result = analysed_result(self.run_dir, end, self.start, suite, digest, self.observers)
+        result.meta = self.meta
+        with self._writing():  # a failed write here leaves the run failed, as meta.json then says
             write_json(self.run_dir / "meta.json", self.meta)
-            write_json(self.run_dir / "findings.json", self.result.to_json())
-        return self.result
+            write_json(self.run_dir / "findings.json", result.to_json())
+        self.result = result
+        return result
